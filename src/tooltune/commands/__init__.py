@@ -1,0 +1,1 @@
+"""One module per `tooltune` subcommand (see `tooltune.cli.COMMANDS`)."""
