@@ -71,9 +71,10 @@ def collate(rows: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str, Any]
     return {k: torch.tensor(v, dtype=torch.long) for k, v in out.items()}
 
 
-def packed_attention_mask(position_ids: Any) -> Any:
-    """A boolean (B, 1, T, T) mask, True where query i may attend to key j: same packed example and j <= i.
-    Examples are told apart by their position ids restarting at 0."""
+def packed_attention_mask(position_ids: Any, dtype: Any = None) -> Any:
+    """A (B, 1, T, T) mask letting query i see key j only within the same packed example and j <= i (examples are
+    told apart by their position ids restarting at 0). Boolean (True = may attend) for sdpa; with a float `dtype`,
+    additive (0 or the dtype's minimum) for eager attention. transformers passes a 4D mask through unchanged."""
     import torch
 
     starts = (position_ids == 0).long()  # (B, T)
@@ -81,7 +82,10 @@ def packed_attention_mask(position_ids: Any) -> Any:
     same = seq[:, :, None] == seq[:, None, :]  # (B, T, T)
     t = position_ids.shape[-1]
     causal = torch.tril(torch.ones(t, t, dtype=torch.bool, device=position_ids.device))
-    return (same & causal)[:, None, :, :]
+    allowed = (same & causal)[:, None, :, :]
+    if dtype is None:
+        return allowed
+    return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
 def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int = 0,
