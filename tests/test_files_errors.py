@@ -46,7 +46,8 @@ BAD = [
      "conversations[1].observation", "list of objects"),
     ("chatglm3", _chatglm3([U, {"role": "observation", "content": "x"}]), "conversations[1].role", "unknown role"),
     ("chatglm3", {"tools": ["[not json"], "conversations": [U]}, "tools[0]", "not valid JSON"),
-    ("chatglm3", _chatglm3([U, {"role": "assistant", "content": "ok"}, {"role": "tool", "name": "s", "parameters": {}}]),
+    ("chatglm3", _chatglm3([U, {"role": "assistant", "content": "ok"},
+                            {"role": "tool", "name": "s", "parameters": {}}]),
      "conversations[2]", "a call turn cannot follow a assistant"),
     ("llama2", _llama2([U], {"role": "user", "content": "again"}), "response.role", "must be a search or"),
     ("llama2", _llama2([U, {"role": "return", "records": []}], {"role": "assistant", "content": "x"}),
@@ -89,7 +90,8 @@ def test_chatglm3_drops_the_filler_only_right_before_a_tool_turn(tmp_path):
                                                     {"role": "assistant", "content": FILLER}, tool]),
                                          _chatglm3([U, tool])])
     report = read_file(path)
-    assert report.counts == {"filler turns dropped": 1, "tool turns without the filler before them (writing adds it)": 1}
+    assert report.counts == {"filler turns dropped": 1,
+                             "tool turns without the filler before them (writing adds it)": 1}
     assert report.dialogues[0].turns == (User("hi"), Assistant(FILLER), User("hi"), Call({"type": "经济型"}))
 
 
@@ -126,7 +128,8 @@ def test_reads_hand_written_openai_and_sharegpt(tmp_path):
                                                               "arguments": "{\"type\": \"经济型\"}"}}
     openai = {"messages": [{"role": "user", "content": "找酒店"},
                            {"role": "assistant", "content": None, "tool_calls": [call]},
-                           {"role": "tool", "tool_call_id": "call_Xy9", "content": "[{\"name\": \"A\", \"price\": 300.0}]"},
+                           {"role": "tool", "tool_call_id": "call_Xy9",
+                            "content": "[{\"name\": \"A\", \"price\": 300.0}]"},
                            {"role": "assistant", "content": "A"}]}
     sharegpt = {"conversations": [{"from": "human", "value": "找酒店"},
                                   {"from": "function_call",
@@ -143,7 +146,8 @@ def test_reads_hand_written_openai_and_sharegpt(tmp_path):
 def test_written_records_have_the_documented_shape(tmp_path):
     openai = _good_record("openai", tmp_path)
     assert openai["messages"][1] == {"role": "assistant", "tool_calls": [
-        {"id": "call_0", "type": "function", "function": {"name": "search_hotels", "arguments": "{\"type\": \"经济型\"}"}}]}
+        {"id": "call_0", "type": "function",
+         "function": {"name": "search_hotels", "arguments": "{\"type\": \"经济型\"}"}}]}
     assert openai["messages"][2] == {"role": "tool", "tool_call_id": "call_0",
                                      "content": "[{\"name\": \"A\", \"price\": 300.0}]"}
     assert openai["tools"][0]["type"] == "function" and openai["tools"][0]["function"]["name"] == "search_hotels"
