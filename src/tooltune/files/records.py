@@ -72,7 +72,9 @@ def _document_records(path: Path, value: Any, document_is_record: bool) -> Itera
 
 
 def _jsonl_records(path: Path, text: str) -> Iterator[Record]:
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    # split on "\n" only: str.splitlines() also splits on U+2028, U+0085 and others, which JSON leaves unescaped
+    # inside strings, and would cut such a record in two
+    for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
