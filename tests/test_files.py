@@ -133,6 +133,16 @@ def test_seed_layouts(tmp_path, course_test):
     assert [d.id for d in read_dialogues(tmp_path / "dir")] == ["0001.json", "0002.json", "0003.json"]
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_json_document_layout_round_trips(tmp_path, course_test, fmt):
+    """A `.json` path holds one JSON document (LLaMA-Factory's usual layout); detection looks at its first item."""
+    out = tmp_path / f"few.{fmt}.json"
+    write_dialogues(course_test[:3], out, fmt)
+    assert isinstance(json.loads(out.read_text(encoding="utf-8")), list)
+    assert detect_format(out) == fmt
+    assert seed_text(read_dialogues(out)) == seed_text(course_test[:3])
+
+
 def test_raw_seed_directory_reads_every_file(data_root):
     raw = data_root / "hotel" / "raw" / "enhanced_hotel_data"
     dialogues = read_dialogues(raw)

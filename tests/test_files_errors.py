@@ -70,7 +70,9 @@ BAD = [
      "messages[1].tool_calls[0].function.arguments", "not valid JSON"),
     ("openai", {"messages": [U, {"role": "assistant", "tool_calls": [
         {"id": "c", "type": "function", "function": {"name": "s", "arguments": "{}"}}]},
-        {"role": "tool", "tool_call_id": "other", "content": "[]"}]}, "messages[2].tool_call_id", "answers 'other'"),
+        {"role": "tool", "tool_call_id": "other", "content": "[]"}]}, "messages[2].tool_call_id", "answers 'other' and follows the call 'c'"),
+    ("openai", {"messages": [U, {"role": "tool", "tool_call_id": "c", "content": "[]"}]}, "messages[1].tool_call_id",
+     "follows no call"),
     ("openai", {"messages": [{"role": "system", "content": "s"}, U]}, "messages[0].role", "not supported"),
 ]
 

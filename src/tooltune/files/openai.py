@@ -83,9 +83,10 @@ def parse(value: Any, where: str, counts: Counter) -> Dialogue:
             turns.append(Assistant(need(msg, "content", str, where, fld)))
         elif role == "tool":
             answered = need(msg, "tool_call_id", str, where, fld)
-            if answered != pending_id or not isinstance(turns[-1], Call):
-                raise InputError(f"tool message answers {answered!r}, but the call before it is {pending_id!r}",
-                                 where=where, field=f"{fld}.tool_call_id")
+            if not turns or not isinstance(turns[-1], Call) or answered != pending_id:
+                before = f"the call {pending_id!r}" if turns and isinstance(turns[-1], Call) else "no call"
+                raise InputError(f"a tool message answers the call right before it; this one answers {answered!r} "
+                                 f"and follows {before}", where=where, field=f"{fld}.tool_call_id")
             content = json_string(need(msg, "content", str, where, fld), list, where, f"{fld}.content")
             turns.append(Result(records_of(content, where, f"{fld}.content"), name=turns[-1].name))
         elif role in ("system", "developer"):

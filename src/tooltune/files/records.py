@@ -85,9 +85,13 @@ def _jsonl_records(path: Path, text: str) -> Iterator[Record]:
 
 
 def first_record(path: Path) -> Record | None:
-    """The first record of `path` (for format detection), or None for an empty file or directory."""
+    """The first record of `path` (for format detection), or None for an empty file or directory.
+
+    A `.json` file holding a list gives its first item: a record of a list of records, or the first turn of
+    a seed dialogue.
+    """
     try:
-        return next(iter_records(path, document_is_record=True))
+        return next(iter_records(path, document_is_record=False))
     except StopIteration:
         return None
 

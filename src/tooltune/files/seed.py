@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from tooltune.dialogue import Dialogue, dialogue_from_seed, dialogue_to_seed
+from tooltune.dialogue import SEED_ROLES, Dialogue, dialogue_from_seed, dialogue_to_seed
 from tooltune.files.fields import read_each, record_id
 
 NAME = "seed"
@@ -20,7 +20,8 @@ DOCUMENT_IS_RECORD = True
 
 
 def looks_like(record: Any) -> bool:
-    return isinstance(record, list)
+    """A dialogue (a list), or the first turn of a `.json` file that holds one dialogue."""
+    return isinstance(record, list) or (isinstance(record, dict) and record.get("role") in SEED_ROLES)
 
 
 def parse(value: Any, where: str, counts: Counter) -> Dialogue:
