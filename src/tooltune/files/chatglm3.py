@@ -81,7 +81,7 @@ def _turns(conv: list[Any], where: str, counts: Counter) -> tuple[list[Turn], li
 
 def parse(value: Any, where: str, counts: Counter) -> Dialogue:
     obj = need_object(value, where)
-    tools = _tools(need(obj, "tools", list, where, ""), where)
+    tools = _tools(need(obj, "tools", list, where, ""), where) if "tools" in obj else ()
     turns, sources = _turns(need(obj, "conversations", list, where, ""), where, counts)
     return build_dialogue(turns, sources, tools, where)
 
