@@ -15,6 +15,7 @@ from tooltune.errors import ToolTuneError
 # (words, module): `tooltune data convert ...` runs tooltune.commands.data_convert.
 COMMANDS: list[tuple[str, str]] = [
     ("data convert", "data_convert"),
+    ("data show", "data_show"),
 ]
 
 
