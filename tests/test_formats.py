@@ -160,15 +160,21 @@ def test_chat_template_broken_call_is_malformed(bpe):
 
 @pytest.mark.parametrize("golden,fmt,template", VARIANTS)
 def test_prompt_is_what_training_shows_before_each_model_turn(golden, fmt, template, dialogues, bpe):
-    chat, _ = fmt_for(fmt, template, bpe)
+    """Train/inference consistency, as text and as token ids: the prompt for turn i is exactly the context the
+    model was trained with before turn i, and what it was trained to write follows."""
+    chat, tok = fmt_for(fmt, template, copy.deepcopy(bpe))
+    ensure_special_tokens(tok, chat.special_tokens)
     for dialogue in [tiny_dialogue()] + dialogues[:20]:
         samples = chat.render(dialogue)
+        sample_ids = [encode(s, tok).input_ids for s in samples]
         for i, turn in enumerate(dialogue.turns):
             if not isinstance(turn, (Call, Assistant)):
                 continue
-            prompt = plain(chat.prompt(dialogue.turns[:i], dialogue.tools))
+            segments = chat.prompt(dialogue.turns[:i], dialogue.tools)
+            prompt, ids = plain(segments), encode(segments, tok).input_ids
             target = generated_text(chat, Dialogue(dialogue.turns[:i + 1], tools=dialogue.tools))
             assert any(plain(s).startswith(prompt + target) for s in samples), (golden, i)
+            assert any(full[:len(ids)] == ids for full in sample_ids), (golden, i)
 
 
 # ---- labels --------------------------------------------------------------------------------------------------
@@ -182,11 +188,10 @@ def make_tokenizer(kind: str, bpe, llama_tok):
     return copy.deepcopy(bpe if kind == "byte_bpe" else llama_tok)
 
 
-@pytest.mark.parametrize("kind", TOKENIZERS)
-@pytest.mark.parametrize("golden,fmt,template", VARIANTS)
+# chat templates carry their own special tokens: checked on the byte-level tokenizer only
+@pytest.mark.parametrize("golden,fmt,template,kind", [v + (k,) for v in VARIANTS for k in TOKENIZERS
+                                                      if v[2] is None or k == "byte_bpe"])
 def test_labels_cover_exactly_the_trainable_spans(golden, fmt, template, kind, dialogues, bpe, llama_tok):
-    if template is not None and kind != "byte_bpe":
-        pytest.skip("chat templates are checked on the byte-level tokenizer")
     tok = make_tokenizer(kind, bpe, llama_tok)
     chat, tok = fmt_for(fmt, template, tok) if template else (FORMATS[fmt], tok)
     ensure_special_tokens(tok, chat.special_tokens)
@@ -324,7 +329,6 @@ def test_chat_template_refusals_are_input_errors(bpe):
     from formats_support import FORGETFUL
     from tooltune.errors import InputError
 
-    chat, _ = fmt_for("chat_template", FORGETFUL, bpe) if FORGETFUL in SPECIALS else (None, None)
     tok = with_template(copy.deepcopy(bpe), FORGETFUL, [])
     with pytest.raises(InputError, match="prefix"):
         FORMATS["chat_template"].for_tokenizer(tok).render(tiny_dialogue())
@@ -337,3 +341,19 @@ def test_chat_template_refusals_are_input_errors(bpe):
     gemma, _ = fmt_for("chat_template", GEMMA_LIKE, bpe)
     with pytest.raises(InputError, match="alternate"):
         gemma._text([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], (), False)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("\n我需要使用search_hotels工具来查询酒店<|assistant|>search_hotels\n```python\ntool_call(type='经济型')\n```"
+     "<|observation|>", Call({"type": "经济型"})),
+    ("search_hotels\n{\"type\": \"经济型\"}", Call({"type": "经济型"})),  # JSON arguments are read too
+    ("\n好的，祝您入住愉快<|user|>", Assistant("好的，祝您入住愉快")),
+])
+def test_chatglm3_reads_generated_text(text, expected):
+    parsed = FORMATS["chatglm3"].parse(text)
+    assert parsed.turn == expected and not parsed.malformed
+
+
+def test_chatglm3_reply_without_its_newline_is_a_malformed_reply():
+    parsed = FORMATS["chatglm3"].parse("好的\n还有别的需要吗")
+    assert parsed.turn == Assistant("好的\n还有别的需要吗") and parsed.malformed

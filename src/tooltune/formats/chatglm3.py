@@ -22,16 +22,19 @@ Generated text must be decoded with special tokens kept: the role tokens are thi
 from __future__ import annotations
 
 import ast
+import re
 from typing import Any, Sequence
 
-from tooltune.dialogue import Assistant, Call, Dialogue, HOTEL_TOOL, Result, Tool, Turn, User
+from tooltune.dialogue import Assistant, Call, Dialogue, Result, Tool, Turn, User
 from tooltune.formats.base import (BOS, EOS, ChatFormat, ParsedTurn, Piece, Segment, check_prompt_turns, cut_at_stop,
-                                   merge, records_json, result_after, tools_json)
+                                   merge, read_json_object, records_json, result_after,
+                                   tools_json)
 
 SYSTEM_PREFIX = "Answer the following questions as best as you can. You have access to the following tools:\n"
 THOUGHT = "我需要使用{name}工具来查询酒店"
 SYSTEM, USER, ASSISTANT, OBSERVATION = "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>"
 CALL_OPEN, CALL_CLOSE = "```python\n", "\n```"
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 
 
 class ChatGLM3Format(ChatFormat):
@@ -42,6 +45,8 @@ class ChatGLM3Format(ChatFormat):
     def __init__(self, thought: str | None = THOUGHT):
         self.thought = thought
         """The assistant message put before each call (`{name}`: the tool's name); None: none."""
+        self._thought = None if thought is None else re.compile(
+            re.escape(thought).replace(re.escape("{name}"), r"(\w+)"))
 
     def _samples(self, dialogue: Dialogue, observation: str) -> list[list[Piece]]:
         pieces = self._pieces(dialogue.turns, dialogue.tools, observation)
@@ -80,13 +85,18 @@ class ChatGLM3Format(ChatFormat):
         last = messages[-1]
         if last.startswith("\n") or "\n" not in last.lstrip():
             content = last.strip()
-            thought = self.thought.format(name=HOTEL_TOOL.name) if self.thought else None
-            if thought is not None and content == thought:  # the model announced a call and stopped
-                return ParsedTurn(Call({}), malformed=True, raw=text)
+            announced = self._thought and self._thought.fullmatch(content)
+            if announced:  # the model announced a call and stopped
+                return ParsedTurn(Call({}, name=announced.group(1)), malformed=True, raw=text)
             return ParsedTurn(Assistant(content), raw=text)
         name, _, rest = last.lstrip().partition("\n")
-        args = parse_call_body(rest)
-        return ParsedTurn(Call(args or {}, name=name.strip() or HOTEL_TOOL.name), malformed=args is None, raw=text)
+        if not _NAME.fullmatch(name.strip()):  # not a tool name: a reply that lost its leading newline
+            return ParsedTurn(Assistant(last.strip()), malformed=True, raw=text)
+        args, malformed = parse_call_body(rest), False
+        if args is None:  # some checkpoints write the arguments as JSON rather than as a Python call
+            args, clean = read_json_object(rest)
+            malformed = not clean
+        return ParsedTurn(Call(args or {}, name=name.strip()), malformed=malformed, raw=text)
 
 
 def _role(token: str) -> Segment:
