@@ -357,3 +357,22 @@ def test_chatglm3_reads_generated_text(text, expected):
 def test_chatglm3_reply_without_its_newline_is_a_malformed_reply():
     parsed = FORMATS["chatglm3"].parse("好的\n还有别的需要吗")
     assert parsed.turn == Assistant("好的\n还有别的需要吗") and parsed.malformed
+
+
+NO_SYSTEM = """\
+{%- for m in messages %}
+{%- if m.role == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}
+[{{ m.role }}] {{ m.content }}</turn>
+{% endfor %}
+{%- if add_generation_prompt %}[assistant] {% endif %}"""
+
+
+def test_chat_template_without_system_role_puts_tools_in_the_first_user_turn(bpe):
+    tok = with_template(copy.deepcopy(bpe), NO_SYSTEM, [])
+    chat = FORMATS["chat_template"].for_tokenizer(tok)
+    assert not chat.native_tools and not chat.system_role and chat.stop_strings == ("</turn>",)
+    sample = chat.render(tiny_dialogue())[0]
+    assert plain(sample).startswith("[user] You can call the following tools.")
+    assert "[[<tool_call>{\"name\": \"search_hotels\"" in show(sample)
+    call = tiny_dialogue().turns[1]
+    assert chat.parse(generated_text(chat, Dialogue(tiny_dialogue().turns[:2]))).turn == call

@@ -7,8 +7,8 @@ error). The difference is the model's message plus the template's end-of-turn ma
 without its trailing whitespace, so that the model learns to close its turn. Stop strings are that marker.
 
 Templates without tool support (Gemma-3 style: no `tools` variable, strict user/assistant alternation): the tools
-go into a system message (which such templates fold into the first user turn) with an instruction to answer a call
-as `<tool_call>{"name": ..., "arguments": ...}</tool_call>`; a call is that text as the assistant's message and a
+go into a system message (which such templates fold into the first user turn; a template that refuses the system
+role gets them at the start of the first user message) with an instruction to answer a call as `<tool_call>{"name": ..., "arguments": ...}</tool_call>`; a call is that text as the assistant's message and a
 result a user message `<tool_response>...</tool_response>`. A dialogue's turn order (user, call, result, reply)
 then alternates user/assistant as such templates demand.
 
@@ -42,18 +42,21 @@ class ChatTemplateFormat(ChatFormat):
         self.native_tools = bool(template) and "tools" in template and "tool_calls" in template
         """Whether the template renders `tools` and `tool_calls` itself (else they are written as text)."""
         self.stop_strings = self._end_marker() if tokenizer is not None else ()
+        self.system_role = tokenizer is not None and self._accepts_system()
+        """Whether the template takes a system message; if not, the tools text opens the first user message."""
 
     def for_tokenizer(self, tokenizer: Any) -> "ChatTemplateFormat":
         return ChatTemplateFormat(tokenizer)
 
     # ---- messages -------------------------------------------------------------------------------------------
     def messages(self, turns: Sequence[Turn], tools: Sequence[Tool], observation: str) -> list[dict[str, Any]]:
-        msgs: list[dict[str, Any]] = []
+        msgs = [self._message(turn, observation) for turn in turns]
         if not self.native_tools and tools:
-            spec = json.dumps([t.to_dict() for t in tools], ensure_ascii=False)
-            msgs.append({"role": "system", "content": TOOL_INSTRUCTION + spec})
-        for turn in turns:
-            msgs.append(self._message(turn, observation))
+            spec = TOOL_INSTRUCTION + json.dumps([t.to_dict() for t in tools], ensure_ascii=False)
+            if self.system_role:
+                msgs.insert(0, {"role": "system", "content": spec})
+            else:
+                msgs[0] = dict(msgs[0], content=spec + "\n\n" + msgs[0]["content"])
         return msgs
 
     def _message(self, turn: Turn, observation: str) -> dict[str, Any]:
@@ -94,6 +97,13 @@ class ChatTemplateFormat(ChatFormat):
             return ()
         marker = after[len(before):].split("y", 1)[-1].strip()
         return (marker,) if marker else ()
+
+    def _accepts_system(self) -> bool:
+        try:
+            self._text([{"role": "system", "content": "s"}, {"role": "user", "content": "x"}], (), False)
+        except InputError:
+            return False
+        return True
 
     # ---- ChatFormat ---------------------------------------------------------------------------------------------
     def _samples(self, dialogue: Dialogue, observation: str) -> list[list[Piece]]:
