@@ -164,7 +164,8 @@ class FacilityMatcher:
 
 
 def learn_paraphrases(pairs: Iterable[tuple[Iterable[str], Iterable[Mapping[str, Any]]]],
-                      min_score: float = 0.25, prior_weight: float = 0.5) -> dict[str, str]:
+                      min_score: float = 0.15, prior_weight: float = 0.5,
+                      margin: float = 0.1) -> dict[str, str]:
     """phrase -> canonical facility, learned from (asked facility phrases, returned records) of search turns.
 
     The records of a search should all have the facility asked for, so a paraphrase's canonical name is among the
@@ -173,7 +174,8 @@ def learn_paraphrases(pairs: Iterable[tuple[Iterable[str], Iterable[Mapping[str,
     with no shared characters ("按摩" -> "SPA") win through rare facilities that keep co-occurring with it, while
     ubiquitous ones ("24小时热水", in nearly every hotel) earn nothing from merely being present. Facilities asked
     by name in the same search are no candidates for the others. Canonical names are the facilities seen in records.
-    A phrase whose best mean vote is below `min_score` is left out. Phrases that are canonical names are not returned.
+    A phrase whose best mean vote is below `min_score`, or whose winner is more than `margin` less similar than the
+    closest facility name, is left out. Phrases that are canonical names are not returned.
     """
     occurrences: dict[str, list[set[str]]] = defaultdict(list)
     record_count, facility_count = 0, Counter()
@@ -199,14 +201,13 @@ def learn_paraphrases(pairs: Iterable[tuple[Iterable[str], Iterable[Mapping[str,
         votes: Counter[str] = Counter()
         for common in commons:
             for c in common:
-                sim = similarity(phrase, c)
-                # A single search is weak evidence for a name sharing no character with the phrase: its records
-                # may break the search's own constraints (CrossWOZ annotations), so such votes need a repeat.
-                if sim > 0 or len(commons) >= 2:
-                    votes[c] += sim + prior_weight * (1 - base[c])
+                votes[c] += similarity(phrase, c) * (1 + prior_weight * (1 - base[c]))
         if not votes:
             continue
         best, total = max(votes.items(), key=lambda kv: (kv[1], kv[0]))
-        if total / len(commons) >= min_score:
+        # Records that break the search's constraints can elect a wrong name; when another facility is clearly
+        # closer in characters, the data is not trusted and the phrase is left to the matcher's n-gram step.
+        closest = max(similarity(phrase, c) for c in canonical)
+        if total / len(commons) >= min_score and closest <= similarity(phrase, best) + margin:
             learned[phrase] = best
     return learned
