@@ -145,7 +145,7 @@ def build_db(out: str | os.PathLike | None = None, data_dir: str | os.PathLike |
                 if f in canonical:
                     aliases.setdefault(p, (f, "hand"))
             con.executemany("INSERT INTO aliases VALUES (?,?,?)", [(p, f, s) for p, (f, s) in aliases.items()])
-            meta = {"schema": SCHEMA_VERSION, "hotel_json": str(hotel_json.resolve()), "hotel_json_stamp": _stamp(hotel_json),
+            meta = {"schema": SCHEMA_VERSION, "data_dir": str(paths.data_dir(data_dir).resolve()), "hotel_json": str(hotel_json.resolve()), "hotel_json_stamp": _stamp(hotel_json),
                     "train": str(train.resolve()) if train else "", "train_stamp": _stamp(train) if train else ""}
             con.executemany("INSERT INTO meta VALUES (?,?)", list(meta.items()))
         con.close()
@@ -166,18 +166,25 @@ def default_path() -> Path:
     return paths.cache_dir() / "hotels.sqlite"
 
 
-def _stale_reason(db: Path, data_dir: str | os.PathLike | None) -> str | None:
-    """Why `db` must be (re)built, or None when it is current. Without source data an existing file is used as is."""
-    if not db.is_file():
-        return "missing"
+def _read_meta(db: Path) -> dict[str, str] | None:
     try:
         con = sqlite3.connect(_read_only_uri(db), uri=True)
         try:
-            meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+            return dict(con.execute("SELECT key, value FROM meta").fetchall())
         finally:
             con.close()
-    except sqlite3.DatabaseError as e:
-        return f"unreadable ({e})"
+    except sqlite3.DatabaseError:
+        return None
+
+
+def _stale_reason(db: Path, data_dir: str | os.PathLike | None) -> str | None:
+    """Why `db` must be (re)built from `data_dir`, or None when it is current. Without source data an existing file
+    is used as is."""
+    if not db.is_file():
+        return "missing"
+    meta = _read_meta(db)
+    if meta is None:
+        return "unreadable"
     if meta.get("schema") != SCHEMA_VERSION:
         return "older schema"
     try:
@@ -243,6 +250,11 @@ class HotelDB:
         """Open the database at `path` (default `cache_dir()/hotels.sqlite`), building it first if it is missing
         or older than its sources in `data_dir`."""
         db = Path(path) if path else default_path()
+        if data_dir is None and db.is_file():
+            # Without an explicit data dir, a file keeps the data dir it was built from (a test's or a user's copy).
+            data_dir = (_read_meta(db) or {}).get("data_dir") or None
+            if data_dir is not None and not Path(data_dir).is_dir():
+                data_dir = None
         if _stale_reason(db, data_dir) is not None:
             build_db(db, data_dir)
         return cls(db)
