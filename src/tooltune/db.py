@@ -83,7 +83,7 @@ def search_turns(path: str | Path) -> Iterator[tuple[dict[str, Any], list[dict[s
                     yield args, [r for r in records if isinstance(r, dict)], where
 
 
-# ---- building ---------------------------------------------------------------------------------------------------------
+# ---- building --------------------------------------------------------------------------------------------------------
 
 _DDL = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -124,7 +124,8 @@ def build_db(out: str | os.PathLike | None = None, data_dir: str | os.PathLike |
     out = Path(out) if out else default_path()
     hotel_json, train = _sources(data_dir)
     hotels = load_hotels(hotel_json)
-    learned = learn_paraphrases((a.get("facilities") or [], recs) for a, recs, _ in search_turns(train)) if train else {}
+    pairs = ((args.get("facilities") or [], records) for args, records, _ in (search_turns(train) if train else ()))
+    learned = learn_paraphrases(pairs)
     canonical = dict.fromkeys(f for h in hotels for f in h["facilities"])
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=out.name, suffix=".tmp", dir=out.parent)
@@ -145,7 +146,8 @@ def build_db(out: str | os.PathLike | None = None, data_dir: str | os.PathLike |
                 if f in canonical:
                     aliases.setdefault(p, (f, "hand"))
             con.executemany("INSERT INTO aliases VALUES (?,?,?)", [(p, f, s) for p, (f, s) in aliases.items()])
-            meta = {"schema": SCHEMA_VERSION, "data_dir": str(paths.data_dir(data_dir).resolve()), "hotel_json": str(hotel_json.resolve()), "hotel_json_stamp": _stamp(hotel_json),
+            meta = {"schema": SCHEMA_VERSION, "data_dir": str(paths.data_dir(data_dir).resolve()),
+                    "hotel_json": str(hotel_json.resolve()), "hotel_json_stamp": _stamp(hotel_json),
                     "train": str(train.resolve()) if train else "", "train_stamp": _stamp(train) if train else ""}
             con.executemany("INSERT INTO meta VALUES (?,?)", list(meta.items()))
         con.close()
@@ -198,7 +200,7 @@ def _stale_reason(db: Path, data_dir: str | os.PathLike | None) -> str | None:
     return None
 
 
-# ---- searching --------------------------------------------------------------------------------------------------------
+# ---- searching -------------------------------------------------------------------------------------------------------
 
 def _number(args: dict[str, Any], key: str) -> float | None:
     value = args.get(key)

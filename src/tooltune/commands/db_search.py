@@ -12,7 +12,8 @@ HELP = "search the local hotel database with search_hotels arguments given as JS
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("arguments", help='search_hotels arguments, e.g. \'{"type": "经济型", "rating_range_lower": 4.5}\'')
+    parser.add_argument("arguments",
+                        help='search_hotels arguments, e.g. \'{"type": "经济型", "rating_range_lower": 4.5}\'')
     parser.add_argument("--limit", type=int, default=3, help="most records to print (default 3)")
     parser.add_argument("--db", help="database file (default: the user cache's hotels.sqlite, built if missing)")
     parser.add_argument("--data-dir", help="data dir to build the database from when it is missing or stale")
