@@ -195,7 +195,7 @@ def test_build_report_and_tables(tmp_path):
     con.close()
 
 
-# ---- the real database ---------------------------------------------------------------------------------------------
+# ---- the real database -----------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def real(data_root, tmp_path_factory) -> HotelDB:
@@ -217,7 +217,7 @@ def test_real_database_learned_paraphrases(real):
     assert all({"国际长途电话", "24小时热水"} <= set(h["facilities"]) for h in r.records)
 
 
-# ---- the CLI ----------------------------------------------------------------------------------------------------------
+# ---- the CLI ---------------------------------------------------------------------------------------------------------
 
 def test_cli_build_and_search(small, tmp_path, capsys):
     _, _, root = small

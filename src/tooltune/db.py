@@ -61,7 +61,7 @@ class SearchResult:
     """Phrases that mapped to nothing; they were skipped, not used as filters."""
 
 
-# ---- reading the course's search turns ----------------------------------------------------------------------------
+# ---- reading the course's search turns -------------------------------------------------------------------------------
 
 def search_turns(path: str | Path) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]], str]]:
     """(arguments, returned records, "file:line") of every `tool` turn of a course `*.chatglm3.jsonl` file."""
