@@ -63,6 +63,14 @@ def test_no_filter_orders_by_rating_then_price_and_keeps_unpriced_hotels(small):
     assert len(db.search({}, limit=1).records) == 1
 
 
+def test_database_order_ranks_by_hotel_id(small):
+    db = small[0]
+    assert [r["hotel_id"] for r in db.search({}, limit=10, order="database").records] == [0, 1, 2, 3, 4, 5]
+    assert names(db.search({"name": "北京饭店"}, order="database")) == ["北京饭店", "北京大饭店"]  # name first
+    with pytest.raises(SearchError, match="order"):
+        db.search({}, order="price")
+
+
 def test_type_is_exact(small):
     assert names(small[0].search({"type": "高档型"}, limit=10)) == ["北京大饭店"]
 

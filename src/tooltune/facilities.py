@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Iterable, Mapping
 
 # The course stores some records' facilities as one string, "酒店提供的设施:a;b;c" (raw/enhanced_more/named.json).
@@ -91,10 +92,11 @@ def record_facilities(record: Mapping[str, Any]) -> list[str]:
     return [f.strip() for f in value if isinstance(f, str) and f.strip()]
 
 
-def _grams(phrase: str) -> set[str]:
+@lru_cache(maxsize=8192)
+def _grams(phrase: str) -> frozenset[str]:
     phrase = _WIRELESS.sub("wifi", normalize(phrase))
     tokens = [t for t in _TOKEN.findall(phrase) if t not in _PUNCT]
-    return set(tokens) | {a + b for a, b in zip(tokens, tokens[1:])}
+    return frozenset(tokens) | {a + b for a, b in zip(tokens, tokens[1:])}
 
 
 def similarity(a: str, b: str) -> float:
