@@ -193,6 +193,15 @@ def test_built_on_first_use_and_rebuilt_when_the_source_changes(tmp_path):
     assert db_path.stat().st_mtime_ns == mtime   # current: not rebuilt
 
 
+def test_a_file_that_is_no_database_is_not_overwritten(tmp_path, capsys):
+    write_hotels(tmp_path)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes", encoding="utf-8")
+    assert main(["db", "search", "{}", "--db", str(notes), "--data-dir", str(tmp_path)]) == 2
+    assert "not a tooltune hotel database" in capsys.readouterr().err
+    assert notes.read_text(encoding="utf-8") == "my notes"
+
+
 def test_build_report_and_tables(tmp_path):
     write_hotels(tmp_path)
     report = build_db(tmp_path / "h.sqlite", tmp_path)

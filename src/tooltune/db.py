@@ -112,6 +112,8 @@ class BuildReport:
     hand_aliases: int
     train_source: str | None
     """The train file the aliases were learned from, or None when it was absent (hand rules only)."""
+    dropped_aliases: int = 0
+    """Learned aliases naming a facility this database lacks (they could filter nothing, so were not stored)."""
 
 
 def _sources(data_dir: str | os.PathLike | None) -> tuple[Path, Path | None]:
@@ -143,6 +145,7 @@ def build_db(out: str | os.PathLike | None = None, data_dir: str | os.PathLike |
             # Learned aliases first; a hand rule only fills a phrase train never showed. Aliases naming a facility
             # the database lacks cannot filter anything, so they are not stored.
             aliases = {p: (f, "learned") for p, f in learned.items() if f in canonical}
+            dropped = len(learned) - len(aliases)
             for p, f in HAND_RULES.items():
                 if f in canonical:
                     aliases.setdefault(p, (f, "hand"))
@@ -158,7 +161,7 @@ def build_db(out: str | os.PathLike | None = None, data_dir: str | os.PathLike |
             os.unlink(tmp)
     n_learned = sum(s == "learned" for _, s in aliases.values())
     return BuildReport(out, len(hotels), len(canonical), n_learned, len(aliases) - n_learned,
-                       str(train) if train else None)
+                       str(train) if train else None, dropped)
 
 
 def _read_only_uri(path: Path) -> str:
@@ -186,8 +189,9 @@ def _stale_reason(db: Path, data_dir: str | os.PathLike | None) -> str | None:
     if not db.is_file():
         return "missing"
     meta = _read_meta(db)
-    if meta is None:
-        return "unreadable"
+    if meta is None:  # never overwrite a file that is not ours (a mistyped --db)
+        raise ToolTuneError(f"{db} is not a tooltune hotel database (no readable meta table); remove it or choose "
+                            f"another path")
     if meta.get("schema") != SCHEMA_VERSION:
         return "older schema"
     try:

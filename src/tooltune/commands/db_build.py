@@ -20,6 +20,8 @@ def run(args: argparse.Namespace) -> int:
     learned_from = report.train_source or "nothing (train dialogues not found: hand rules only)"
     print(f"wrote {report.path}: {report.hotels} hotels, {report.facilities} facility names, "
           f"{report.learned_aliases} paraphrases learned from {learned_from}, "
-          f"{report.hand_aliases} hand-written paraphrases", file=sys.stderr)
+          f"{report.hand_aliases} hand-written paraphrases"
+          + (f", {report.dropped_aliases} learned ones dropped (their facility is not in this database)"
+             if report.dropped_aliases else ""), file=sys.stderr)
     print(report.path)
     return 0
