@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     except ToolTuneError as e:
         print(f"tooltune: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `tooltune db search ... | head`: the reader left; not an error of ours
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("tooltune: interrupted", file=sys.stderr)
         return 130
