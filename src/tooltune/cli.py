@@ -14,6 +14,7 @@ from tooltune.errors import ToolTuneError
 
 # (words, module): `tooltune data convert ...` runs tooltune.commands.data_convert.
 COMMANDS: list[tuple[str, str]] = [
+    ("report", "report"),
 ]
 
 
