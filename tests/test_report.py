@@ -10,7 +10,7 @@ from tooltune.dialogue import Assistant, Call, turn_from_seed
 from tooltune.errors import InputError
 from tooltune.evaluate.predictions import Row, read_predictions, write_predictions
 from tooltune.evaluate.report import read_metrics, render_table, table_rows, write_metrics
-from tooltune.evaluate.score import score, task_success, turn_types, valid_calls
+from tooltune.evaluate.score import hoteldb_search, score, task_success, turn_types, valid_calls
 
 
 @pytest.fixture(scope="module")
@@ -186,3 +186,14 @@ def test_report_names_the_bad_field(tmp_path, capsys):
     (tmp_path / "metrics.json").write_text('{"model": "m", "method": "x", "metrics": {"bleu4": 1}}')
     assert main(["report", str(tmp_path)]) == 2
     assert "metrics.slot_p: missing or not a number" in capsys.readouterr().err
+
+
+def test_task_success_on_the_local_database(gold_rows, data_root, tmp_path):
+    search = hoteldb_search(tmp_path / "hotels.sqlite", data_root)
+    calls = [r for r in gold_rows if isinstance(r.gold, Call)]
+    gold = task_success(calls, search, limit=3)
+    assert gold["judged"] + gold["gold_rejected"] == 242
+    assert gold["success"] == gold["judged"] > 200  # the gold call finds its own hotels
+    # dropping every call's last argument changes what most searches find
+    cut = [Row(r.id, r.gold, Call(dict(list(r.gold.arguments.items())[:-1])), "") for r in calls]
+    assert task_success(cut, search, limit=3)["rate"] < 60

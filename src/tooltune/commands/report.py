@@ -22,6 +22,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-rouge", action="store_true", help="with --rescore: skip ROUGE (saves loading jieba)")
     parser.add_argument("--task-success", action="store_true",
                         help="with --rescore: run predicted and gold calls on the local hotel database and compare")
+    parser.add_argument("--db", metavar="PATH", help="with --task-success: the SQLite hotel database to use "
+                                                      "(default: the cache's, built on first use)")
     parser.add_argument("--limit", type=int, default=3,
                         help="with --task-success: how many hotels each search returns (default 3, the web demo's)")
 
@@ -31,7 +33,7 @@ def _rescore(args: argparse.Namespace) -> int:
     from tooltune.evaluate.score import hoteldb_search, score
 
     rows = read_predictions(args.rescore)
-    search = hoteldb_search() if args.task_success else None
+    search = hoteldb_search(args.db) if args.task_success else None
     result = score(rows, search=search, limit=args.limit, rouge=not args.no_rouge)
     print(json.dumps(result, ensure_ascii=False, indent=2))
     return 0
@@ -44,8 +46,8 @@ def run(args: argparse.Namespace) -> int:
         return _rescore(args)
     if not args.runs:
         raise ToolTuneError("nothing to report: give run directories (DIR...) or --rescore PREDICTIONS")
-    if args.no_rouge or args.task_success:
-        raise ToolTuneError("--no-rouge and --task-success apply to --rescore only (a table reads metrics.json)")
+    if args.no_rouge or args.task_success or args.db:
+        raise ToolTuneError("--no-rouge, --task-success and --db apply to --rescore only (a table reads metrics.json)")
     from tooltune.evaluate.report import read_metrics, render_table, table_rows
 
     runs = [read_metrics(d) for d in args.runs]

@@ -10,6 +10,7 @@ call finds the same hotels as the gold call).
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Any, Callable, Mapping, Sequence
 
@@ -109,8 +110,18 @@ def _hotel_key(record: Any) -> Any:
     return getattr(record, "hotel_id", getattr(record, "name", None))
 
 
-def _found(search: Search, arguments: Mapping[str, Any], limit: int) -> frozenset:
-    return frozenset(_hotel_key(r) for r in search(arguments, limit))
+def _memo_found(search: Search, limit: int) -> Callable[[Mapping[str, Any]], frozenset]:
+    """The set of hotels `arguments` find, remembered for one scoring call: a good model's call repeats the gold
+    one, and the search is deterministic, so each distinct argument set runs once (errors are not remembered)."""
+    seen: dict[str, frozenset] = {}
+
+    def found(arguments: Mapping[str, Any]) -> frozenset:
+        key = json.dumps(arguments, sort_keys=True, ensure_ascii=False, default=repr)
+        if key not in seen:
+            seen[key] = frozenset(_hotel_key(r) for r in search(arguments, limit))
+        return seen[key]
+
+    return found
 
 
 def task_success(rows: Sequence[Row], search: Search, limit: int = 3) -> dict[str, Any]:
@@ -121,11 +132,12 @@ def task_success(rows: Sequence[Row], search: Search, limit: int = 3) -> dict[st
     counted under `gold_rejected`.
     """
     judged = success = gold_empty = pred_rejected = gold_rejected = 0
+    found = _memo_found(search, limit)
     for row in rows:
         if not isinstance(row.gold, Call):
             continue
         try:
-            gold_found = _found(search, row.gold.arguments, limit)
+            gold_found = found(row.gold.arguments)
         except ToolTuneError:
             gold_rejected += 1
             continue
@@ -134,21 +146,18 @@ def task_success(rows: Sequence[Row], search: Search, limit: int = 3) -> dict[st
         if not isinstance(row.pred, Call):
             continue
         try:
-            success += _found(search, row.pred.arguments, limit) == gold_found
+            success += found(row.pred.arguments) == gold_found
         except ToolTuneError:
             pred_rejected += 1
     return {"limit": limit, "judged": judged, "success": success, "rate": _pct(success / judged) if judged else 0.0,
             "gold_found_nothing": gold_empty, "pred_rejected": pred_rejected, "gold_rejected": gold_rejected}
 
 
-def hoteldb_search() -> Search:
-    """The local hotel database as a `Search` (`tooltune.db.HotelDB`), for task success."""
-    try:
-        from tooltune.db import HotelDB
-    except ImportError:
-        raise ToolTuneError("task success needs the local hotel database (tooltune.db), which this build lacks") \
-            from None
-    db = HotelDB.open()
+def hoteldb_search(path: str | None = None, data_dir: str | None = None) -> Search:
+    """The local hotel database (`tooltune.db.HotelDB`, built on first use) as a `Search`, for task success."""
+    from tooltune.db import HotelDB
+
+    db = HotelDB.open(path, data_dir)
     return lambda arguments, limit: db.search(dict(arguments), limit).records
 
 
