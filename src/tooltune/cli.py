@@ -14,6 +14,7 @@ from tooltune.errors import ToolTuneError
 
 # (words, module): `tooltune data convert ...` runs tooltune.commands.data_convert.
 COMMANDS: list[tuple[str, str]] = [
+    ("data convert", "data_convert"),
     ("db build", "db_build"),
     ("db search", "db_search"),
     ("report", "report"),
