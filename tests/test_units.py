@@ -7,6 +7,7 @@ import pytest
 
 from tooltune.dialogue import Assistant, Call, Dialogue, Result, User, turn_from_seed
 from tooltune.evaluate.units import Prediction, eval_units, predict_dialogue, predict_dialogues, predict_units
+from tooltune.files import read_dialogues
 
 
 def llama2_samples(path):
@@ -49,6 +50,14 @@ def test_turn_mode_reproduces_the_course_test_units(test_samples):
     assert sum(isinstance(u.gold, Assistant) for u in units) == 318
     # unit for unit, in file order: the same history and the same gold turn as test.llama2.jsonl
     assert [(u.history, u.gold) for u in units] == test_samples
+
+
+def test_turn_mode_on_the_chatglm3_file_gives_the_same_units(course_dir, test_samples):
+    # The course measured on test.chatglm3.jsonl; its units must be the ones test.llama2.jsonl lists.
+    dialogues = read_dialogues(course_dir / "test.chatglm3.jsonl")
+    units = eval_units(dialogues)
+    assert [(u.history, u.gold) for u in units] == test_samples
+    assert units[-1].id == f"test:200:{len(dialogues[200].turns) - 1}"
 
 
 def test_unit_ids_are_readable_and_point_at_the_gold_turn(test_samples):
