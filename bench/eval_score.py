@@ -75,8 +75,8 @@ def main() -> int:
                      f"{m['rouge_jieba']['rouge-l']:.2f} | {m['valid_calls']['rate']:.2f} | "
                      f"{m['task_success']['rate']:.2f} |")
     ts = results["gold as prediction"]["task_success"]
-    lines += ["", f"Task success uses limit {ts['limit']}; {ts['gold_found_nothing']} of {ts['judged']} gold calls find "
-              "no hotel in the local database (an empty result matched by an empty result counts as success)."]
+    lines += ["", f"Task success uses limit {ts['limit']}; {ts['gold_found_nothing']} of {ts['judged']} gold calls "
+              "find no hotel in the local database (an empty result matched by an empty result counts as success)."]
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))

@@ -138,6 +138,8 @@ def test_task_success_compares_the_hotels_found():
     assert t == {"limit": 3, "judged": 4, "success": 1, "rate": 25.0, "gold_found_nothing": 1,
                  "pred_rejected": 1, "gold_rejected": 1}
     assert score(rows, search=search, rouge=False)["task_success"] == t
+    with pytest.raises(InputError, match="limit"):
+        task_success(rows, search, limit=0)
 
 
 def test_metrics_json_and_table(tmp_path, gold_rows):
@@ -168,7 +170,19 @@ def test_report_command(tmp_path, gold_rows, capsys):
     assert main(["report", "--rescore", str(tmp_path / "p.jsonl"), "--no-rouge"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert {"bleu4", "slot_p", "slot_r", "slot_f1"} <= printed.keys()
-    assert printed["slot_f1"] == pytest.approx(100.0)
+    assert printed["slot_f1"] == pytest.approx(100.0) and "task_success" not in printed
+
+
+def test_rescore_with_task_success_on_the_local_database(tmp_path, gold_rows, data_root, capsys, monkeypatch):
+    monkeypatch.setenv("TOOLTUNE_DATA", str(data_root))
+    calls = [r for r in gold_rows if isinstance(r.gold, Call)][:20]
+    write_predictions(tmp_path / "p.jsonl", calls)
+    argv = ["report", "--rescore", str(tmp_path / "p.jsonl"), "--no-rouge", "--task-success", "--limit", "1",
+            "--db", str(tmp_path / "hotels.sqlite")]
+    assert main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["task_success"]["limit"] == 1
+    assert printed["task_success"]["success"] == printed["task_success"]["judged"] == 20
 
 
 @pytest.mark.parametrize("argv, message", [

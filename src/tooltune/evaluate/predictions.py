@@ -70,7 +70,7 @@ def row_from_json(obj: Any, where: str) -> Row:
 
 
 def read_predictions(path: str | Path) -> list[Row]:
-    """Every row of a predictions file, in order. Bad JSON, bad rows and repeated ids raise `InputError` at file:line."""
+    """Every row of a predictions file, in order; bad JSON, bad rows, repeated ids raise `InputError` at file:line."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

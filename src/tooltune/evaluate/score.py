@@ -15,7 +15,7 @@ from collections import Counter
 from typing import Any, Callable, Mapping, Sequence
 
 from tooltune.dialogue import HOTEL_TOOL, Assistant, Call, Tool
-from tooltune.errors import ToolTuneError
+from tooltune.errors import InputError, ToolTuneError
 from tooltune.evaluate.metrics import ROUGE_KEYS, SlotCounts, char_bleu4, quiet_jieba, rouge_words, slot_counts_by_key
 from tooltune.evaluate.predictions import Row
 from tooltune.schema import argument_problems
@@ -131,6 +131,9 @@ def task_success(rows: Sequence[Row], search: Search, limit: int = 3) -> dict[st
     `pred_rejected`). Gold calls the search itself rejects cannot be judged: they are left out of the rate and
     counted under `gold_rejected`.
     """
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        # checked here: a search rejecting every call for its limit would leave nothing judged, silently
+        raise InputError(f"the task-success limit must be a positive integer, got {limit!r}", field="limit")
     judged = success = gold_empty = pred_rejected = gold_rejected = 0
     found = _memo_found(search, limit)
     for row in rows:
