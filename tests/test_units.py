@@ -52,12 +52,14 @@ def test_turn_mode_reproduces_the_course_test_units(test_samples):
     assert [(u.history, u.gold) for u in units] == test_samples
 
 
-def test_turn_mode_on_the_chatglm3_file_gives_the_same_units(course_dir, test_samples):
-    # The course measured on test.chatglm3.jsonl; its units must be the ones test.llama2.jsonl lists.
-    dialogues = read_dialogues(course_dir / "test.chatglm3.jsonl")
-    units = eval_units(dialogues)
-    assert [(u.history, u.gold) for u in units] == test_samples
-    assert units[-1].id == f"test:200:{len(dialogues[200].turns) - 1}"
+@pytest.mark.parametrize("split, n_units", [("dev", 537), ("test", 560)])
+def test_turn_mode_on_the_chatglm3_files_gives_the_course_units(course_dir, split, n_units):
+    # The course measured on {split}.chatglm3.jsonl; its units must be the ones {split}.llama2.jsonl lists.
+    dialogues = read_dialogues(course_dir / f"{split}.chatglm3.jsonl")
+    units = eval_units(dialogues, split=split)
+    assert len(units) == n_units
+    assert [(u.history, u.gold) for u in units] == llama2_samples(course_dir / f"{split}.llama2.jsonl")
+    assert units[-1].id == f"{split}:{len(dialogues) - 1}:{len(dialogues[-1].turns) - 1}"
 
 
 def test_unit_ids_are_readable_and_point_at_the_gold_turn(test_samples):
