@@ -17,6 +17,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("data convert", "data_convert"),
     ("db build", "db_build"),
     ("db search", "db_search"),
+    ("report", "report"),
 ]
 
 
