@@ -14,6 +14,8 @@ from tooltune.errors import ToolTuneError
 
 # (words, module): `tooltune data convert ...` runs tooltune.commands.data_convert.
 COMMANDS: list[tuple[str, str]] = [
+    ("data build", "data_build"),
+    ("data fetch", "data_fetch"),
 ]
 
 

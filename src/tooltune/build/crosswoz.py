@@ -144,13 +144,14 @@ def _dsl_turns(dialog: Any, hotels: dict[str, dict[str, Any]]) -> list[Turn]:
     return turns
 
 
-def load_dialog_json(path: Path, hotels: dict[str, dict[str, Any]], source: str) -> tuple[list[Item], list[Removed]]:
-    """The course's hotel sub-dialogues (`dialog.json`) as items; unmappable ones as `Removed`."""
+def load_dialog_json(path: Path, hotels: dict[str, dict[str, Any]], source: str,
+                     limit: int | None = None) -> tuple[list[Item], list[Removed]]:
+    """The course's hotel sub-dialogues (`dialog.json`; the first `limit`) as items; unmappable ones as `Removed`."""
     raw = _read_json(path)
     if not isinstance(raw, list):
         raise InputError("expected a JSON list of dialogues", where=str(path))
     items, removed = [], []
-    for i, dialog in enumerate(raw):
+    for i, dialog in enumerate(raw[:limit]):
         try:
             items.append(make_item(_dsl_turns(dialog, hotels), source, str(i)))
         except Unmappable as e:
@@ -218,9 +219,12 @@ def part_turns(part: list[tuple[dict[str, Any], dict[str, Any]]],
     return turns, (f"{leading} leading turn(s) without a search" if leading else None)
 
 
-def load_crosswoz_zip(path: Path, hotels: dict[str, dict[str, Any]],
-                      source: str) -> tuple[list[Item], list[Removed]]:
-    """Hotel parts of every dialogue in a CrossWOZ `*.json.zip`; a part cut short is kept and listed as well."""
+def load_crosswoz_zip(path: Path, hotels: dict[str, dict[str, Any]], source: str,
+                      limit: int | None = None) -> tuple[list[Item], list[Removed]]:
+    """Hotel parts of the dialogues (the first `limit` by id) in a CrossWOZ `*.json.zip`.
+
+    A part cut short is kept and listed as well (`Removed(kept=True)`).
+    """
     try:
         with zipfile.ZipFile(path) as z:
             members = [n for n in z.namelist() if n.endswith(".json")]
@@ -232,7 +236,7 @@ def load_crosswoz_zip(path: Path, hotels: dict[str, dict[str, Any]],
     if not isinstance(raw, dict):
         raise InputError("expected a JSON object of dialogues keyed by id", where=str(path))
     items, removed = [], []
-    for dialogue_id in sorted(raw, key=lambda k: (len(k), k)):
+    for dialogue_id in sorted(raw, key=lambda k: (len(k), k))[:limit]:
         messages = raw[dialogue_id].get("messages", []) if isinstance(raw[dialogue_id], dict) else []
         for k, part in enumerate(hotel_parts(messages)):
             index = f"{dialogue_id}/{k}"
