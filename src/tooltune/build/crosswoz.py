@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import re
 import zipfile
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -225,14 +226,7 @@ def load_crosswoz_zip(path: Path, hotels: dict[str, dict[str, Any]], source: str
 
     A part cut short is kept and listed as well (`Removed(kept=True)`).
     """
-    try:
-        with zipfile.ZipFile(path) as z:
-            members = [n for n in z.namelist() if n.endswith(".json")]
-            if len(members) != 1:
-                raise InputError(f"expected one .json file in the zip, found {members}", where=str(path))
-            raw = json.loads(z.read(members[0]).decode("utf-8"))
-    except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"not a CrossWOZ zip: {e}", where=str(path)) from None
+    raw = _read_zip(str(path), Path(path).stat().st_mtime_ns)
     if not isinstance(raw, dict):
         raise InputError("expected a JSON object of dialogues keyed by id", where=str(path))
     items, removed = [], []
@@ -248,6 +242,19 @@ def load_crosswoz_zip(path: Path, hotels: dict[str, dict[str, Any]], source: str
             except Unmappable as e:
                 removed.append(Removed(source, index, e.reason, e.detail))
     return items, removed
+
+
+@lru_cache(maxsize=4)
+def _read_zip(path: str, mtime_ns: int) -> Any:
+    """The parsed JSON inside a CrossWOZ zip (cached: parsing is most of a quick build; callers do not modify it)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            members = [n for n in z.namelist() if n.endswith(".json")]
+            if len(members) != 1:
+                raise InputError(f"expected one .json file in the zip, found {members}", where=path)
+            return json.loads(z.read(members[0]).decode("utf-8"))
+    except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"not a CrossWOZ zip: {e}", where=path) from None
 
 
 def _read_json(path: Path) -> Any:
