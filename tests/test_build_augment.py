@@ -110,3 +110,9 @@ def test_augment_is_seeded_counted_and_switches_are_independent():
 def test_config_is_validated():
     with pytest.raises(ValueError, match="p must be"):
         AugmentConfig(p=1.5)
+
+
+def test_qa_does_not_ask_what_the_user_asks_later():
+    for seed in range(30):
+        q, _ = aug.qa_pair(HOTEL, True, ["SPA"], random.Random(seed), asked="电话和地址呢？评分多少？价格呢？地铁呢")
+        assert "有" in q or "提供" in q  # only the facility question is left

@@ -131,6 +131,9 @@ QA_TEMPLATES: dict[str, tuple[tuple[str, ...], str]] = {
     "rating": (("{h}的评分是多少？", "{h}评分怎么样？"), "{name}的评分是{rating}分。"),
     "subway": (("{h}附近有地铁站吗？", "去{h}坐地铁在哪站下？"), "{name}附近的地铁站是{subway}。"),
 }
+# Words that show a field was already asked about later in the dialogue (asking twice reads oddly).
+QA_KEYWORDS = {"price": ("价格", "多少钱", "价钱"), "phone": ("电话",), "address": ("地址", "位置", "在哪"),
+               "rating": ("评分", "分数"), "subway": ("地铁",)}
 FACILITY_QUESTIONS = ("{h}有{f}吗？", "{h}提供{f}吗？")
 FACILITY_ANSWERS = ("有的，{name}提供{f}。", "没有，{name}不提供{f}。")
 CLOSING_USER = ("好的，那我就住{name}了。", "就订{name}吧，谢谢。", "好的，我决定住在{name}。", "那就{name}吧。")
@@ -143,9 +146,14 @@ def _number_text(value: float | None) -> str | None:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
-def qa_pair(record: Mapping[str, Any], alone: bool, facility_names: list[str], rng: random.Random) -> tuple[str, str]:
-    """A question about `record` and its answer from the record's fields. `alone`: the only hotel returned."""
-    fields = [f for f in QA_TEMPLATES if record.get(f) not in (None, "")] + ["facilities"]
+def qa_pair(record: Mapping[str, Any], alone: bool, facility_names: list[str], rng: random.Random,
+            asked: str = "") -> tuple[str, str]:
+    """A question about `record` and its answer from the record's fields. `alone`: the only hotel returned.
+
+    Fields whose keywords occur in `asked` (the user's later turns) are not asked again.
+    """
+    fields = [f for f in QA_TEMPLATES if record.get(f) not in (None, "")
+              and not any(w in asked for w in QA_KEYWORDS[f])] + ["facilities"]
     field = rng.choice(fields)
     h = rng.choice(("这家酒店", "这个酒店", "它")) if alone else record["name"]
     if field == "facilities":
@@ -171,7 +179,8 @@ def add_qa(item: Item, facility_names: list[str], rng: random.Random) -> Item | 
         return None
     at = rng.choice(spots)
     records = turns[at - 1].records
-    question, answer = qa_pair(rng.choice(records), len(records) == 1, facility_names, rng)
+    asked = "".join(t.content for t in turns[at:] if isinstance(t, User))
+    question, answer = qa_pair(rng.choice(records), len(records) == 1, facility_names, rng, asked)
     return item.with_turns(turns[:at + 1] + [User(question), Assistant(answer)] + turns[at + 1:], "qa")
 
 

@@ -16,6 +16,7 @@ from tooltune import paths
 from tooltune.build import crosswoz
 from tooltune.build.augment import AugmentConfig, augment, paraphrase_table
 from tooltune.build.clean import CleanConfig, clean, remove_leakage
+from tooltune.build.exclude import remove_overlap, user_texts
 from tooltune.build.items import Item, Removed
 from tooltune.build.llm import LLMConfig, make_client, rewrite_items
 from tooltune.build.report import plot_balance, render_markdown, seed_json, split_stats
@@ -55,6 +56,9 @@ class BuildConfig:
     """Rewrite some user turns with an OpenAI-compatible endpoint; None: off."""
     tokenizer: str | None = None
     """A local tokenizer dir (transformers) for token lengths in the report; None: count characters."""
+    exclude: tuple[Path, ...] = ()
+    """JSON-lines files (seed, chatglm3, llama2) whose user sentences no built dialogue may contain, e.g. the
+    course's test set when the build is for training a model evaluated on it (see `tooltune.build.exclude`)."""
 
     def __post_init__(self) -> None:
         if len(self.ratios) != 3 or any(r < 0 for r in self.ratios) or sum(self.ratios) <= 0:
@@ -128,6 +132,9 @@ def build(config: BuildConfig) -> dict[str, Any]:
     hotel_list = load_hotels(paths.data_file(paths.HOTEL_DB_JSON, config.data_dir))
     hotels = {h["name"]: h for h in hotel_list}
     items, removed, sources = extract(root, hotels, config)
+    held_out = user_texts(config.exclude)
+    items, overlap = remove_overlap(items, held_out)  # before paraphrasing changes the users' words
+    removed += overlap
     counts: Counter = Counter()
     table = paraphrase_table(course_paraphrases(root) if config.augment.paraphrase else {}, HAND_RULES)
     items, augmented = augment(items, hotel_list, table, config.augment, config.seed)
@@ -135,6 +142,8 @@ def build(config: BuildConfig) -> dict[str, Any]:
     if config.llm is not None:
         items, rewritten = rewrite_items(items, make_client(config.llm), config.llm, config.seed)
         counts.update(rewritten)
+    items, overlap = remove_overlap(items, held_out)  # the generated dialogues, and any rewrite that matches
+    removed += overlap
     items, dropped = clean(items, config.clean)
     removed += dropped
     parts = stratified_split(items, stratum, config.ratios, config.seed)
@@ -158,7 +167,8 @@ def write_outputs(config: BuildConfig, splits: dict[str, list[Item]], sources: d
                 "p": config.augment.p, "paraphrase": config.augment.paraphrase, "qa": config.augment.qa,
                 "closing": config.augment.closing, "named": config.augment.named,
                 "price_upper": config.augment.price_upper, "threshold": config.clean.threshold,
-                "ngram": config.clean.ngram, "llm": config.llm.model if config.llm else None}
+                "ngram": config.clean.ngram, "llm": config.llm.model if config.llm else None,
+                "exclude": ",".join(Path(p).name for p in config.exclude) or None}
     report = render_markdown(stats, sources, counts, removed, settings, "tokens" if config.tokenizer else "chars")
     (out / "report.md").write_text(report, encoding="utf-8")
     plot_balance(stats, out / "balance.png")

@@ -27,6 +27,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--near-threshold", type=float, default=0.9,
                         help="character 3-gram Jaccard at or above which dialogues are near duplicates")
     parser.add_argument("--ratios", default="8:1:1", help="train:dev:test (default 8:1:1)")
+    parser.add_argument("--exclude", action="append", type=Path, default=[],
+                        help="JSON-lines file (seed/chatglm3/llama2) whose user sentences must not occur in the "
+                             "build, e.g. the course's test.chatglm3.jsonl (repeatable)")
     parser.add_argument("--tokenizer", help="local tokenizer dir for token lengths in the report")
     parser.add_argument("--llm-base-url", help="rewrite some user turns with this OpenAI-compatible endpoint")
     parser.add_argument("--llm-model", help="model name for --llm-base-url")
@@ -65,7 +68,8 @@ def config_from_args(args: argparse.Namespace):
     llm = LLMConfig(args.llm_base_url, args.llm_model, p=args.llm_p) if args.llm_base_url else None
     return BuildConfig(out=args.out, seed=args.seed, data_dir=args.data_dir, use_dialog_json=not args.no_dialog_json,
                        use_zips=not args.no_zips, limit=args.limit, augment=augment, clean=clean,
-                       ratios=_ratios(args.ratios), llm=llm, tokenizer=args.tokenizer)
+                       ratios=_ratios(args.ratios), llm=llm, tokenizer=args.tokenizer,
+                       exclude=tuple(args.exclude))
 
 
 def run(args: argparse.Namespace) -> int:
