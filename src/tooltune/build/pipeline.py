@@ -135,6 +135,9 @@ def build(config: BuildConfig) -> dict[str, Any]:
     held_out = user_texts(config.exclude)
     items, overlap = remove_overlap(items, held_out)  # before paraphrasing changes the users' words
     removed += overlap
+    # Duplicates among the sources go before augmentation: augmented differently, they would no longer match.
+    items, dropped = clean(items, config.clean)
+    removed += dropped
     counts: Counter = Counter()
     table = paraphrase_table(course_paraphrases(root) if config.augment.paraphrase else {}, HAND_RULES)
     items, augmented = augment(items, hotel_list, table, config.augment, config.seed)
@@ -144,7 +147,7 @@ def build(config: BuildConfig) -> dict[str, Any]:
         counts.update(rewritten)
     items, overlap = remove_overlap(items, held_out)  # the generated dialogues, and any rewrite that matches
     removed += overlap
-    items, dropped = clean(items, config.clean)
+    items, dropped = clean(items, config.clean)  # again: the generated dialogues and anything augmentation broke
     removed += dropped
     parts = stratified_split(items, stratum, config.ratios, config.seed)
     splits, leaked = remove_leakage(dict(zip(SPLITS, parts)), config.clean)
