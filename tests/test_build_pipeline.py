@@ -120,3 +120,20 @@ def test_llm_failures_are_counted_not_fatal():
     items = [make_item([User("300元以上的酒店"), Call({"price_range_lower": 300})], "s", "0")]
     out, counts = rewrite_items(items, make_client(config), config, seed=0)
     assert out == items and counts["llm failed"] == 1
+
+
+def test_token_lengths_use_a_local_tokenizer(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from tooltune.build.pipeline import _token_counter
+    from tooltune.errors import ToolTuneError
+
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")  # one token per character
+    tok.train_from_iterator(["酒店价格评分"], trainers.WordLevelTrainer(special_tokens=["[UNK]"]))
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(tmp_path / "tok")
+    count = _token_counter(str(tmp_path / "tok"))
+    assert count("酒店评分") == 4 and count("") == 0
+    with pytest.raises(ToolTuneError, match="tokenizer"):
+        _token_counter(str(tmp_path / "missing"))
