@@ -21,7 +21,7 @@ from tooltune.build.items import Item, Removed
 from tooltune.build.llm import LLMConfig, make_client, rewrite_items
 from tooltune.build.report import plot_balance, render_markdown, seed_json, split_stats
 from tooltune.build.split import stratified_split, stratum
-from tooltune.errors import ToolTuneError
+from tooltune.errors import InputError, ToolTuneError
 from tooltune.hotels import load_hotels
 
 DIALOG_JSON = "hotel/agiclass_hotel_chatbot/dialog.json"
@@ -77,7 +77,8 @@ def extract(root: Path, hotels: dict[str, dict[str, Any]], config: BuildConfig,
     todo = ([(DIALOG_JSON, crosswoz.load_dialog_json)] if config.use_dialog_json else []) + (
         [(z, crosswoz.load_crosswoz_zip) for z in CROSSWOZ_ZIPS if (root / z).exists()] if config.use_zips else [])
     if config.use_dialog_json and not (root / DIALOG_JSON).exists():
-        raise ToolTuneError(f"missing {root / DIALOG_JSON}: run `tooltune data fetch` or pass --data-dir")
+        raise ToolTuneError(f"missing {root / DIALOG_JSON}: run `tooltune data fetch`, pass --data-dir, "
+                             "or build from the zips alone with --no-dialog-json")
     if not todo:
         raise ToolTuneError(f"no CrossWOZ dialogue file under {root}: run `tooltune data fetch` or pass --data-dir")
     for source, load in todo:
@@ -99,13 +100,21 @@ def course_paraphrases(root: Path) -> dict[str, str]:
     split_map = root / COURSE_RAW / "split_map.json"
     if not split_map.exists():
         return {}
-    where = json.loads(split_map.read_text(encoding="utf-8"))["map"]
+    try:
+        where = json.loads(split_map.read_text(encoding="utf-8"))["map"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise InputError("expected a JSON object with a 'map' of file -> split", where=str(split_map)) from None
     pairs = []
     for name, split in sorted(where.items()):
         path = root / COURSE_RAW / "enhanced_hotel_data" / name
         if not split.startswith("train") or not path.exists():
             continue
-        turns = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            turns = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise InputError(f"not valid JSON: {e.msg}", where=f"{path}:{e.lineno}") from None
+        if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
+            raise InputError("expected a seed dialogue (a JSON list of turns)", where=str(path))
         for t, nxt in zip(turns, turns[1:]):
             if t.get("role") == "search" and nxt.get("role") == "return":
                 pairs.append((t.get("arguments", {}).get("facilities") or [], nxt.get("records") or []))
