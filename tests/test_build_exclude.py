@@ -54,3 +54,29 @@ def test_build_excludes_the_course_test_set(tmp_path, course_dir, data_root):
             for turn in json.loads(line):
                 if turn["role"] == "user" and len(normalise(turn["content"])) >= 8:
                     assert normalise(turn["content"]) not in texts
+
+
+def test_dialog_json_parts_also_in_the_train_zip_are_read_once(tmp_path, data_root):
+    """With crosswoz/train.json.zip present, dialog.json (cut from it) must not add its dialogues a second time."""
+    from tooltune.build.crosswoz import load_crosswoz_zip
+    from tooltune.hotels import load_hotels
+
+    hotels = {h["name"]: h for h in load_hotels(data_root / "crosswoz/hotel_db.json")}
+    zip_items, _ = load_crosswoz_zip(data_root / "crosswoz/val.json.zip", hotels, "val", limit=30)
+    shared = zip_items[0].dialogue.turns[0].content
+    root = tmp_path / "data"
+    (root / "crosswoz").mkdir(parents=True)
+    (root / "hotel/agiclass_hotel_chatbot").mkdir(parents=True)
+    (root / "crosswoz/hotel_db.json").symlink_to(data_root / "crosswoz/hotel_db.json")
+    (root / "crosswoz/train.json.zip").symlink_to(data_root / "crosswoz/val.json.zip")  # stands in for train
+    dialogs = [[{"role": "usr", "content": shared, "dsl": {"type": "经济型"}, "hotels": []},
+                {"role": "sys", "content": "没有。"}],
+               [{"role": "usr", "content": "一句只在dialog.json里的话，找个经济型酒店", "dsl": {"type": "经济型"},
+                 "hotels": []}, {"role": "sys", "content": "没有。"}]]
+    (root / "hotel/agiclass_hotel_chatbot/dialog.json").write_text(json.dumps(dialogs, ensure_ascii=False),
+                                                                    encoding="utf-8")
+    out = tmp_path / "o"
+    assert main(["data", "build", "--out", str(out), "--data-dir", str(root), "--no-augment", "--limit", "30"]) == 0
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "| also in crosswoz/train.json.zip | 1 |" in report
+    assert "| hotel/agiclass_hotel_chatbot/dialog.json | 0 | also in crosswoz/train.json.zip |" in report

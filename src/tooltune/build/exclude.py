@@ -61,15 +61,26 @@ def user_texts(paths: Iterable[Path], min_chars: int = 8) -> dict[str, str]:
     return texts
 
 
-def remove_overlap(items: Iterable[Item], texts: dict[str, str],
-                   min_chars: int = 8) -> tuple[list[Item], list[Removed]]:
+def item_texts(items: Iterable[Item], min_chars: int = 8) -> dict[str, str]:
+    """normalised user sentence -> the item it was first seen in (`where`)."""
+    texts: dict[str, str] = {}
+    for item in items:
+        for t in item.dialogue.turns:
+            key = normalise(t.content) if isinstance(t, User) else ""
+            if len(key) >= min_chars:
+                texts.setdefault(key, item.where)
+    return texts
+
+
+def remove_overlap(items: Iterable[Item], texts: dict[str, str], min_chars: int = 8,
+                   reason: str = "in an excluded file") -> tuple[list[Item], list[Removed]]:
     """Items sharing no user sentence with `texts`, and the removed ones (detail: where the sentence is)."""
     kept, removed = [], []
     for item in items:
         hit = next((texts[k] for t in item.dialogue.turns if isinstance(t, User)
                     for k in [normalise(t.content)] if len(k) >= min_chars and k in texts), None)
         if hit:
-            removed.append(Removed(item.source, item.index, "in an excluded file", f"a user turn of {hit}"))
+            removed.append(Removed(item.source, item.index, reason, f"a user turn of {hit}"))
         else:
             kept.append(item)
     return kept, removed

@@ -16,7 +16,7 @@ from tooltune import paths
 from tooltune.build import crosswoz
 from tooltune.build.augment import AugmentConfig, augment, paraphrase_table
 from tooltune.build.clean import CleanConfig, clean, remove_leakage
-from tooltune.build.exclude import remove_overlap, user_texts
+from tooltune.build.exclude import item_texts, remove_overlap, user_texts
 from tooltune.build.items import Item, Removed
 from tooltune.build.llm import LLMConfig, make_client, rewrite_items
 from tooltune.build.report import plot_balance, render_markdown, seed_json, split_stats
@@ -81,11 +81,19 @@ def extract(root: Path, hotels: dict[str, dict[str, Any]], config: BuildConfig,
                              "or build from the zips alone with --no-dialog-json")
     if not todo:
         raise ToolTuneError(f"no CrossWOZ dialogue file under {root}: run `tooltune data fetch` or pass --data-dir")
+    loaded: dict[str, list[Item]] = {}
     for source, load in todo:
         got, lost = load(root / source, hotels, source, config.limit)
-        items += got
+        loaded[source] = got
         removed += lost
         sources[source] = len(got)
+    train_zip = CROSSWOZ_ZIPS[0]
+    if DIALOG_JSON in loaded and train_zip in loaded:
+        # dialog.json was cut from CrossWOZ train: its sub-dialogues are the train zip's hotel parts again.
+        loaded[DIALOG_JSON], same = remove_overlap(loaded[DIALOG_JSON], item_texts(loaded[train_zip]),
+                                                   reason=f"also in {train_zip}")
+        removed += same
+    items = [item for got in loaded.values() for item in got]
     return items, removed, sources
 
 
