@@ -124,7 +124,6 @@ def test_llm_failures_are_counted_not_fatal():
 
 def test_token_lengths_use_a_local_tokenizer(tmp_path):
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     from tooltune.build.pipeline import _token_counter
     from tooltune.errors import ToolTuneError
@@ -132,8 +131,13 @@ def test_token_lengths_use_a_local_tokenizer(tmp_path):
     tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")  # one token per character
     tok.train_from_iterator(["酒店价格评分"], trainers.WordLevelTrainer(special_tokens=["[UNK]"]))
-    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(tmp_path / "tok")
+    (tmp_path / "tok").mkdir()
+    tok.save(str(tmp_path / "tok" / "tokenizer.json"))
     count = _token_counter(str(tmp_path / "tok"))
     assert count("酒店评分") == 4 and count("") == 0
-    with pytest.raises(ToolTuneError, match="tokenizer"):
+    with pytest.raises(ToolTuneError, match="not a directory"):
         _token_counter(str(tmp_path / "missing"))
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "tokenizer.json").write_text("{", encoding="utf-8")
+    with pytest.raises(ToolTuneError, match="cannot load"):
+        _token_counter(str(tmp_path / "broken"))

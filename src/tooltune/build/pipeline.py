@@ -130,13 +130,23 @@ def course_paraphrases(root: Path) -> dict[str, str]:
 
 
 def _token_counter(tokenizer: str | None) -> Callable[[str], int] | None:
+    """Token counts from a local tokenizer dir: its `tokenizer.json` via `tokenizers` (fast to load), else
+    transformers' AutoTokenizer (slow tokenizers)."""
     if tokenizer is None:
         return None
+    path = Path(tokenizer)
+    if not path.is_dir():
+        raise ToolTuneError(f"--tokenizer {tokenizer} is not a directory (a local tokenizer dir is expected)")
     try:
+        if (path / "tokenizer.json").exists():
+            from tokenizers import Tokenizer
+
+            fast = Tokenizer.from_file(str(path / "tokenizer.json"))
+            return lambda text: len(fast.encode(text, add_special_tokens=False).ids)
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(tokenizer, local_files_only=True)
-    except (OSError, ValueError) as e:
+        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except Exception as e:  # tokenizers and transformers raise many types for a broken dir; all mean "unusable"
         raise ToolTuneError(f"cannot load the tokenizer {tokenizer}: {e}") from None
     return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
 
@@ -148,8 +158,8 @@ def build(config: BuildConfig) -> dict[str, Any]:
     root = paths.data_dir(config.data_dir)
     hotel_list = load_hotels(paths.data_file(paths.HOTEL_DB_JSON, config.data_dir))
     hotels = {h["name"]: h for h in hotel_list}
+    held_out = user_texts(config.exclude)  # first: a bad --exclude file fails before any work
     items, removed, sources = extract(root, hotels, config)
-    held_out = user_texts(config.exclude)
     items, overlap = remove_overlap(items, held_out)  # before paraphrasing changes the users' words
     removed += overlap
     # Duplicates among the sources go before augmentation: augmented differently, they would no longer match.
