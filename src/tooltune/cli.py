@@ -18,6 +18,8 @@ COMMANDS: list[tuple[str, str]] = [
     ("db build", "db_build"),
     ("db search", "db_search"),
     ("report", "report"),
+    ("data build", "data_build"),
+    ("data fetch", "data_fetch"),
 ]
 
 
