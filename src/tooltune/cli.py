@@ -15,6 +15,11 @@ from tooltune.errors import ToolTuneError
 # (words, module): `tooltune data convert ...` runs tooltune.commands.data_convert.
 COMMANDS: list[tuple[str, str]] = [
     ("data convert", "data_convert"),
+    ("db build", "db_build"),
+    ("db search", "db_search"),
+    ("report", "report"),
+    ("data build", "data_build"),
+    ("data fetch", "data_fetch"),
     ("data show", "data_show"),
 ]
 
@@ -57,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     except ToolTuneError as e:
         print(f"tooltune: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `tooltune db search ... | head`: the reader left; not an error of ours
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("tooltune: interrupted", file=sys.stderr)
         return 130

@@ -36,7 +36,8 @@ def _record(entry: Any, index: int, where: str) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=4)
-def _load(path: str) -> tuple[dict[str, Any], ...]:
+def _load(path: str, size: int, mtime_ns: int) -> tuple[dict[str, Any], ...]:
+    # size and mtime are part of the cache key so that an edited file is read again (the database rebuilds on it).
     try:
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
@@ -48,4 +49,5 @@ def _load(path: str) -> tuple[dict[str, Any], ...]:
 
 def load_hotels(path: str | Path) -> list[dict[str, Any]]:
     """All hotels of a CrossWOZ `hotel_db.json`, as fresh record dicts (callers may modify them)."""
-    return [dict(r, facilities=list(r["facilities"])) for r in _load(str(path))]
+    st = Path(path).stat()
+    return [dict(r, facilities=list(r["facilities"])) for r in _load(str(path), st.st_size, st.st_mtime_ns)]

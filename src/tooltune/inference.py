@@ -1,0 +1,108 @@
+"""Generating the next model turn from a history: batched greedy decoding with the KV cache, then the format's parse.
+
+One `Generator` serves evaluation (many histories at once), the terminal chat and the server (one at a time).
+A history is a sequence of turns ending where the model speaks next (a user or result turn); the format renders it
+into a prompt (`ChatFormat.prompt`), the model continues until the tokenizer's eos, one of the format's end tokens, or
+one of its stop strings, and `ChatFormat.parse` reads the continuation back as a call or a reply (never raises).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from tooltune.dialogue import HOTEL_TOOL, Tool, Turn
+from tooltune.formats import ChatFormat, ParsedTurn, encode
+from tooltune.formats.base import single_id
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    max_new_tokens: int = 256
+    """Upper bound on generated tokens per turn (a call or a reply); the course's replies are far shorter."""
+    batch_size: int = 8
+    """Histories decoded together (left-padded); sorted by length first so a batch wastes little padding."""
+    max_prompt_tokens: int = 2048
+    """Longer prompts lose whole segments from the front (the most recent turns are kept)."""
+    observation: str = "full"
+    """How results are rendered in the prompt; must match what the model was trained with."""
+
+
+@dataclass
+class Prediction:
+    parsed: ParsedTurn
+    raw: str
+    """The generated text, decoded with special tokens kept, cut at the first end token."""
+    new_tokens: int
+
+
+class Generator:
+    """Greedy next-turn generation for one model, tokenizer and chat format."""
+
+    def __init__(self, model: Any, tokenizer: Any, fmt: ChatFormat, tools: Sequence[Tool] = (HOTEL_TOOL,),
+                 config: GenerationConfig = GenerationConfig()):
+        self.model, self.tokenizer, self.config = model, tokenizer, config
+        self.fmt = fmt.for_tokenizer(tokenizer)
+        self.tools = tuple(tools)
+        # End tokens: eos plus each stop string that is one special token (ChatGLM3's <|user|>, <|observation|>);
+        # the other stop strings are checked on the decoded text.
+        ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+        text_stops = []
+        for stop in self.fmt.stop_strings:
+            tid = single_id(tokenizer, stop)
+            (ids.add(tid) if tid is not None else text_stops.append(stop))
+        self.end_ids = sorted(ids)
+        self.text_stops = tuple(text_stops)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.end_ids[0]
+
+    def prompt_ids(self, history: Sequence[Turn]) -> list[int]:
+        segments = self.fmt.prompt(history, self.tools, observation=self.config.observation)
+        return encode(segments, self.tokenizer, max_length=self.config.max_prompt_tokens).input_ids
+
+    def predict(self, histories: Sequence[Sequence[Turn]], progress: bool = False) -> list[Prediction]:
+        """The next model turn for each history, in the given order."""
+        prompts = [self.prompt_ids(h) for h in histories]
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        out: list[Prediction | None] = [None] * len(prompts)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=len(prompts), desc="generate", unit="turn")
+        for start in range(0, len(order), self.config.batch_size):
+            batch = order[start:start + self.config.batch_size]
+            for i, pred in zip(batch, self._generate([prompts[i] for i in batch])):
+                out[i] = pred
+            if bar is not None:
+                bar.update(len(batch))
+        if bar is not None:
+            bar.close()
+        return out  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def _generate(self, prompts: list[list[int]]) -> list[Prediction]:
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, ids in enumerate(prompts):  # left padding: every prompt ends where generation starts
+            input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+            mask[row, width - len(ids):] = 1
+        device = next(self.model.parameters()).device
+        kwargs: dict[str, Any] = dict(max_new_tokens=self.config.max_new_tokens, do_sample=False, use_cache=True,
+                                      eos_token_id=self.end_ids, pad_token_id=self.pad_id)
+        if self.text_stops:
+            kwargs.update(stop_strings=list(self.text_stops), tokenizer=self.tokenizer)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            generated = self.model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), **kwargs)
+        finally:
+            self.model.train(was_training)
+        new = generated[:, width:].tolist()
+        preds = []
+        for ids in new:
+            cut = next((k for k, t in enumerate(ids) if t in self.end_ids), len(ids))
+            raw = self.tokenizer.decode(ids[:cut], skip_special_tokens=False)
+            preds.append(Prediction(self.fmt.parse(raw), raw, cut))
+        return preds
