@@ -17,6 +17,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("data convert", "data_convert"),
     ("db build", "db_build"),
     ("db search", "db_search"),
+    ("eval", "eval"),
     ("report", "report"),
     ("data build", "data_build"),
     ("data fetch", "data_fetch"),

@@ -57,13 +57,14 @@ class Generator:
         self.text_stops = tuple(text_stops)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.end_ids[0]
 
-    def prompt_ids(self, history: Sequence[Turn]) -> list[int]:
-        segments = self.fmt.prompt(history, self.tools, observation=self.config.observation)
+    def prompt_ids(self, history: Sequence[Turn], tools: Sequence[Tool] | None = None) -> list[int]:
+        segments = self.fmt.prompt(history, tools or self.tools, observation=self.config.observation)
         return encode(segments, self.tokenizer, max_length=self.config.max_prompt_tokens).input_ids
 
-    def predict(self, histories: Sequence[Sequence[Turn]], progress: bool = False) -> list[Prediction]:
-        """The next model turn for each history, in the given order."""
-        prompts = [self.prompt_ids(h) for h in histories]
+    def predict(self, histories: Sequence[Sequence[Turn]], tools: Sequence[Sequence[Tool]] | None = None,
+                progress: bool = False) -> list[Prediction]:
+        """The next model turn for each history (offering `tools[i]`, default the generator's), in the given order."""
+        prompts = [self.prompt_ids(h, tools[i] if tools else None) for i, h in enumerate(histories)]
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         out: list[Prediction | None] = [None] * len(prompts)
         bar = None

@@ -1,0 +1,71 @@
+"""`tooltune eval RUN_OR_MODEL --data FILE --out DIR`: predictions.jsonl and metrics.json on a dialogue file."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+HELP = "evaluate a run (or a base model) on a dialogue file: predictions.jsonl + metrics.json"
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="a tooltune run directory, or a Hugging Face model directory (then --format)")
+    p.add_argument("--data", required=True, help="dialogues to evaluate on (any format tooltune reads)")
+    p.add_argument("--out", required=True, help="directory for predictions.jsonl and metrics.json")
+    p.add_argument("--mode", choices=("turn", "dialogue"), default="turn",
+                   help="turn: gold history (the course's definition); dialogue: the model's own outputs fed back")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N units (turn) or dialogues")
+    p.add_argument("--format", default=None, help="chat format (default: the run's)")
+    p.add_argument("--observation", choices=("full", "compact"), default=None, help="default: the run's")
+    p.add_argument("--split", default=None, help="name used in unit ids (default: the file's stem)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--no-task-success", action="store_true", help="skip running calls on the hotel database")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tooltune.errors import ToolTuneError
+    from tooltune.evaluate.predictions import Row, write_predictions
+    from tooltune.evaluate.report import write_metrics
+    from tooltune.evaluate.score import hoteldb_search
+    from tooltune.evaluate.units import Prediction, eval_units, predict_dialogues
+    from tooltune.files import read_dialogues
+    from tooltune.formats import get_format
+    from tooltune.inference import GenerationConfig, Generator
+    from tooltune.runs import load_for_inference
+
+    if args.limit is not None and args.limit <= 0:
+        raise ToolTuneError("--limit must be a positive number")
+    dialogues = read_dialogues(args.data)
+    split = args.split or Path(args.data).name.split(".")[0]
+    loaded = load_for_inference(args.run, format=args.format, observation=args.observation, dtype=args.dtype)
+    generator = Generator(loaded.model, loaded.tokenizer, get_format(loaded.format),
+                          config=GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                                                  observation=loaded.observation))
+    started = time.perf_counter()
+    if args.mode == "turn":
+        units = eval_units(dialogues, split=split)[:args.limit]
+        preds = generator.predict([u.history for u in units], [u.tools for u in units], progress=True)
+        rows = [Row(u.id, u.gold, p.parsed.turn, p.raw) for u, p in zip(units, preds)]
+    else:
+        def generate(history, tools):
+            p = generator.predict([history], [tools])[0]
+            return Prediction(p.parsed.turn, p.raw)
+        rows = predict_dialogues(dialogues[:args.limit], generate, split=split)
+    seconds = time.perf_counter() - started
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_predictions(out / "predictions.jsonl", rows)
+    meta = {"model": loaded.model_name, "method": loaded.method, "mode": args.mode, "run": str(args.run),
+            "data": str(args.data), "format": loaded.format, "observation": loaded.observation,
+            "generation_seconds": round(seconds, 1), "units": len(rows)}
+    search = None if args.no_task_success else hoteldb_search()
+    content = write_metrics(out, rows, meta, search=search)
+    m = content["metrics"]
+    print(f"{loaded.model_name} {loaded.method}: BLEU-4 {m['bleu4']:.2f}  SLOT-P {m['slot_p']:.2f}  "
+          f"SLOT-R {m['slot_r']:.2f}  SLOT-F1 {m['slot_f1']:.2f}  ({len(rows)} units, {seconds:.0f} s)")
+    print(f"wrote {out / 'predictions.jsonl'} and {out / 'metrics.json'}")
+    return 0
