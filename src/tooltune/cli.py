@@ -18,6 +18,8 @@ COMMANDS: list[tuple[str, str]] = [
     ("db build", "db_build"),
     ("db search", "db_search"),
     ("report", "report"),
+    ("chat", "chat"),
+    ("serve", "serve"),
 ]
 
 
