@@ -26,9 +26,8 @@ def open_session_parts(args: argparse.Namespace):
     from tooltune.db import HotelDB
 
     config = SessionConfig(max_calls=args.max_calls, limit=args.limit)
-    db = HotelDB.open(args.db, args.data_dir)
     policy = load_policy(args.run, fmt=args.format, device=args.device, max_new_tokens=args.max_new_tokens)
-    return policy, db, config
+    return policy, HotelDB.open(args.db, args.data_dir), config
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
