@@ -117,3 +117,47 @@ def save_tiny_run(directory: Path, name: str = "llama2") -> Path:
     tok.save_pretrained(directory)
     (directory / "tooltune_run.json").write_text(json.dumps({"format": name}), encoding="utf-8")
     return directory
+
+
+class LiveServer:
+    """The app served by uvicorn in a thread on 127.0.0.1 and a free port; `with LiveServer(app) as url: ...`."""
+
+    def __init__(self, app):
+        import socket
+
+        import uvicorn
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> str:
+        import threading
+        import time
+
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.02)
+        return self.url
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+class SwitchPolicy:
+    """One server per test module; each test sets the policy it needs."""
+
+    name = "switch"
+
+    def __init__(self):
+        self.inner = None
+
+    def next_turn(self, history):
+        return self.inner.next_turn(history)

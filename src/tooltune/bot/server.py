@@ -10,7 +10,8 @@ the policy is wrapped in `LockedPolicy`, one lock: generations run one at a time
 lock, while parsing, database searches and sending overlap. The database gives each thread its own connection.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: FastAPI reads the route functions' annotations (`Request`,
+# imported inside create_app) at runtime.
 
 import dataclasses
 import hmac
