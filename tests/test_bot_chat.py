@@ -97,3 +97,9 @@ def test_chat_command_errors_are_one_line(tmp_path, capsys):
     assert "not a directory" in capsys.readouterr().err
     assert cli.main(["chat", str(tmp_path), "--format", "nope"]) == 2
     assert "unknown format 'nope'" in capsys.readouterr().err
+
+
+def test_a_format_whose_special_tokens_the_tokenizer_lacks_is_refused_at_load(tmp_path, capsys):
+    run = save_tiny_run(tmp_path / "run", "llama2")  # a byte-level BPE without ChatGLM3's role tokens
+    assert cli.main(["chat", str(run), "--format", "chatglm3"]) == 2
+    assert "lacks the chatglm3 format's special tokens <|system|>" in capsys.readouterr().err

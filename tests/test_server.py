@@ -224,3 +224,37 @@ def test_binding_beyond_localhost_needs_a_key():
     check_bind("0.0.0.0", "k")
     with pytest.raises(ToolTuneError, match="refusing to listen on 0.0.0.0 without an API key"):
         check_bind("0.0.0.0", None)
+
+
+def test_serve_command_wires_the_options(tmp_path, db, monkeypatch):
+    """`tooltune serve RUN ...` loads the saved model and serves it with the given options (run here in-process)."""
+    from bot_support import save_tiny_run
+    from tooltune import cli
+
+    run = save_tiny_run(tmp_path / "run", "llama2")
+    served = {}
+    monkeypatch.setattr("tooltune.bot.server.serve", lambda app, host, port: served.update(app=app, host=host,
+                                                                                          port=port))
+    rc = cli.main(["serve", str(run), "--db", str(db.path), "--host", "0.0.0.0", "--port", "8123", "--api-key", KEY,
+                   "--execute-tools", "--max-new-tokens", "4", "--device", "cpu"])
+    assert rc == 0 and served["host"] == "0.0.0.0" and served["port"] == 8123
+    with LiveServer(served["app"]) as u:
+        assert [m.id for m in client(u, KEY).models.list()] == ["run"]
+        r = client(u, KEY).chat.completions.create(model="run", messages=ASK, tools=TOOLS)
+        assert r.choices[0].finish_reason in ("stop", "length") and not r.choices[0].message.tool_calls
+        with pytest.raises(openai.AuthenticationError):
+            client(u, "nope").models.list()
+    assert cli.main(["serve", str(run), "--host", "0.0.0.0"]) == 2  # no key: refused before loading anything
+
+
+def test_a_conversation_too_long_for_the_model_is_a_400(url, switch):
+    from tooltune.formats import SampleTooLong
+
+    class TooLong:
+        def next_turn(self, history):
+            raise SampleTooLong("9000 tokens, and no cut keeps a whole trained turn within max_length=2048")
+
+    switch.inner = TooLong()
+    with pytest.raises(openai.BadRequestError) as info:
+        client(url).chat.completions.create(model="tiny", messages=ASK)
+    assert info.value.body["code"] == "context_length_exceeded" and "9000 tokens" in info.value.body["message"]

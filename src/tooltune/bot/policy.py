@@ -87,9 +87,15 @@ def load_policy(path: str | Path, fmt: str | None = None, device: str | None = N
     from tooltune.formats import get_format
     from tooltune.inference import GenerationConfig, Generator
 
+    from tooltune.formats.base import single_id
+
     model_dir, name, observation = read_run(path, fmt)
     chat_format = get_format(name)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    missing = [t for t in chat_format.special_tokens if single_id(tokenizer, t) is None]
+    if missing:  # found now, not at the first user turn: a run trained on this format saved them
+        raise InputError(f"the tokenizer lacks the {name} format's special tokens {', '.join(missing)}: was the "
+                         f"model trained with this format?", where=str(model_dir))
     if (model_dir / "adapter_config.json").is_file():
         from peft import AutoPeftModelForCausalLM
         model = AutoPeftModelForCausalLM.from_pretrained(model_dir)

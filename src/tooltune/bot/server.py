@@ -25,6 +25,7 @@ from tooltune.bot.policy import LockedPolicy, Policy
 from tooltune.bot.session import Session, SessionConfig
 from tooltune.dialogue import HOTEL_TOOL, Tool
 from tooltune.errors import InputError, ToolTuneError
+from tooltune.formats import SampleTooLong
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 WEB_PAGE = Path(__file__).with_name("web") / "index.html"
@@ -88,6 +89,9 @@ def create_app(policy: Policy, db: Any, config: ServerConfig = ServerConfig()):
         session = Session(locked, db, session_config, history=history)
         try:
             exchange = session.respond()
+        except SampleTooLong as e:  # OpenAI's answer to a conversation over the context window
+            raise ApiError(400, f"the conversation is too long for the model: {e}", param="messages",
+                           code="context_length_exceeded") from None
         except InputError as e:
             raise ApiError.from_input(e) from None
         except Exception as e:  # a failing generation: report it and keep serving
