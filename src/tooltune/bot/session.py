@@ -3,8 +3,9 @@
 One user turn (`Session.send`) may hold several searches, bounded by `SessionConfig.max_calls`. A search that cannot
 run is never a crash: bad arguments (`SearchError`), a call the model wrote unreadably, or a tool the bot does not
 have become a result with one error record `{"error": "..."}` that the model sees, and nothing found is an empty
-result. A malformed call whose arguments were read (junk after the JSON) still runs with them; it is counted. When the model still calls after the bound, that call is kept unanswered (the course's data has such calls:
-the user speaks next) and the exchange ends without a reply, saying so.
+result. A malformed call whose arguments were read (junk after the JSON) still runs with them; it is counted.
+When the model still calls after the bound, that call is kept unanswered (the course's data has such calls: the
+user speaks next) and the exchange ends without a reply, saying so.
 """
 
 from __future__ import annotations
