@@ -5,7 +5,8 @@ format; random weights rarely write the end token, so nearly every request gener
 starts `tooltune serve` on it in a subprocess on 127.0.0.1 and a free port, and runs the clients in threads. Each
 client sends requests back to back (rotating: plain, streaming, with `tools`) until the time is up; a request still
 running then is waited for (bounded by --request-timeout). What it measures is the server: queueing behind its one
-model lock, HTTP, JSON, SSE; not a real model's speed. Results go to bench/results/bot.md with the command that made them.
+model lock, HTTP, JSON, SSE; not a real model's speed. Results go to bench/results/bot.md with the command that
+made them.
 
     python bench/serve_load.py                      # 50 clients, 60 s
     python bench/serve_load.py --clients 8 --seconds 10
