@@ -258,3 +258,15 @@ def test_a_conversation_too_long_for_the_model_is_a_400(url, switch):
     with pytest.raises(openai.BadRequestError) as info:
         client(url).chat.completions.create(model="tiny", messages=ASK)
     assert info.value.body["code"] == "context_length_exceeded" and "9000 tokens" in info.value.body["message"]
+
+
+def test_ignored_sampling_fields_are_named_in_a_header_and_the_web_endpoint_checks_its_body(url, switch, db):
+    script(switch, Assistant("好的。"))
+    r = httpx.post(f"{url}/v1/chat/completions", json={"messages": ASK, "temperature": 0.2, "top_p": 0.5})
+    assert r.status_code == 200 and r.headers["x-tooltune-ignored"] == "temperature,top_p"
+    r = httpx.post(f"{url}/api/chat", json={"text": "hi"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
+    script(switch, Call(ARGS), Assistant("推荐这家。"))
+    answer = httpx.post(f"{url}/api/chat", json={"messages": ASK}).json()
+    assert answer["reply"] == "推荐这家。" and answer["searches"][0]["records"] == db.search(ARGS, limit=2).records
+    assert [m["role"] for m in answer["messages"]] == ["user", "assistant", "tool", "assistant"]

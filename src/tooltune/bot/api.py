@@ -10,7 +10,7 @@ What is supported, and what is refused with a 400 rather than silently ignored:
   makes is run by the server, as with `--execute-tools`. "required" and a named function are refused: greedy
   decoding cannot force a call. A request without `tools` is treated as "none" (the client cannot run the tool).
 - `n` must be 1. Decoding is greedy: `temperature`, `top_p`, `seed`, `max_tokens` and the like are accepted and
-  have no effect (the model's generation config decides), which `ignored_fields` lists for the response header.
+  have no effect (the server's generation settings decide); the response's `X-Tooltune-Ignored` header names them.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from tooltune.files import openai as openai_file
 WHERE = "request"
 IGNORED = ("temperature", "top_p", "seed", "max_tokens", "max_completion_tokens", "presence_penalty",
            "frequency_penalty", "stop", "user", "logit_bias", "parallel_tool_calls", "stream_options", "metadata")
-KNOWN = ("model", "messages", "tools", "tool_choice", "stream", "n") + IGNORED
 
 
 class ApiError(Exception):
