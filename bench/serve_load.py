@@ -143,7 +143,7 @@ def main() -> int:
     parser.add_argument("--request-timeout", type=float, default=300.0)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    command = "python bench/serve_load.py " + " ".join(sys.argv[1:])
+    command = " ".join(["python bench/serve_load.py", *sys.argv[1:]])
 
     with tempfile.TemporaryDirectory(prefix="tooltune-serve-load-") as tmp:
         run = build_tiny_run(Path(tmp) / "tiny")
@@ -187,8 +187,10 @@ Model: a tiny stand-in, NOT a trained model: a 2-layer Llama (hidden 64) with ra
 trained by the script, llama2 format; with random weights the end token is rare, so nearly every request generates
 {args.max_new_tokens} tokens (the server's --max-new-tokens).
 Each client sends requests back to back on loopback, rotating plain / streaming (SSE, checked to end with
-`data: [DONE]`) / with `tools`. The server runs one generation at a time (one lock around the model), so latency is
-mostly queueing: about (clients x one generation); throughput is one generation's rate.
+`data: [DONE]`) / with `tools`. The server runs one generation at a time (one `threading.Lock` around the model:
+`LockedPolicy`), so latency is mostly queueing, about clients x one generation, and throughput is one generation's
+rate; a streamed answer is generated whole before its first chunk. The machine is shared (see the load average), so
+the numbers are rough; the point is the error count under 50-way concurrency.
 
 | measure | value |
 | --- | ---: |

@@ -32,6 +32,7 @@ def test_call_runs_on_the_database_and_the_records_are_fed_back(db):
     assert policy.histories[1][-2:] == (Call(CHEAP), Result(expected))
     assert session.history == [User("找一家评分4.5以上的经济型酒店"), Call(CHEAP), Result(expected),
                                Assistant("推荐第一家。")]
+    assert ex.turns == session.history[1:]
 
 
 @pytest.mark.parametrize("args,error", [
