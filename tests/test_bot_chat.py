@@ -103,3 +103,21 @@ def test_a_format_whose_special_tokens_the_tokenizer_lacks_is_refused_at_load(tm
     run = save_tiny_run(tmp_path / "run", "llama2")  # a byte-level BPE without ChatGLM3's role tokens
     assert cli.main(["chat", str(run), "--format", "chatglm3"]) == 2
     assert "lacks the chatglm3 format's special tokens <|system|>" in capsys.readouterr().err
+
+
+def test_a_failed_turn_is_reported_and_undone(db_path):
+    from tooltune.formats import SampleTooLong
+
+    class TooLongOnce(ScriptedPolicy):
+        def next_turn(self, history):
+            if not self.histories:
+                self.histories.append(tuple(history))
+                raise SampleTooLong("3000 tokens, and no cut keeps a whole trained turn within max_length=2048")
+            return super().next_turn(history)
+
+    policy = TooLongOnce([Assistant("unused"), Assistant("你好。")])
+    session = Session(policy, HotelDB.open(db_path))
+    out = io.StringIO()
+    assert chat_loop(session, io.StringIO("很长的请求\n你好\n"), out) == 1
+    assert "[error] 3000 tokens" in out.getvalue() and "bot> 你好。" in out.getvalue()
+    assert session.history == [User("你好"), Assistant("你好。")]  # the failed turn left nothing behind
