@@ -22,6 +22,8 @@ COMMANDS: list[tuple[str, str]] = [
     ("data build", "data_build"),
     ("data fetch", "data_fetch"),
     ("data show", "data_show"),
+    ("chat", "chat"),
+    ("serve", "serve"),
 ]
 
 

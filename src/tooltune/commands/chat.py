@@ -1,0 +1,43 @@
+"""`tooltune chat RUN`: chat with a trained model in the terminal; its searches run on the local hotel database."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "chat with a trained model in the terminal (searches run on the local hotel database)"
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """Options `chat` and `serve` share: which model, which database, how many searches."""
+    parser.add_argument("run", help="a training run directory or a saved model directory")
+    parser.add_argument("--format", help="chat format (default: the run's); needed for a plain model directory")
+    parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="tokens generated per turn at most")
+    parser.add_argument("--max-calls", type=int, default=3, help="searches per user turn at most (default 3)")
+    parser.add_argument("--limit", type=int, default=3, help="hotels per search (default 3)")
+    parser.add_argument("--db", help="database file (default: the user cache's hotels.sqlite, built if missing)")
+    parser.add_argument("--data-dir", help="data dir to build the database from when it is missing or stale")
+
+
+def open_session_parts(args: argparse.Namespace):
+    """(policy, database, session config) from the shared options."""
+    from tooltune.bot import SessionConfig, load_policy
+    from tooltune.db import HotelDB
+
+    config = SessionConfig(max_calls=args.max_calls, limit=args.limit)
+    policy = load_policy(args.run, fmt=args.format, device=args.device, max_new_tokens=args.max_new_tokens)
+    return policy, HotelDB.open(args.db, args.data_dir), config
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_model_options(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tooltune.bot import Session
+    from tooltune.bot.terminal import chat_loop
+
+    policy, db, config = open_session_parts(args)
+    chat_loop(Session(policy, db, config), sys.stdin, sys.stdout)
+    return 0

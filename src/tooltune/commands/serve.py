@@ -1,0 +1,31 @@
+"""`tooltune serve RUN`: an OpenAI-compatible API (/v1/models, /v1/chat/completions) and a web chat page at /."""
+
+from __future__ import annotations
+
+import argparse
+
+from tooltune.commands.chat import add_model_options
+
+HELP = "serve a trained model: OpenAI-compatible chat completions with tool calls, and a web chat page"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_model_options(parser)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; any other "
+                                                            "needs --api-key)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on the API")
+    parser.add_argument("--execute-tools", action="store_true",
+                        help="run the model's search_hotels calls here and answer with the final reply")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tooltune.bot.server import ServerConfig, check_bind, create_app, serve
+    from tooltune.commands.chat import open_session_parts
+
+    check_bind(args.host, args.api_key)  # before loading the model: a refusal should be quick
+    policy, db, session = open_session_parts(args)
+    config = ServerConfig(model_name=getattr(policy, "name", "tooltune"), api_key=args.api_key,
+                          execute_tools=args.execute_tools, session=session)
+    serve(create_app(policy, db, config), args.host, args.port)
+    return 0

@@ -1,0 +1,98 @@
+"""The web chat page at `/`, driven in headless Chromium: type a request, see the call, the hotels and the reply."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from bot_support import LiveServer, ScriptedPolicy, SwitchPolicy
+from tooltune.bot import SessionConfig
+from tooltune.bot.server import ServerConfig, create_app
+from tooltune.db import HotelDB
+from tooltune.dialogue import Assistant, Call, Result, User
+
+CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync")
+ARGS = {"type": "经济型", "rating_range_lower": 4.5}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (Path(CHROMIUM).is_file() and Path(DRIVER).is_file()):
+        pytest.skip(f"Chromium not found ({CHROMIUM}, {DRIVER}): apt-get install -y chromium chromium-driver")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    profile = tempfile.mkdtemp(prefix="tooltune-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS + (f"--user-data-dir={profile}",):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=DRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def db(data_root: Path, tmp_path_factory) -> HotelDB:
+    return HotelDB.open(tmp_path_factory.mktemp("web") / "hotels.sqlite", data_root)
+
+
+def say(driver, text: str, count: int) -> None:
+    """Type `text`, send it, wait until the log holds `count` replies or errors."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    box = driver.find_element(By.ID, "input")
+    box.send_keys(text)
+    driver.find_element(By.ID, "send").click()
+    WebDriverWait(driver, 20).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#log .reply, #log .error"))
+                                    >= count)
+
+
+def test_page_shows_call_hotels_reply_and_keeps_the_conversation(browser, db):
+    from selenium.webdriver.common.by import By
+
+    switch = SwitchPolicy()
+    switch.inner = policy = ScriptedPolicy([Call(ARGS), Assistant("推荐第一家。"), Call({"type": "六星级"}),
+                                            Assistant("没有这种类型。")])
+    with LiveServer(create_app(switch, db, ServerConfig(session=SessionConfig(limit=3)))) as url:
+        browser.get(url + "/")
+        say(browser, "找一家评分4.5以上的经济型酒店", 1)
+        call = browser.find_element(By.CSS_SELECTOR, "#log .call")
+        assert call.text.startswith('search_hotels {"type":"经济型","rating_range_lower":4.5}')
+        records = db.search(ARGS, limit=3).records
+        rows = call.find_elements(By.CSS_SELECTOR, "table.hotels tr")
+        assert [r.find_elements(By.TAG_NAME, "td")[0].text for r in rows[1:]] == [h["name"] for h in records]
+        assert browser.find_element(By.CSS_SELECTOR, "#log .reply").text == "推荐第一家。"
+
+        say(browser, "要六星级的", 2)  # a failing search is shown, and the conversation went back to the server
+        assert "search failed: type:" in browser.find_element(By.CSS_SELECTOR, "#log .error").text
+        assert browser.find_elements(By.CSS_SELECTOR, "#log .reply")[-1].text == "没有这种类型。"
+        assert policy.histories[2][:4] == (User("找一家评分4.5以上的经济型酒店"), Call(ARGS), Result(records),
+                                          Assistant("推荐第一家。"))
+
+        browser.find_element(By.ID, "reset").click()
+        assert browser.find_elements(By.CSS_SELECTOR, "#log > div") == []
+
+
+def test_page_shows_server_errors(browser, db):
+    from selenium.webdriver.common.by import By
+
+    class Boom:
+        def next_turn(self, history):
+            raise RuntimeError("model exploded")
+
+    with LiveServer(create_app(Boom(), db, ServerConfig(api_key="k"))) as url:
+        browser.get(url + "/")
+        say(browser, "你好", 1)
+        assert "error 401" in browser.find_element(By.CSS_SELECTOR, "#log .error").text
+        browser.find_element(By.ID, "key").send_keys("k")
+        say(browser, "你好", 2)
+        assert "error 500: generation failed: RuntimeError: model exploded" in \
+            browser.find_elements(By.CSS_SELECTOR, "#log .error")[-1].text
