@@ -12,6 +12,7 @@ predict(history) -> Call | Assistant, in three steps:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,12 +33,14 @@ class RulesConfig:
     """k of the call-or-reply vote (dev: 9 and 15 tie at 6 errors in 331 turns after a user turn)."""
     candidates: int = 10
     """How many refilled train replies the consensus chooses among."""
-    same_count_bonus: float = 0.3
+    same_count_bonus: float = 1.0
     """Similarity added to a train reply that answered the same number of records."""
-    same_fit_bonus: float = 0.3
+    same_fit_bonus: float = 0.1
     """Similarity added to a train reply whose records fitted (or missed) the request as the current ones do."""
-    same_name_bonus: float = 0.3
+    same_name_bonus: float = 1.0
     """Similarity added to a train reply that answered the same kind of search (by hotel name or by constraints)."""
+    temperature: float = 0.0
+    """Consensus weight of a candidate = exp(score / temperature); 0: the score itself."""
     carry: CarryConfig = field(default_factory=CarryConfig)
     """How a call inherits the previous call's arguments."""
 
@@ -92,7 +95,9 @@ class RulesModel:
         self.turn_index = TfIdfIndex([last_user(u.history) for u in after_user])
         self.turn_is_call = np.array([isinstance(u.gold, Call) for u in after_user])
         replies = [u for u in units if isinstance(u.gold, Assistant)]
-        self.templates: list[Template] = [delexicalise(u.gold.content, recent_results(u.history)) for u in replies]
+        self.templates: list[Template] = [
+            delexicalise(u.gold.content, recent_results(u.history), self.lexicon.find_facilities(last_user(u.history)))
+            for u in replies]
         self.reply_situations = [situation(u.history) for u in replies]
         self.reply_index = TfIdfIndex([last_user(u.history) for u in replies])
         self.after_result = np.array([s.after_result for s in self.reply_situations])
@@ -124,6 +129,7 @@ class RulesModel:
         cfg, here = self.config, situation(history)
         sims = self.reply_index.similarities(last_user(history))
         results = recent_results(history)
+        mentions = self.lexicon.find_facilities(last_user(history))
         scored = []
         for i in np.flatnonzero(self.after_result == here.after_result):
             other = self.reply_situations[i]
@@ -133,12 +139,14 @@ class RulesModel:
         scored.sort(key=lambda p: -p[0])
         chosen: list[tuple[str, float]] = []
         for score, i in scored:
-            text = self.templates[i].fill(results)
+            text = self.templates[i].fill(results, mentions)
             if text is not None:
                 chosen.append((text, score))
             if len(chosen) == cfg.candidates:
                 break
         if not chosen:
             return []
-        best = consensus([t for t, _ in chosen], [s for _, s in chosen])
+        top = chosen[0][1]
+        weights = [math.exp((s - top) / cfg.temperature) if cfg.temperature > 0 else s for _, s in chosen]
+        best = consensus([t for t, _ in chosen], weights)
         return [chosen[best]] + chosen[:best] + chosen[best + 1:]

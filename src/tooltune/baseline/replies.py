@@ -1,7 +1,8 @@
 """Replies as templates: a train reply with the record values it states cut out, refilled from the current records.
 
 A slot names where its value came from, relative to the turn being answered: `(back, row, field)` is field `field`
-of record `row` of the `back`-th most recent `return` turn (0 = the latest). "推荐您去北京新世界酒店。" answered after
+of record `row` of the `back`-th most recent `return` turn (0 = the latest); `(-1, j, "facility")` is the j-th
+facility the user's last sentence names ("有吹风机吗？" -> "有吹风机。"). "推荐您去北京新世界酒店。" answered after
 one record becomes `["推荐您去", (0, 0, "name"), "。"]`, and refills with whatever hotel the current return holds.
 """
 
@@ -30,14 +31,15 @@ class Template:
     def slots(self) -> list[Slot]:
         return [p for p in self.pieces if not isinstance(p, str)]
 
-    def fill(self, results: list[list[dict[str, Any]]]) -> str | None:
-        """The reply with every slot refilled from `results` (newest first), or None where a slot has no value."""
+    def fill(self, results: list[list[dict[str, Any]]], mentions: list[str] = ()) -> str | None:
+        """The reply with every slot refilled from `results` (newest first) and `mentions` (the facilities of the
+        user's last sentence), or None where a slot has no value."""
         out = []
         for piece in self.pieces:
             if isinstance(piece, str):
                 out.append(piece)
                 continue
-            value = slot_value(results, piece)
+            value = slot_value(results, piece, mentions)
             if value is None:
                 return None
             out.append(value)
@@ -62,15 +64,18 @@ def render(value: Any, field: str) -> str | None:
     return str(value)
 
 
-def slot_value(results: list[list[dict[str, Any]]], slot: Slot) -> str | None:
+def slot_value(results: list[list[dict[str, Any]]], slot: Slot, mentions: list[str] = ()) -> str | None:
     back, row, field = slot
+    if back < 0:
+        return mentions[row] if row < len(mentions) else None
     if back >= len(results) or row >= len(results[back]):
         return None
     return render(results[back][row].get(field), field)
 
 
-def _candidates(results: list[list[dict[str, Any]]]) -> list[tuple[str, Slot]]:
-    """(text, slot) for every value of the recent records, longest text first so that names win over numbers."""
+def _candidates(results: list[list[dict[str, Any]]], mentions: list[str]) -> list[tuple[str, Slot]]:
+    """(text, slot) for every value of the recent records and every mention, longest text first (names win over
+    the numbers and facility words inside them); a text found in several places keeps its first (record) slot."""
     found: dict[str, Slot] = {}
     for back, records in enumerate(results):
         for row, record in enumerate(records):
@@ -82,13 +87,15 @@ def _candidates(results: list[list[dict[str, Any]]]) -> list[tuple[str, Slot]]:
                 raw = record.get(field)
                 if field == "price" and isinstance(raw, float) and raw >= 0 and f"{raw}" not in found:
                     found[f"{raw}"] = (back, row, field)
+    for j, text in enumerate(mentions):
+        found.setdefault(text, (-1, j, "facility"))
     return sorted(found.items(), key=lambda p: -len(p[0]))
 
 
-def delexicalise(reply: str, results: list[list[dict[str, Any]]]) -> Template:
-    """Cut every recent record value out of `reply` (numbers only where no digit touches them)."""
+def delexicalise(reply: str, results: list[list[dict[str, Any]]], mentions: list[str] = ()) -> Template:
+    """Cut every recent record value and mention out of `reply` (numbers only where no digit touches them)."""
     pieces: list[Piece] = [reply]
-    for text, slot in _candidates(results):
+    for text, slot in _candidates(results, list(mentions)):
         if slot[2] in ("price", "rating"):
             pattern = re.compile(rf"(?<![\d.]){re.escape(text)}(?![\d]|\.\d)")
         elif len(text) < 2:
