@@ -30,13 +30,17 @@ def char_bleu(reference: str, hypothesis: str) -> float:
     return math.exp(log_p + brevity)
 
 
-def consensus(candidates: list[str], weights: list[float]) -> int:
-    """Index of the candidate with the highest weighted BLEU against the others (ties: the earliest)."""
+def consensus(candidates: list[str], evidence: list[str], weights: list[float]) -> int:
+    """Index of the candidate with the highest weighted BLEU against the evidence (ties: the earliest).
+
+    `evidence` (with `weights`) stands for the replies that could be true; a candidate is not compared to itself
+    (the first `len(candidates)` evidence entries may be the candidates themselves).
+    """
     if len(candidates) <= 1:
         return 0
     best, best_score = 0, -1.0
     for i, hyp in enumerate(candidates):
-        score = sum(w * char_bleu(ref, hyp) for j, (ref, w) in enumerate(zip(candidates, weights)) if j != i)
+        score = sum(w * char_bleu(ref, hyp) for j, (ref, w) in enumerate(zip(evidence, weights)) if j != i)
         if score > best_score + 1e-12:
             best, best_score = i, score
     return best

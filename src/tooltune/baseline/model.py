@@ -33,6 +33,8 @@ class RulesConfig:
     """k of the call-or-reply vote (dev: 9 and 15 tie at 6 errors in 331 turns after a user turn)."""
     candidates: int = 10
     """How many refilled train replies the consensus chooses among."""
+    evidence: int = 10
+    """How many refilled train replies (the candidates first) the consensus measures each candidate against."""
     same_count_bonus: float = 1.0
     """Similarity added to a train reply that answered the same number of records."""
     same_fit_bonus: float = 0.1
@@ -142,11 +144,12 @@ class RulesModel:
             text = self.templates[i].fill(results, mentions)
             if text is not None:
                 chosen.append((text, score))
-            if len(chosen) == cfg.candidates:
+            if len(chosen) == max(cfg.candidates, cfg.evidence):
                 break
         if not chosen:
             return []
         top = chosen[0][1]
         weights = [math.exp((s - top) / cfg.temperature) if cfg.temperature > 0 else s for _, s in chosen]
-        best = consensus([t for t, _ in chosen], weights)
-        return [chosen[best]] + chosen[:best] + chosen[best + 1:]
+        best = consensus([t for t, _ in chosen[:cfg.candidates]], [t for t, _ in chosen[:cfg.evidence]],
+                         weights[:cfg.evidence])
+        return [chosen[best]] + chosen[:best] + chosen[best + 1:cfg.candidates]
