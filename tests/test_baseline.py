@@ -10,7 +10,7 @@ import pytest
 from tooltune.baseline import RulesModel, read_units
 from tooltune.baseline.bleu import char_bleu, consensus
 from tooltune.baseline.calls import CarryConfig, merge, sentence_slots
-from tooltune.baseline.lexicon import Lexicon
+from tooltune.baseline.lexicon import Lexicon, NameFinder
 from tooltune.baseline.replies import delexicalise, recent_results
 from tooltune.baseline.retrieval import TfIdfIndex
 from tooltune.baseline.slots import chinese_to_int, hotel_type, normalise, numeric_slots
@@ -70,6 +70,30 @@ def test_lexicon_facilities_and_names():
     assert lex.find_name("我想订一下那个京燕饭店，帮我查查") == "京燕饭店"
     assert lex.find_name("我想订一下那个京燕饭店，帮我查查", known_names=["北京京燕饭店"]) == "京燕饭店"
     assert lex.find_name("我想订一下那个评分高的，帮我查查", known_names=["北京京燕饭店"]) is None
+
+
+def test_paraphrase_table_and_located_wifi():
+    units = [_call_unit("想要有早餐的酒店", {"facilities": ["早餐服务"]}),
+             _call_unit("最好有早餐", {"facilities": ["早餐服务"]}),
+             _call_unit("有早餐服务吗", {"facilities": ["早餐服务"]}),
+             _call_unit("要有wifi", {"facilities": ["wifi"]})]
+    lex = Lexicon.learn(units)
+    assert lex.paraphrases == {"早餐": "早餐服务"}  # seen twice, never written as is
+    assert lex.find_facilities("有没有提供早餐的") == ["早餐服务"]
+    assert lex.find_facilities("有早餐服务的") == ["早餐服务"]
+    # a network the user locates is kept whole; a bare one stays bare
+    assert lex.find_facilities("价格还可以，公共区域和一些房间都有wifi吗？") == ["公共区域和一些房间都有wifi"]
+    assert lex.find_facilities("帮我找一家提供wifi的酒店") == ["wifi"]
+
+
+def test_name_finder_uses_database_variants_and_train_spelling():
+    names = ["北京中奥凯富国际酒店", "汉庭酒店(北京王府井店)", "汉庭酒店(北京新阜成门店)", "全季酒店(北京望京店)"]
+    train = [_call_unit("我想订一间汉庭酒店", {"name": "汉庭"})]
+    finder = NameFinder(names, train)
+    assert finder.find("帮我查一下中奥凯富国际酒店") == "中奥凯富国际酒店"
+    assert finder.find("我想找一家全季酒店") == "全季酒店"
+    assert finder.find("我想找一个汉庭酒店") == "汉庭"  # train's spelling for this variant
+    assert finder.find("帮我找个评分4.5分以上的酒店") is None
 
 
 def test_carry_over_keeps_earlier_constraints_and_overrides_restated_ones():

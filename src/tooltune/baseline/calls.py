@@ -25,11 +25,8 @@ class CarryConfig:
     """Give carried paraphrased facilities the name train's next calls give them ("无障碍设施" -> "残疾人设施")."""
 
 
-def sentence_slots(text: str, lexicon: Lexicon, known_names=()) -> dict[str, Any]:
-    """The constraints one sentence states, with no carry-over."""
-    name = lexicon.find_name(text, known_names)
-    if name:
-        return {"name": name}
+def sentence_slots(text: str, lexicon: Lexicon) -> dict[str, Any]:
+    """The constraints (type, facilities, price and rating bounds) one sentence states, with no carry-over."""
     out: dict[str, Any] = {}
     kind = hotel_type(text)
     if kind:

@@ -10,6 +10,7 @@ gold name cut out.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -39,6 +40,9 @@ class Lexicon:
     """Carried-over facility -> the name the next call gives it, where train does that more often than not."""
     name_templates: list[tuple[str, str]] = field(default_factory=list)
     """(prefix, suffix) around the hotel name in train's name queries, most specific first."""
+    paraphrases: dict[str, str] = field(default_factory=dict)
+    """Phrase of a sentence -> the facility train's calls write for it ("wifi" -> "公共区域和部分房间提供wifi",
+    "宽带" -> "宽带上网"), where that happens more often than the phrase is written as is."""
 
     @classmethod
     def learn(cls, units: list[Unit], min_count: int = 1) -> "Lexicon":
@@ -64,13 +68,47 @@ class Lexicon:
         renames = {old: new for (old, new), n in moved.items() if n > kept[old]}
         # The most frequent template first: "我想订一下那个{}，帮我查查" must win over a rare "...那个{}酒店，帮我查查".
         ordered = sorted(templates, key=lambda t: (-templates[t], -len(t[0]) - len(t[1])))
-        return cls(facilities, renames, ordered)
+        lexicon = cls(facilities, renames, ordered)
+        lexicon.paraphrases = lexicon._learn_paraphrases(units, min_count)
+        return lexicon
+
+    def _learn_paraphrases(self, units: list[Unit], min_count: int) -> dict[str, str]:
+        """Pair what a sentence says with the facility its call writes when the two differ, and keep the pairs
+        train shows more often than the phrase standing for itself (and at least twice above `min_count`)."""
+        votes: Counter = Counter()
+        as_is: Counter = Counter()
+        for unit in units:
+            if not isinstance(unit.gold, Call):
+                continue
+            text, gold = last_user(unit.history), unit.gold.arguments.get("facilities", [])
+            prev = last_call(unit.history)
+            carried = prev.arguments.get("facilities", []) if prev else []
+            unexplained = [g for g in gold if g not in text and g not in carried]
+            matched = self.find_facilities(text)
+            as_is.update(m for m in matched if m in gold)
+            unused = [m for m in matched if m not in gold]
+            if len(unexplained) == 1 and len(unused) == 1:
+                votes[(unused[0], unexplained[0])] += 1
+                continue
+            for g in unexplained:
+                key = _common_piece(text, g)
+                if key and not any(key in m for m in matched):
+                    votes[(key, g)] += 1
+        best: dict[str, tuple[int, str]] = {}
+        for (key, g), n in votes.items():
+            if n > max(as_is[key], min_count) and n > best.get(key, (0, ""))[0]:
+                best[key] = (n, g)
+        return {key: g for key, (n, g) in best.items()}
 
     def find_facilities(self, text: str) -> list[str]:
-        """The longest non-overlapping lexicon entries in `text`, in the order they occur."""
+        """The longest non-overlapping lexicon entries and paraphrases in `text`, in the order they occur, each
+        paraphrase replaced by the facility it stands for."""
+        phrases = self.facilities
+        if self.paraphrases:
+            phrases = sorted(set(self.facilities) | set(self.paraphrases), key=lambda f: (-len(f), f))
         taken = [False] * len(text)
         found: list[tuple[int, str]] = []
-        for fac in self.facilities:
+        for fac in phrases:
             start = text.find(fac)
             while start >= 0:
                 end = start + len(fac)
@@ -79,7 +117,9 @@ class Lexicon:
                     found.append((start, fac))
                     break
                 start = text.find(fac, start + 1)
-        return [fac for _, fac in sorted(found)]
+        found = [(start, _widen(text, start, fac)) for start, fac in found]
+        out = [self.paraphrases.get(fac, fac) for _, fac in sorted(found)]
+        return list(dict.fromkeys(out))
 
     def find_name(self, text: str, known_names: list[str] = ()) -> str | None:
         """The hotel name a sentence asks for, by the most specific template that matches, or None.
@@ -99,6 +139,71 @@ class Lexicon:
                 continue
             return middle
         return None
+
+
+_NETWORK = re.compile(r"(?:wifi|WIFI|Wifi|无线网络|无线网|网络)$")
+_WHERE = re.compile(r"区域|房间|场所|角落|各处|客房|大堂|大厅|公共")
+_CLAUSE_START = re.compile(r".*(?:[，。？！、,.?!；;：:\s]|并且|而且|还有|希望是|希望|要求|最好是|最好|能够|可以|需要|要有|有没有|有无)")
+
+
+def _widen(text: str, start: int, phrase: str) -> str:
+    """A network facility the user locates ("公共区域和一些房间都有wifi") is written whole in the calls: widen a
+    bare "wifi" match leftwards to the start of its clause when that part names where the network is."""
+    if not _NETWORK.search(phrase) or _WHERE.search(phrase):
+        return phrase
+    left = text[:start]
+    cut = _CLAUSE_START.match(left)
+    clause = left[cut.end():] if cut else left
+    return clause + phrase if _WHERE.search(clause) else phrase
+
+
+def _common_piece(text: str, target: str, shortest: int = 2) -> str | None:
+    """The longest piece of `target` (at least `shortest` characters) that occurs in `text`."""
+    for length in range(len(target), shortest - 1, -1):
+        for start in range(len(target) - length + 1):
+            piece = target[start:start + length]
+            if piece in text:
+                return piece
+    return None
+
+
+def name_variants(name: str) -> set[str]:
+    """The ways a user names a database hotel: '北京三元桥亚朵酒店(原X店)' -> itself, without the city prefix, without
+    the parenthesised branch, both."""
+    out = {name}
+    bare = re.sub(r"[(（][^)）]*[)）]", "", name).strip()
+    out.add(bare)
+    for form in list(out):
+        for city in ("北京市", "北京"):
+            if form.startswith(city) and len(form) > len(city) + 1:
+                out.add(form[len(city):])
+    return {v for v in out if len(v) >= 3}
+
+
+class NameFinder:
+    """Hotel names in a sentence, by the longest database-name variant it contains, then the spelling train's calls
+    give that variant (train writes "汉庭" where the user says "汉庭酒店")."""
+
+    def __init__(self, known_names, units=()):
+        self.variants = sorted({v for n in known_names for v in name_variants(n)}, key=lambda v: (-len(v), v))
+        votes: dict[str, Counter] = {}
+        for unit in units:
+            if isinstance(unit.gold, Call) and isinstance(unit.gold.arguments.get("name"), str):
+                found = self.variant_in(last_user(unit.history))
+                if found:
+                    votes.setdefault(found, Counter())[unit.gold.arguments["name"]] += 1
+        self.spelling = {v: c.most_common(1)[0][0] for v, c in votes.items()}
+        """Database variant -> the name train's calls write for it (most often)."""
+
+    def variant_in(self, text: str) -> str | None:
+        for variant in self.variants:
+            if variant in text:
+                return variant
+        return None
+
+    def find(self, text: str) -> str | None:
+        found = self.variant_in(text)
+        return self.spelling.get(found, found) if found else None
 
 
 def _looks_like_name(middle: str, known_names) -> bool:

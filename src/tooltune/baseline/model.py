@@ -20,7 +20,7 @@ import numpy as np
 
 from tooltune.baseline.bleu import consensus
 from tooltune.baseline.calls import CarryConfig, merge, sentence_slots
-from tooltune.baseline.lexicon import Lexicon, last_call, last_user
+from tooltune.baseline.lexicon import Lexicon, NameFinder, last_call, last_user
 from tooltune.baseline.replies import Template, delexicalise, recent_results
 from tooltune.baseline.retrieval import TfIdfIndex
 from tooltune.baseline.units import Unit
@@ -93,6 +93,7 @@ class RulesModel:
 
     def fit(self, units: list[Unit]) -> "RulesModel":
         self.lexicon = Lexicon.learn(units)
+        self.names = NameFinder(self.hotel_names, units)
         after_user = [u for u in units if isinstance(u.history[-1], User)]
         self.turn_index = TfIdfIndex([last_user(u.history) for u in after_user])
         self.turn_is_call = np.array([isinstance(u.gold, Call) for u in after_user])
@@ -117,8 +118,13 @@ class RulesModel:
         return sum(s if self.turn_is_call[i] else -s for i, s in votes) > 0
 
     def call(self, history: tuple[Turn, ...]) -> Call:
-        previous = last_call(history)
-        new = sentence_slots(last_user(history), self.lexicon, self.hotel_names)
+        previous, text = last_call(history), last_user(history)
+        if previous is None:
+            # Train searches by name only in a dialogue's first call, and then by the name alone.
+            name = self.names.find(text) or self.lexicon.find_name(text, self.hotel_names)
+            if name:
+                return Call({"name": name})
+        new = sentence_slots(text, self.lexicon)
         return Call(merge(previous.arguments if previous else None, new, self.lexicon, self.config.carry))
 
     def reply(self, history: tuple[Turn, ...]) -> Assistant:
