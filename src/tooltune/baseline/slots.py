@@ -15,7 +15,7 @@ TYPES = ("豪华型", "经济型", "舒适型", "高档型")
 _CN_DIGITS = {"零": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
 _CN_UNITS = {"十": 10, "百": 100, "千": 1000}
 _CN_NUMBER = re.compile(r"[零一二两三四五六七八九十百千]+")
-_CN_PAIR = re.compile(r"([一二两三四五六七八九])([一二两三四五六七八九])(百|千)")
+_CN_PAIR = re.compile(r"([一二两三四五六七八九])(?:到|至|-)?([一二两三四五六七八九])(百|千)")
 
 
 def chinese_to_int(text: str) -> int | None:
@@ -36,6 +36,14 @@ def chinese_to_int(text: str) -> int | None:
     return total
 
 
+def _pair(m: re.Match) -> str:
+    low, high = _CN_DIGITS[m.group(1)], _CN_DIGITS[m.group(2)]
+    if high <= low:
+        return m.group(0)  # "一二百" is not a range (and "十二百" not a number): leave it
+    unit = _CN_UNITS[m.group(3)]
+    return f"{low * unit}-{high * unit}"
+
+
 def _replace_cn(match: re.Match) -> str:
     word = match.group(0)
     # A lone digit character is usually a word ("一家", "两个"), not a number: only convert numerals with a unit.
@@ -49,8 +57,7 @@ def normalise(text: str) -> str:
     """Full-width forms to ASCII, Chinese numerals with a unit to digits, range words to '-'."""
     text = text.translate(str.maketrans("０１２３４５６７８９．～－—", "0123456789.~--"))
     # "五六百" / "两三百元" name a range: 500-600.
-    text = _CN_PAIR.sub(lambda m: f"{_CN_DIGITS[m.group(1)] * _CN_UNITS[m.group(3)]}-"
-                                  f"{_CN_DIGITS[m.group(2)] * _CN_UNITS[m.group(3)]}", text)
+    text = _CN_PAIR.sub(_pair, text)
     text = _CN_NUMBER.sub(_replace_cn, text)
     # "300多" means 300 to 400: the next round number of the leading digit's magnitude ("300多到400" is a range).
     text = re.sub(r"(\d{2,})多(?!\s*(?:到|-|至|~))", lambda m: f"{m.group(1)}-{_round_up(int(m.group(1)))}", text)
@@ -69,12 +76,12 @@ def _num(s: str) -> int | float:
 
 
 # A price or rating mention: one or two numbers, the unit after them, and bound words around them.
-_LOWER_PRE = r"(?:高于|超过|不低于|不少于|至少|大于|多于|不小于|起码|最少|比)"
+_LOWER_PRE = r"(?:大于等于|不低于|不少于|不小于|高于|超过|至少|大于|多于|起码|最少|最低|比)"
 _UPPER_PRE = r"(?:低于|不超过|不要超过|不能超过|别超过|不要高于|不高于|少于|小于|不到|最多|至多|不大于|控制在)"
-_LOWER_POST = r"(?:以上|之上|起|往上|高)"
-_UPPER_POST = r"(?:以下|以内|之内|内|之下|往下|低)"
+_LOWER_POST = r"(?:及以上|以上|之上|起|往上|高|贵)"
+_UPPER_POST = r"(?:及以下|以下|以内|之内|内|之下|往下|低|便宜)"
 _MENTION = re.compile(
-    rf"(?P<pre>{_LOWER_PRE}|{_UPPER_PRE})?\s*(?P<a>\d+(?:\.\d+)?)(?:-(?P<b>\d+(?:\.\d+)?))?"
+    rf"(?:(?P<pre>{_LOWER_PRE}|{_UPPER_PRE})(?:评分|价格)?(?:为|是|在)?)?\s*(?P<a>\d+(?:\.\d+)?)(?:-(?P<b>\d+(?:\.\d+)?))?"
     rf"\s*(?P<unit>元|块钱|块|分|星)?\s*(?:钱)?\s*(?P<post>{_LOWER_POST}|{_UPPER_POST})?"
 )
 _RATING_CUE = re.compile(r"评分|评价|分数|星级")
@@ -108,7 +115,8 @@ def _bounds(m: re.Match) -> tuple[Any, Any]:
 def numeric_slots(text: str) -> dict[str, Any]:
     """Price and rating bounds of one sentence: keys price_range_lower/upper, rating_range_lower/upper.
 
-    A rating with no bound word ("评分是5分") is exact (lower = upper), as the course data writes it; a price with no
+    A rating of 5 with no bound word ("评分是5分") is exact (lower = upper), as the course data writes it, a lower one
+    a floor ("评分为4.5分" -> lower 4.5); a price with no
     bound word and no range is not read (the data has no consistent reading for "价格是500元").
     """
     text = normalise(text)
@@ -127,8 +135,10 @@ def numeric_slots(text: str) -> dict[str, Any]:
             prefix = "price_range"
         else:
             continue  # a number with no unit or bound word: a count, a time ("24小时"), a name ("7天")
-        if m.group("pre") == "比" and m.group("post") == "低":
+        if m.group("pre") == "比" and m.group("post") in ("低", "便宜"):
             lower, upper = None, lower
+        if prefix == "rating_range" and lower == upper and lower is not None and lower < 5:
+            upper = None  # "评分为4.5分" is a floor in train's calls; only "5分" is exact
         if lower is not None:
             out.setdefault(f"{prefix}_lower", lower)
         if upper is not None:
