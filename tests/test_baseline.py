@@ -94,6 +94,13 @@ def test_name_finder_uses_database_variants_and_train_spelling():
     assert finder.find("我想找一家全季酒店") == "全季酒店"
     assert finder.find("我想找一个汉庭酒店") == "汉庭"  # train's spelling for this variant
     assert finder.find("帮我找个评分4.5分以上的酒店") is None
+    assert finder.find("帮我找个酒店，叫全季酒店望京店") == "全季酒店望京店"  # a branch the user adds stays
+    assert finder.find("有没有全季酒店这个酒店") == "全季酒店"
+    # a chain the database holds only with a branch: guessed from the words that introduce a name
+    assert finder.guess("帮我找个酒店，叫汉庭") == "汉庭"
+    assert finder.guess("我想订一下那个全季酒店，帮我查查") == "全季"
+    assert finder.guess("帮我找个酒店，叫首旅") is None  # shares nothing with a database name
+    assert finder.guess("我想找一家合适型的酒店") is None
 
 
 def test_carry_over_keeps_earlier_constraints_and_overrides_restated_ones():

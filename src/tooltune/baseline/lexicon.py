@@ -189,8 +189,9 @@ class NameFinder:
         votes: dict[str, Counter] = {}
         for unit in units:
             if isinstance(unit.gold, Call) and isinstance(unit.gold.arguments.get("name"), str):
-                found = self.variant_in(last_user(unit.history))
-                if found:
+                text = last_user(unit.history)
+                found = self.variant_in(text)
+                if found and not _BRANCH.match(text, text.index(found) + len(found)):
                     votes.setdefault(found, Counter())[unit.gold.arguments["name"]] += 1
         self.spelling = {v: c.most_common(1)[0][0] for v, c in votes.items()}
         """Database variant -> the name train's calls write for it (most often)."""
@@ -202,8 +203,40 @@ class NameFinder:
         return None
 
     def find(self, text: str) -> str | None:
+        """The database hotel `text` names, spelled as train's calls spell it; a branch the user adds after the
+        name ("和颐酒店天坛店") stays part of it."""
         found = self.variant_in(text)
-        return self.spelling.get(found, found) if found else None
+        if not found:
+            return None
+        branch = _BRANCH.match(text, text.index(found) + len(found))
+        return found + branch.group(0) if branch else self.spelling.get(found, found)
+
+    def guess(self, text: str) -> str | None:
+        """A name the database does not hold as said (a chain: "帮我找个酒店，叫如家"), from the words that
+        introduce a name; it must share two characters in a row with some database name."""
+        for m in reversed(list(_NAME_CUE.finditer(text))):
+            name = _strip_cues(m.group("n"))
+            if name.endswith("酒店") and len(name) >= 4:
+                name = name[:-2]  # train writes the chain alone: "亚朵酒店" -> "亚朵"
+            if len(name) < 2 or _NOT_NAME.search(name):
+                continue
+            if any(name[i:i + 2] in v for i in range(len(name) - 1) for v in self.variants):
+                return name
+        return None
+
+
+_BRANCH = re.compile(r"(?!这|那)[^，。？！,?!的\s酒]{1,4}店")
+_CUE_WORDS = r"叫做|叫|那个|就是|预订|预定|订一间|订一下|订个|订|入住|住在|住|查一下|查查|找个|找一个|找一家|找"
+_NAME_CUE = re.compile(rf"(?:{_CUE_WORDS})(?P<n>[^，。？！,?!的]{{2,12}}?)(?:的酒店|的|，|。|？|！|吗|怎么样|这个酒店|$)")
+_NOT_NAME = re.compile(r"^(?:有|带|能|要)|(?:型|服务|设施)$|^酒店$")
+
+
+def _strip_cues(name: str) -> str:
+    while True:
+        m = re.match(rf"(?:{_CUE_WORDS})", name)
+        if not m or m.end() == len(name):
+            return name
+        name = name[m.end():]
 
 
 def _looks_like_name(middle: str, known_names) -> bool:

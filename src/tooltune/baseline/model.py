@@ -119,12 +119,14 @@ class RulesModel:
 
     def call(self, history: tuple[Turn, ...]) -> Call:
         previous, text = last_call(history), last_user(history)
+        new = sentence_slots(text, self.lexicon)
         if previous is None:
             # Train searches by name only in a dialogue's first call, and then by the name alone.
             name = self.names.find(text) or self.lexicon.find_name(text, self.hotel_names)
+            if not name and not new:
+                name = self.names.guess(text)
             if name:
                 return Call({"name": name})
-        new = sentence_slots(text, self.lexicon)
         return Call(merge(previous.arguments if previous else None, new, self.lexicon, self.config.carry))
 
     def reply(self, history: tuple[Turn, ...]) -> Assistant:
