@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         start = time.time()
-        names = [h["name"] for h in load_hotels(data_file(HOTEL_DB_JSON, args.data_dir))]
-        model = RulesModel(hotel_names=names).fit(split_units("train", args.data_dir))
+        hotels = load_hotels(data_file(HOTEL_DB_JSON, args.data_dir))
+        model = RulesModel(hotels=hotels).fit(split_units("train", args.data_dir))
         units = split_units(args.split, args.data_dir)
         rows = []
         for unit in units:

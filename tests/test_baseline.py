@@ -122,6 +122,16 @@ def test_carry_over_keeps_earlier_constraints_and_overrides_restated_ones():
         ["无障碍设施"]
 
 
+def test_carried_paraphrase_becomes_the_closest_database_facility():
+    lex = Lexicon(renames={"开会房间": "会议室"}, canonical=["室内游泳池", "24小时热水", "会议室", "早餐服务"])
+    assert lex.canonical_name("室内游泳场") == "室内游泳池"
+    assert lex.canonical_name("全天供应24小时热水") == "24小时热水"
+    assert lex.canonical_name("开会房间") == "会议室"  # train's own rename first
+    assert lex.canonical_name("早餐服务") == "早餐服务"  # a database name stays
+    carried = merge({"facilities": ["室内游泳场", "早餐服务"]}, {"type": "豪华型"}, lex)
+    assert carried["facilities"] == ["室内游泳池", "早餐服务"]
+
+
 def _record(name, price, rating, phone="010-1", address="北京某路1号", type_="舒适型"):
     return {"name": name, "type": type_, "address": address, "subway": "某站", "phone": phone,
             "facilities": ["宽带上网"], "price": price, "rating": rating, "hotel_id": 0}

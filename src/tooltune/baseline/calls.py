@@ -22,7 +22,8 @@ class CarryConfig:
     replace_facilities: bool = True
     """New facilities replace the carried ones rather than join them (train: 76 replaced vs 38 joined)."""
     rename_carried: bool = True
-    """Give carried paraphrased facilities the name train's next calls give them ("无障碍设施" -> "残疾人设施")."""
+    """Give carried paraphrased facilities their database name, as train's later calls do ("无障碍设施" ->
+    "残疾人设施"; see `Lexicon.canonical_name`)."""
 
 
 def sentence_slots(text: str, lexicon: Lexicon) -> dict[str, Any]:
@@ -46,7 +47,7 @@ def merge(previous: dict[str, Any] | None, new: dict[str, Any], lexicon: Lexicon
     else:
         merged = {k: v for k, v in previous.items() if k != "name"}
         if config.rename_carried and "facilities" in merged:
-            merged["facilities"] = [lexicon.renames.get(f, f) for f in merged["facilities"]]
+            merged["facilities"] = list(dict.fromkeys(lexicon.canonical_name(f) for f in merged["facilities"]))
         for key, value in new.items():
             if key == "facilities" and not config.replace_facilities:
                 value = list(dict.fromkeys(merged.get(key, []) + value))

@@ -86,13 +86,16 @@ def _fits(record: dict[str, Any], args: dict[str, Any]) -> bool:
 class RulesModel:
     """Fit on train units (`fit`), then `predict(history)`; nothing is learned from dev or test."""
 
-    def __init__(self, config: RulesConfig = RulesConfig(), hotel_names: list[str] = ()):
+    def __init__(self, config: RulesConfig = RulesConfig(), hotels: list[dict[str, Any]] = ()):
         self.config = config
-        self.hotel_names = list(hotel_names)
-        """Names of the hotel database: a candidate name must occur in one (see `Lexicon.find_name`)."""
+        self.hotel_names = [h["name"] for h in hotels]
+        """Names of the hotel database (`tooltune.hotels.load_hotels`): names a user may ask for."""
+        self.facility_names = sorted({f for h in hotels for f in h.get("facilities", [])})
+        """The database's facility names: what a carried paraphrase becomes."""
 
     def fit(self, units: list[Unit]) -> "RulesModel":
         self.lexicon = Lexicon.learn(units)
+        self.lexicon.canonical = self.facility_names
         self.names = NameFinder(self.hotel_names, units)
         after_user = [u for u in units if isinstance(u.history[-1], User)]
         self.turn_index = TfIdfIndex([last_user(u.history) for u in after_user])
