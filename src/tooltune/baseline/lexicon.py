@@ -71,7 +71,7 @@ class Lexicon:
         renames = {old: new for (old, new), n in moved.items() if n > kept[old]}
         # The most frequent template first: "我想订一下那个{}，帮我查查" must win over a rare "...那个{}酒店，帮我查查".
         ordered = sorted(templates, key=lambda t: (-templates[t], -len(t[0]) - len(t[1])))
-        lexicon = cls(facilities, renames, ordered)
+        lexicon = cls(facilities=facilities, renames=renames, name_templates=ordered)
         lexicon.paraphrases = lexicon._learn_paraphrases(units, min_count)
         lexicon._drop_unreliable(units, min_precision)
         return lexicon
