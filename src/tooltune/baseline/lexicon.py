@@ -171,17 +171,16 @@ class Lexicon:
         return None
 
 
-_NETWORK = re.compile(r"(?:wifi|WIFI|Wifi|无线网络|无线网|网络)$")
-_WHERE = re.compile(r"区域|房间|场所|角落|各处|客房|大堂|大厅|公共")
+_NETWORK = re.compile(r"(?:提供)?(?:wifi|WIFI|Wifi|无线网络|无线网|网络)")
 _CLAUSE_START = re.compile(r".*(?:[，。？！、,.?!；;：:\s]|并且|而且|还有|希望是|希望|要求|最好是|最好|能够|可以|需要|要有|有没有|有无)")
-_PLACE_START = re.compile(r"所有|公共|酒店|部分|一些|各处|每个|全部|房间|客房")
+_PLACE_START = re.compile(r"所有|公共|酒店内|酒店各处|酒店所有|部分|一些|各处|每个|全部|房间|客房")
 
 
 def _widen(text: str, start: int, phrase: str) -> str:
     """A network facility the user locates ("公共区域和一些房间都有wifi") is written whole in the calls: widen a
     bare "wifi" match leftwards to the start of its clause when that part names where the network is."""
-    if not _NETWORK.search(phrase) or _WHERE.search(phrase):
-        return phrase
+    if not _NETWORK.fullmatch(phrase):
+        return phrase  # only a bare network word: "无处不wifi" says where already
     left = text[:start]
     cut = _CLAUSE_START.match(left)
     clause = left[cut.end():] if cut else left
