@@ -33,6 +33,7 @@ from tooltune.errors import InputError
     ("评分4.5分以上", {"rating_range_lower": 4.5}),
     ("评分是5分的酒店", {"rating_range_lower": 5, "rating_range_upper": 5}),
     ("评分不低于4分，价格低于600元", {"rating_range_lower": 4, "price_range_upper": 600}),
+    ("价格不能低于800元", {"price_range_lower": 800}),
     ("有24小时热水的酒店", {}),
     ("我对服务十分满意", {}),
     ("价格是500元的那家", {}),
@@ -116,6 +117,10 @@ def test_carry_over_keeps_earlier_constraints_and_overrides_restated_ones():
     joined = merge(second, {"facilities": ["酒吧"]}, lex, CarryConfig(replace_facilities=False))
     assert joined["facilities"] == ["早餐服务", "酒吧"]
     assert merge(second, {"name": "万寿宾馆"}, lex) == {"name": "万寿宾馆"}
+    # a new bound past the carried opposite one replaces the range; one within it keeps it
+    assert merge(second, {"price_range_lower": 1000}, lex)["price_range_lower"] == 1000
+    assert "price_range_upper" not in merge(second, {"price_range_lower": 1000}, lex)
+    assert merge(second, {"price_range_lower": 350}, lex)["price_range_upper"] == 500
     # a carried paraphrase takes the name train's later calls give it
     assert merge({"facilities": ["无障碍设施"]}, {"rating_range_lower": 4.5}, lex)["facilities"] == ["残疾人设施"]
     assert merge({"facilities": ["无障碍设施"]}, {}, lex, CarryConfig(rename_carried=False))["facilities"] == \

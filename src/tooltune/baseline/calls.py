@@ -39,6 +39,18 @@ def sentence_slots(text: str, lexicon: Lexicon) -> dict[str, Any]:
     return out
 
 
+def _drop_crossed_bounds(merged: dict[str, Any], new: dict[str, Any]) -> None:
+    """A new bound that passes the carried opposite bound replaces the range ("1000元以上" after 500-600 drops the
+    600), as train's calls do."""
+    for prefix in ("price_range", "rating_range"):
+        lower, upper = merged.get(f"{prefix}_lower"), merged.get(f"{prefix}_upper")
+        if lower is None or upper is None or lower <= upper:
+            continue
+        stale = f"{prefix}_upper" if f"{prefix}_lower" in new else f"{prefix}_lower"
+        if stale not in new:
+            del merged[stale]
+
+
 def merge(previous: dict[str, Any] | None, new: dict[str, Any], lexicon: Lexicon,
           config: CarryConfig = CarryConfig()) -> dict[str, Any]:
     """The next call's arguments: `previous` (carried over) updated with `new`, keys in a fixed order."""
@@ -52,4 +64,5 @@ def merge(previous: dict[str, Any] | None, new: dict[str, Any], lexicon: Lexicon
             if key == "facilities" and not config.replace_facilities:
                 value = list(dict.fromkeys(merged.get(key, []) + value))
             merged[key] = value
+        _drop_crossed_bounds(merged, new)
     return {k: merged[k] for k in KEY_ORDER if k in merged}

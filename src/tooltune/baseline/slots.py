@@ -76,7 +76,7 @@ def _num(s: str) -> int | float:
 
 
 # A price or rating mention: one or two numbers, the unit after them, and bound words around them.
-_LOWER_PRE = r"(?:大于等于|不低于|不少于|不小于|高于|超过|至少|大于|多于|起码|最少|最低|比)"
+_LOWER_PRE = r"(?:大于等于|不能低于|不要低于|不得低于|不低于|不少于|不小于|高于|超过|至少|大于|多于|起码|最少|最低|比)"
 _UPPER_PRE = r"(?:低于|不超过|不要超过|不能超过|别超过|不要高于|不高于|少于|小于|不到|最多|至多|不大于|控制在)"
 _LOWER_POST = r"(?:及以上|以上|之上|起|往上|高|贵)"
 _UPPER_POST = r"(?:及以下|以下|以内|之内|内|之下|往下|低|便宜)"
