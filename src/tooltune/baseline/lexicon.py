@@ -1,11 +1,12 @@
-"""Tables learned from train calls: facility phrases and the sentence templates that name a hotel.
+"""Tables learned from train calls (and the hotel database): facility phrases and hotel names.
 
 Facilities: about 85% of the facility strings in train calls occur word for word in the user's sentence (the data
 keeps the user's own paraphrase, "能打国际长途"), so the lexicon is every such string; a sentence's facilities are its
-longest non-overlapping lexicon matches. The rest (a canonical name for a paraphrase: "无障碍设施" -> "残疾人设施"
-when a later call carries it over) is a rename table counted from consecutive calls.
-Names: train's name queries follow a few templates ("我想订一下那个{}，帮我查查"); a template is the sentence with the
-gold name cut out.
+longest non-overlapping lexicon matches, plus a small paraphrase table ("早餐" -> "早餐服务"). A carried-over
+paraphrase gets its database name ("无障碍设施" -> "残疾人设施"), as train's later calls always write it.
+Names (`NameFinder`): the database's names in the forms users say them ("北京京燕饭店" -> "京燕饭店"), spelled as
+train's calls spell them; for chains the database holds only with a branch, the words that introduce a name
+("叫…", "那个…") and train's sentence templates ("我想订一下那个{}，帮我查查").
 """
 
 from __future__ import annotations
@@ -37,15 +38,15 @@ class Lexicon:
     facilities: list[str] = field(default_factory=list)
     """Facility strings seen verbatim in a train user sentence, longest first (so the longest match wins)."""
     renames: dict[str, str] = field(default_factory=dict)
+    """Carried-over facility -> the name the next call gives it, where train does that more often than not."""
     canonical: list[str] = field(default_factory=list)
     """The database's facility names. Train's calls never carry a paraphrase over: a later call writes the
     database name for it (58 times in 58), the one `canonical_name` picks (right 55 times in 58)."""
-    """Carried-over facility -> the name the next call gives it, where train does that more often than not."""
     name_templates: list[tuple[str, str]] = field(default_factory=list)
     """(prefix, suffix) around the hotel name in train's name queries, most specific first."""
     paraphrases: dict[str, str] = field(default_factory=dict)
-    """Phrase of a sentence -> the facility train's calls write for it ("wifi" -> "公共区域和部分房间提供wifi",
-    "宽带" -> "宽带上网"), where that happens more often than the phrase is written as is."""
+    """Phrase of a sentence -> the facility train's calls write for it ("早餐" -> "早餐服务"), where that happens
+    more often than the phrase is written as is, and at least twice."""
 
     @classmethod
     def learn(cls, units: list[Unit], min_count: int = 1, min_precision: float = 0.4) -> "Lexicon":
