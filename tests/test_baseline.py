@@ -182,6 +182,8 @@ def test_model_on_real_units(course_dir):
     records = [_record("北京测试大酒店", 350.0, 4.4)]
     reply = model.predict((User("帮我找个经济型酒店"), Call({"type": "经济型"}), Result(records)))
     assert isinstance(reply, Assistant) and "北京测试大酒店" in reply.content
+    with pytest.raises(InputError):
+        model.predict(())
 
 
 def test_read_units_names_file_line_and_field(tmp_path):

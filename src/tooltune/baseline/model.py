@@ -25,6 +25,7 @@ from tooltune.baseline.replies import Template, delexicalise, recent_results
 from tooltune.baseline.retrieval import TfIdfIndex
 from tooltune.baseline.units import Unit
 from tooltune.dialogue import Assistant, Call, Result, Turn, User
+from tooltune.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,8 @@ class RulesModel:
 
     def predict(self, history: tuple[Turn, ...] | list[Turn]) -> Call | Assistant:
         history = tuple(history)
+        if not history or not isinstance(history[0], User):
+            raise InputError("a history to answer must start with a user turn", field="history")
         if isinstance(history[-1], User) and self.is_call(last_user(history)):
             return self.call(history)
         return self.reply(history)
