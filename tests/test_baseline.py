@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tooltune.baseline import RulesModel, read_units
+from tooltune.baseline import RulesConfig, RulesModel, read_units
 from tooltune.baseline.bleu import char_bleu, consensus
 from tooltune.baseline.calls import CarryConfig, merge, sentence_slots
 from tooltune.baseline.lexicon import Lexicon, NameFinder
@@ -184,6 +184,13 @@ def test_model_on_real_units(course_dir):
     assert isinstance(reply, Assistant) and "北京测试大酒店" in reply.content
     with pytest.raises(InputError):
         model.predict(())
+
+
+def test_config_is_checked_where_defined():
+    with pytest.raises(InputError, match="candidates"):
+        RulesConfig(candidates=0)
+    with pytest.raises(InputError, match="temperature"):
+        RulesConfig(temperature=-1.0)
 
 
 def test_read_units_names_file_line_and_field(tmp_path):

@@ -30,6 +30,8 @@ from tooltune.errors import InputError
 
 @dataclass(frozen=True)
 class RulesConfig:
+    """Settings of `RulesModel`; the defaults are the ones chosen on dev (see bench/results/rules.md)."""
+
     neighbours: int = 9
     """k of the call-or-reply vote (dev: 9 and 15 tie at 6 errors in 331 turns after a user turn)."""
     candidates: int = 10
@@ -46,6 +48,13 @@ class RulesConfig:
     """Consensus weight of a candidate = exp(score / temperature); 0: the score itself."""
     carry: CarryConfig = field(default_factory=CarryConfig)
     """How a call inherits the previous call's arguments."""
+
+    def __post_init__(self) -> None:
+        for name in ("neighbours", "candidates", "evidence"):
+            if getattr(self, name) < 1:
+                raise InputError(f"must be at least 1, got {getattr(self, name)}", field=name)
+        if self.temperature < 0:
+            raise InputError(f"must be 0 or more, got {self.temperature}", field="temperature")
 
 
 @dataclass(frozen=True)
