@@ -1,8 +1,9 @@
 """`RulesModel`: the no-neural-network baseline that fine-tuned models are compared against.
 
 predict(history) -> Call | Assistant, in three steps:
-1. turn type: after a `return` always a reply (train has no exception); after a user turn, the vote of the k nearest
-   train user sentences (TF-IDF over character n-grams) on "call or reply";
+1. turn type: after a `return` always a reply and after the opening user turn always a call (train has no exception
+   to either); after a later user turn, the vote of the k nearest train user sentences (TF-IDF over character
+   n-grams) on "call or reply";
 2. a call: the constraints the last user sentence states (regexes, facility and name tables learned from train)
    laid over the previous call's (`tooltune.baseline.calls`);
 3. a reply: train replies from similar situations (same turn before, same number of records, same "the records miss
@@ -123,7 +124,8 @@ class RulesModel:
         history = tuple(history)
         if not history or not isinstance(history[0], User):
             raise InputError("a history to answer must start with a user turn", field="history")
-        if isinstance(history[-1], User) and self.is_call(last_user(history)):
+        if isinstance(history[-1], User) and (len(history) == 1 or self.is_call(last_user(history))):
+            # A dialogue's opening request is always searched (train: 1602 of 1602).
             return self.call(history)
         return self.reply(history)
 
