@@ -183,7 +183,7 @@ def test_model_on_real_units(course_dir):
     reply = model.predict((User("帮我找个经济型酒店"), Call({"type": "经济型"}), Result(records)))
     assert isinstance(reply, Assistant) and "北京测试大酒店" in reply.content
     # an opening request is always searched, even one the nearest train sentences would answer in words
-    opening = "好的，谢谢你"
+    opening = "这家酒店的电话是多少？"
     assert not model.is_call(opening)
     assert isinstance(model.predict((User(opening),)), Call)
     with pytest.raises(InputError):
