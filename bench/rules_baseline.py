@@ -19,8 +19,6 @@ from tooltune.dialogue import Call, turn_to_seed
 from tooltune.errors import ToolTuneError
 from tooltune.evaluate.predictions import Row, write_predictions
 from tooltune.evaluate.score import score
-from tooltune.hotels import load_hotels
-from tooltune.paths import HOTEL_DB_JSON, data_file
 
 
 def raw_text(turn) -> str:
@@ -38,8 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         start = time.time()
-        hotels = load_hotels(data_file(HOTEL_DB_JSON, args.data_dir))
-        model = RulesModel(hotels=hotels).fit(split_units("train", args.data_dir))
+        model = RulesModel.trained(args.data_dir)
         units = split_units(args.split, args.data_dir)
         rows = []
         for unit in units:

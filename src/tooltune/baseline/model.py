@@ -104,6 +104,16 @@ class RulesModel:
         self.facility_names = sorted({f for h in hotels for f in h.get("facilities", [])})
         """The database's facility names: what a carried paraphrase becomes."""
 
+    @classmethod
+    def trained(cls, data_dir=None, config: RulesConfig = RulesConfig()) -> "RulesModel":
+        """The model fitted on the course's train split and hotel database from the data dir (for chat and eval)."""
+        from tooltune.baseline.units import split_units
+        from tooltune.hotels import load_hotels
+        from tooltune.paths import HOTEL_DB_JSON, data_file
+
+        hotels = load_hotels(data_file(HOTEL_DB_JSON, data_dir))
+        return cls(config, hotels).fit(split_units("train", data_dir))
+
     def fit(self, units: list[Unit]) -> "RulesModel":
         self.lexicon = Lexicon.learn(units)
         self.lexicon.canonical = self.facility_names
