@@ -14,6 +14,9 @@ from tooltune.errors import ToolTuneError
 
 # (words, module): `tooltune data convert ...` runs tooltune.commands.data_convert.
 COMMANDS: list[tuple[str, str]] = [
+    ("train", "train"),
+    ("export", "export"),
+    ("pretrain model", "pretrain_model"),
 ]
 
 
