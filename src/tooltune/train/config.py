@@ -180,6 +180,11 @@ def _convert(value: Any, kind: Any, key: str) -> Any:
     elif kind is int:
         _check(isinstance(value, int) and not isinstance(value, bool), key, f"must be an integer, not {value!r}")
     elif kind is float:
+        if isinstance(value, str):  # YAML 1.1 reads 5e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         _check(isinstance(value, (int, float)) and not isinstance(value, bool), key, f"must be a number, not {value!r}")
         return float(value)
     elif kind is str:
