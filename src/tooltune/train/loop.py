@@ -153,7 +153,11 @@ def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: li
     `stop_after` ends the loop after that many optimizer steps as if interrupted (no final save): for tests of resume.
     `on_start(model)` is called with the wrapped model before the first step (tests snapshot the initial weights).
     """
-    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision)
+    # "no" defers to the launcher (accelerate config / ACCELERATE_MIXED_PRECISION), which defaults to no.
+    # cpu=True without CUDA: processes started by `accelerate launch --multi_gpu` / torchrun then join over gloo
+    # (MULTI_CPU); accelerate only picks that mode when told it runs on the CPU.
+    accelerator = Accelerator(mixed_precision=None if cfg.train.mixed_precision == "no" else cfg.train.mixed_precision,
+                              cpu=not torch.cuda.is_available())
     set_seed(cfg.train.seed)
     run_dir = Path(cfg.train.out)
     plan_ = plan(len(train), cfg, accelerator.num_processes)

@@ -41,6 +41,9 @@ def fine_tune(cfg: RunConfig, *, resume: bool = False) -> dict:
         raise ToolTuneError("model.path is empty: name a local Hugging Face model directory")
     if not cfg.data.train:
         raise ToolTuneError("data.train is empty: name a training file")
+    for key, value in (("model.path", cfg.model.path), ("model.tokenizer", cfg.model.tokenizer)):
+        if value and not Path(value).is_dir():
+            raise ToolTuneError(f"{key}={value!r} is not a directory (models are loaded from local paths only)")
     methods.check_supported(cfg.method.name, cfg.model.gradient_checkpointing)
     tokenizer = load_tokenizer(cfg)
     train, dropped_train = load_split(cfg.data.train, cfg.data, tokenizer)
