@@ -30,3 +30,16 @@ def hotel_db_json(data_root: Path) -> Path:
 
 def read_jsonl(path: Path) -> list:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-golden", action="store_true", default=False,
+                     help="rewrite the golden files under tests/golden/ from the current output (then review the diff)")
+
+
+@pytest.fixture(scope="session")
+def update_golden(request: pytest.FixtureRequest) -> bool:
+    """True with `pytest --update-golden` or TOOLTUNE_UPDATE_GOLDEN=1: golden files are rewritten, not compared."""
+    import os
+
+    return bool(request.config.getoption("--update-golden")) or os.environ.get("TOOLTUNE_UPDATE_GOLDEN") == "1"

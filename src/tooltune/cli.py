@@ -14,6 +14,8 @@ from tooltune.errors import ToolTuneError
 
 # (words, module): `tooltune data convert ...` runs tooltune.commands.data_convert.
 COMMANDS: list[tuple[str, str]] = [
+    ("data convert", "data_convert"),
+    ("data show", "data_show"),
     ("train", "train"),
     ("export", "export"),
     ("pretrain model", "pretrain_model"),
