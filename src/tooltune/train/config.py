@@ -97,13 +97,24 @@ class DataConfig:
     """Dev file (same kind as `train`); empty: no dev-loss evaluation."""
     format: str = ""
     """Chat format name (a key of tooltune.formats.FORMATS); empty: the files hold encoded examples already."""
+    policy: str = "all"
+    """Which model turns of a dialogue are trained: all (every call and reply) or last (only the final one)."""
+    observation: str = "full"
+    """How tool results are rendered: full (every record field) or compact (fields the model does not need dropped)."""
     max_length: int = 2048
-    """Longest example in tokens; longer ones are counted and reported, never silently cut."""
+    """Longest example in tokens. Dialogues are cut from the front to fit (whole turns, reported); encoded examples
+    that are longer are left out, counted and reported."""
     group_by_length: bool = True
     """Batch examples of similar length together (shuffled in mega-batches) so that padding is small."""
+    packing: bool = False
+    """Pack several training examples into rows of max_length tokens (position ids restart per example, so attention
+    stays within each): no padding at all. Not for prompt/ptuning/prefix, whose virtual tokens would be shared."""
 
     def __post_init__(self):
         _check(self.max_length > 1, "data.max_length", "must be > 1")
+        _check(self.policy in ("all", "last"), "data.policy", f"must be all or last, not {self.policy!r}")
+        _check(self.observation in ("full", "compact"), "data.observation",
+               f"must be full or compact, not {self.observation!r}")
 
 
 @dataclass(frozen=True)

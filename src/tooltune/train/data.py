@@ -37,10 +37,13 @@ class Dropped:
     """What was left out of a dataset, and why; reported, never silent."""
     too_long: int = 0
     no_target: int = 0
+    truncated: int = 0
+    """Kept, with whole turns cut from the front to fit data.max_length."""
     where: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        return f"{self.too_long} longer than data.max_length, {self.no_target} without a trained token"
+        return (f"{self.too_long} too long for data.max_length, {self.no_target} without a trained token"
+                + (f" ({self.truncated} more kept with early turns cut)" if self.truncated else ""))
 
 
 def _int_list(value, where: str, key: str) -> list[int]:
@@ -100,32 +103,47 @@ def read_examples(path: str | Path) -> tuple[list[Example], list[str]]:
     return examples, places
 
 
-def render_dialogues(path: str | Path, format_name: str, tokenizer, max_length: int) -> tuple[list[Example], list[str]]:
-    """Dialogues rendered with a chat format and encoded: the thin step that joins `tooltune.formats` to training."""
-    try:
-        from tooltune.files import read_dialogues
-        from tooltune.formats import FORMATS, encode
-    except ImportError as e:
-        raise ToolTuneError(f"data.format={format_name!r} needs tooltune.formats and tooltune.files, which this build "
-                            f"lacks ({e}); give encoded examples with data.format empty") from None
-    if format_name not in FORMATS:
-        raise InputError(f"unknown format {format_name!r}; known: {', '.join(FORMATS)}", field="data.format")
-    examples, places = [], []
+def render_dialogues(path: str | Path, data_cfg, tokenizer) -> tuple[list[Example], Dropped]:
+    """Dialogues read by `tooltune.files`, rendered by the chat format `data_cfg.format` and encoded: the one step
+    that joins the formats to training. The tokenizer gets the format's special tokens (see `new_token_ids`)."""
+    from tooltune.files import read_dialogues
+    from tooltune.formats import encode_all, ensure_special_tokens, get_format
+
+    fmt = get_format(data_cfg.format).for_tokenizer(tokenizer)
+    ensure_special_tokens(tokenizer, fmt.special_tokens)
+    samples, places = [], []
     for i, dialogue in enumerate(read_dialogues(path)):
-        for sample in FORMATS[format_name].render(dialogue):
-            # encode() cuts nothing: keep_trainable counts what is too long.
-            ex = encode(sample, tokenizer, max_length=None)
-            examples.append(Example(list(ex.input_ids), list(ex.labels), getattr(ex, "position_ids", None)))
-            places.append(f"{path}: dialogue {i}")
-    return examples, places
+        for sample in fmt.render(dialogue, policy=data_cfg.policy, observation=data_cfg.observation):
+            samples.append(sample)
+            places.append(f"{path}: dialogue {i + 1}")
+    report = encode_all(samples, tokenizer, max_length=data_cfg.max_length)
+    dropped = Dropped(truncated=len(report.truncated))
+    for i, why in report.dropped:
+        dropped.where.append(f"{places[i]}: {why}")
+        if "no trained token" in why:
+            dropped.no_target += 1
+        else:
+            dropped.too_long += 1
+    return [Example(list(e.input_ids), list(e.labels)) for e in report.examples], dropped
 
 
-def load_split(path: str, data_cfg, tokenizer) -> tuple[list[Example], Dropped]:
+def pack_rows(examples: list[Example], max_length: int) -> list[Example]:
+    """Examples packed into rows of at most max_length tokens, position ids restarting per example (fmt's packer)."""
+    from tooltune.formats import Example as FormatExample
+    from tooltune.formats.packing import pack
+
+    rows = pack([FormatExample(e.input_ids, e.labels) for e in examples], max_length)
+    return [Example(r["input_ids"], r["labels"], r["position_ids"]) for r in rows]
+
+
+def load_split(path: str, data_cfg, tokenizer, pack: bool = False) -> tuple[list[Example], Dropped]:
+    """One split ready to batch: rendered dialogues (data.format set) or encoded examples; packed when asked."""
     if data_cfg.format:
-        examples, places = render_dialogues(path, data_cfg.format, tokenizer, data_cfg.max_length)
+        examples, dropped = render_dialogues(path, data_cfg, tokenizer)
     else:
         examples, places = read_examples(path)
-    return keep_trainable(examples, data_cfg.max_length, places)
+        examples, dropped = keep_trainable(examples, data_cfg.max_length, places)
+    return (pack_rows(examples, data_cfg.max_length) if pack else examples), dropped
 
 
 def batch_order(lengths: list[int], batch_size: int, seed: int, epoch: int, group_by_length: bool) -> list[list[int]]:
@@ -148,16 +166,20 @@ def batch_order(lengths: list[int], batch_size: int, seed: int, epoch: int, grou
 
 
 def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded tensors (B, T): input_ids, attention_mask, labels (IGNORE on padding), position_ids if packed."""
+    """Right-padded tensors (B, T): input_ids, labels (IGNORE on padding), and attention_mask; packed rows get
+    position_ids INSTEAD of the mask: transformers then builds the block-diagonal causal mask from the restarts of the
+    position ids (no token attends across packed examples; checked by tests/test_formats_packing.py)."""
     width = max(len(ex.input_ids) for ex in examples)
 
     def pad(rows, value):
         return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
 
     batch = {"input_ids": pad([ex.input_ids for ex in examples], pad_id),
-             "attention_mask": pad([[1] * len(ex.input_ids) for ex in examples], 0),
              "labels": pad([ex.labels for ex in examples], IGNORE)}
     if any(ex.position_ids is not None for ex in examples):
+        # Padding gets positions 0, 0, ...: each pad is a sequence of its own, seen by nothing real.
         batch["position_ids"] = pad([ex.position_ids if ex.position_ids is not None
                                      else list(range(len(ex.input_ids))) for ex in examples], 0)
+    else:
+        batch["attention_mask"] = pad([[1] * len(ex.input_ids) for ex in examples], 0)
     return batch

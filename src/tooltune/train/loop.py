@@ -94,7 +94,7 @@ def _train_step(accelerator, loss_module, window, pad_id: int, extra_loss) -> tu
     batches = [collate(mb, pad_id) for mb in window]
     local_trained = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
     trained = _sum_over_processes(accelerator, local_trained)
-    tokens = _sum_over_processes(accelerator, sum(int(b["attention_mask"].sum()) for b in batches))
+    tokens = _sum_over_processes(accelerator, sum(len(e.input_ids) for mb in window for e in mb))
     scale = accelerator.num_processes / trained
     loss_sum = 0.0
     for i, batch in enumerate(batches):
@@ -147,7 +147,7 @@ class TrainResult:
 
 def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: list[Example], *,
                  resume: bool = False, meta: dict | None = None, stop_after: int | None = None,
-                 on_start=None) -> TrainResult:
+                 on_start=None, new_token_ids: list[int] = ()) -> TrainResult:
     """Train `model` (a base transformers model; the method wraps it) and write the run directory.
 
     `stop_after` ends the loop after that many optimizer steps as if interrupted (no final save): for tests of resume.
@@ -161,7 +161,7 @@ def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: li
     set_seed(cfg.train.seed)
     run_dir = Path(cfg.train.out)
     plan_ = plan(len(train), cfg, accelerator.num_processes)
-    model = methods.wrap(model, cfg.method, plan_.total_steps, cfg.model.gradient_checkpointing)
+    model = methods.wrap(model, cfg.method, plan_.total_steps, cfg.model.gradient_checkpointing, new_token_ids)
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = methods.make_optimizer(cfg.method.name, trainable, cfg.train.lr, cfg.train.weight_decay)
@@ -218,7 +218,8 @@ def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: li
             elapsed = time.perf_counter() - started
             if prog.step % cfg.train.log_every == 0 or prog.step == plan_.total_steps:
                 log({"step": prog.step, "epoch": prog.epoch, "loss": loss, "lr": scheduler.get_last_lr()[0],
-                     "grad_norm": grad_norm, "tokens_per_s": seen_tokens / elapsed,
+                     "grad_norm": grad_norm, "elapsed_s": elapsed, "tokens": seen_tokens, "trained_tokens": seen_trained,
+                     "tokens_per_s": seen_tokens / elapsed,
                      "trained_tokens_per_s": seen_trained / elapsed, **method_log})
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{seen_tokens / elapsed:.0f}")

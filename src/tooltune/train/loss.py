@@ -43,7 +43,7 @@ class TokenLoss(nn.Module):
         self.model = model
         self.plain = plain
 
-    def forward(self, input_ids, attention_mask, labels, position_ids=None):
+    def forward(self, input_ids, labels, attention_mask=None, position_ids=None):
         targets = labels[:, 1:]  # the token at t is predicted from position t-1
         keep = targets != IGNORE  # (B, T-1)
         if self.plain:

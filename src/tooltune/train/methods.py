@@ -107,14 +107,21 @@ def load_kwargs(method_name: str, dtype: torch.dtype) -> dict:
     """Extra from_pretrained arguments: the 4-bit quantisation for QLoRA."""
     if not METHODS[method_name].quantized:
         return {}
+    from accelerate import PartialState
     from transformers import BitsAndBytesConfig
     compute = dtype if dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
+    # 4-bit weights are quantised as they load onto the GPU; each process loads its own copy onto its own GPU.
     return {"quantization_config": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                                      bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute)}
+                                                      bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute),
+            "device_map": {"": PartialState().local_process_index}}
 
 
-def wrap(model, cfg, total_steps: int, gradient_checkpointing: bool = False):
-    """The model ready to train with `cfg` (a MethodConfig): a PeftModel, or the model itself for `full`."""
+def wrap(model, cfg, total_steps: int, gradient_checkpointing: bool = False, new_token_ids: list[int] = ()):
+    """The model ready to train with `cfg` (a MethodConfig): a PeftModel, or the model itself for `full`.
+
+    `new_token_ids`: special tokens the chat format added to the tokenizer. LoRA-family methods train their embedding
+    rows (peft's trainable_token_indices); prompt methods cannot, so those rows keep their mean-initialised values.
+    """
     method = METHODS[cfg.name]
     check_supported(cfg.name, gradient_checkpointing)
     if method.quantized:
@@ -126,7 +133,10 @@ def wrap(model, cfg, total_steps: int, gradient_checkpointing: bool = False):
         model.requires_grad_(True)
         return model
     from peft import get_peft_model
-    return get_peft_model(model, method.peft_config(cfg, total_steps))
+    peft_config = method.peft_config(cfg, total_steps)
+    if new_token_ids and hasattr(peft_config, "trainable_token_indices"):
+        peft_config.trainable_token_indices = list(new_token_ids)
+    return get_peft_model(model, peft_config)
 
 
 def make_optimizer(method_name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:

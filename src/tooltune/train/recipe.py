@@ -45,14 +45,24 @@ def fine_tune(cfg: RunConfig, *, resume: bool = False) -> dict:
         if value and not Path(value).is_dir():
             raise ToolTuneError(f"{key}={value!r} is not a directory (models are loaded from local paths only)")
     methods.check_supported(cfg.method.name, cfg.model.gradient_checkpointing)
+    if cfg.data.packing and methods.METHODS[cfg.method.name].virtual_tokens:
+        raise ToolTuneError(f"data.packing cannot be used with method {cfg.method.name}: its virtual tokens would be "
+                            f"shared by every example packed in a row; set data.packing=false")
     tokenizer = load_tokenizer(cfg)
-    train, dropped_train = load_split(cfg.data.train, cfg.data, tokenizer)
+    vocab_before = len(tokenizer)
+    train, dropped_train = load_split(cfg.data.train, cfg.data, tokenizer, pack=cfg.data.packing)
     dev, dropped_dev = load_split(cfg.data.dev, cfg.data, tokenizer) if cfg.data.dev else ([], None)
     for name, dropped in (("train", dropped_train), ("dev", dropped_dev)):
         if dropped and (dropped.too_long or dropped.no_target):
             print(f"tooltune train: {name}: left out {dropped} (first: {dropped.where[0]})")
     if not train:
         raise ToolTuneError(f"{cfg.data.train}: no usable training example ({dropped_train})")
+    new_ids = list(range(vocab_before, len(tokenizer)))  # special tokens the chat format added
+    model = load_model(cfg)
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        # New rows start at the mean of the old ones (transformers' mean_resizing), not at random.
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
     meta = {"format": cfg.data.format or None, "dropped_train": str(dropped_train),
-            "dropped_dev": str(dropped_dev) if dropped_dev else None}
-    return run_training(cfg, load_model(cfg), tokenizer, train, dev, resume=resume, meta=meta).summary
+            "dropped_dev": str(dropped_dev) if dropped_dev else None, "new_special_tokens": len(new_ids),
+            "packed_rows": cfg.data.packing}
+    return run_training(cfg, model, tokenizer, train, dev, resume=resume, meta=meta, new_token_ids=new_ids).summary
