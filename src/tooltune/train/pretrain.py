@@ -19,7 +19,7 @@ from tooltune.train.data import Example
 class GPT2Size:
     n_layer: int = 4
     """Transformer blocks."""
-    n_embd: int = 192
+    n_embd: int = 128
     """Hidden size."""
     n_head: int = 4
     """Attention heads (must divide n_embd)."""
@@ -113,6 +113,9 @@ def pretrain(cfg: PretrainConfig, tokenizer_dir: str, *, resume: bool = False) -
 
     from tooltune.train.loop import run_training
 
+    if not (Path(tokenizer_dir) / "tokenizer_config.json").is_file():
+        raise ToolTuneError(f"--tokenizer {tokenizer_dir} is not a tokenizer directory (no tokenizer_config.json); "
+                            f"`tooltune pretrain tokenizer` writes one")
     if not cfg.corpus.text:
         raise ToolTuneError("corpus.text is empty: give --corpus FILE (one document per line)")
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
