@@ -177,6 +177,7 @@ def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: li
     if methods.METHODS[cfg.method.name].allocates_ranks and cfg.method.orth_reg_weight > 0:
         extra_loss = lambda: cfg.method.orth_reg_weight * methods.orthogonal_regulariser(model)  # noqa: E731
 
+    _check_run_dir(cfg, run_dir, resume)
     prog = Progress()
     if resume:
         found = checkpoint.latest(run_dir)
@@ -243,6 +244,33 @@ def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: li
         (run_dir / "run.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False), encoding="utf-8")
     accelerator.wait_for_everyone()
     return TrainResult(summary, model)
+
+
+# Settings a resumed run may change: they do not alter what the steps already taken computed.
+RESUMABLE_CHANGES = {"train.max_steps", "train.epochs", "train.eval_every", "train.early_stopping", "train.save_every",
+                     "train.log_every"}
+
+
+def _check_run_dir(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
+    """Refuse to mix runs: a fresh run into a directory with checkpoints, or a resume with another config."""
+    import yaml
+    from tooltune.train.config import config_to_dict
+
+    if not resume:
+        if checkpoint.latest(run_dir) is not None:
+            raise ToolTuneError(f"{run_dir} holds checkpoints of an earlier run: pass --resume to continue it, or "
+                                f"choose another train.out")
+        return
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        return
+
+    old = {f"{s}.{k}": v for s, sub in yaml.safe_load(saved.read_text(encoding="utf-8")).items() for k, v in sub.items()}
+    new = {f"{s}.{k}": v for s, sub in config_to_dict(cfg).items() for k, v in sub.items()}
+    changed = sorted(k for k in new.keys() | old.keys() if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+    if changed:
+        raise ToolTuneError(f"--resume with a config that differs from {saved} in {', '.join(changed)}: the resumed "
+                            f"run would not continue the same training")
 
 
 def _evaluate_and_keep_best(accelerator, loss_module, model, tokenizer, dev, cfg, run_dir, prog, log) -> bool:
