@@ -94,3 +94,23 @@ def test_accumulated_step_is_sum_over_tokens_not_mean_of_means():
     # A mean of the two micro-batch means would differ: the check above can fail.
     means = [reference(**collate(mb, 0)).loss for mb in (short, long)]
     assert abs(float(sum(means) / 2) - float(expected)) > 1e-3
+
+
+def test_a_model_whose_head_does_more_falls_back_to_the_plain_path():
+    from tooltune.train.loss import fast_path_agrees
+
+    class ScaledHead(type(tiny_llama(VOCAB))):  # like Cohere's logit_scale: forward scales what the head gives
+        def forward(self, *args, **kwargs):
+            out = super().forward(*args, **kwargs)
+            out.logits = out.logits * 3.0
+            if out.loss is not None:
+                raise AssertionError("the check computes the loss itself")
+            return out
+
+    plain_model = tiny_llama(VOCAB)
+    scaled = ScaledHead(plain_model.config)
+    scaled.load_state_dict(plain_model.state_dict())
+    batch = _batch()
+    assert fast_path_agrees(TokenLoss(plain_model, plain=False), batch)[0]
+    ok, fast, plain = fast_path_agrees(TokenLoss(scaled, plain=False), batch)
+    assert not ok and abs(fast - plain) > 1e-2

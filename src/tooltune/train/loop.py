@@ -23,7 +23,7 @@ from tooltune.errors import ToolTuneError
 from tooltune.train import checkpoint, methods
 from tooltune.train.config import RunConfig, dump_config
 from tooltune.train.data import Example, batch_order, collate
-from tooltune.train.loss import TokenLoss
+from tooltune.train.loss import TokenLoss, fast_path_agrees, transformers_model
 
 
 @dataclass
@@ -172,6 +172,7 @@ def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: li
     # The scheduler is stepped here once per optimizer step, so it is not handed to accelerate (which would step it
     # once per process).
     loss_module, optimizer = accelerator.prepare(loss_module, optimizer)
+    loss_path = _choose_loss_path(accelerator, loss_module, train[:cfg.train.batch_size], tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     extra_loss = None
     if methods.METHODS[cfg.method.name].allocates_ranks and cfg.method.orth_reg_weight > 0:
@@ -192,7 +193,7 @@ def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: li
     summary = {"method": cfg.method.name, "base_model": cfg.model.path, "train_examples": len(train),
                "dev_examples": len(dev), "total_steps": plan_.total_steps, "processes": accelerator.num_processes,
                "dropped_batches_per_epoch": plan_.dropped_batches,
-               "trainable_parameters": sum(p.numel() for p in trainable), **(meta or {})}
+               "trainable_parameters": sum(p.numel() for p in trainable), "loss_path": loss_path, **(meta or {})}
     bar = _progress_bar(accelerator, plan_.total_steps, prog.step)
     started, seen_tokens, seen_trained = time.perf_counter(), 0.0, 0.0
     stopped_early = False
@@ -244,6 +245,22 @@ def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: li
         (run_dir / "run.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False), encoding="utf-8")
     accelerator.wait_for_everyone()
     return TrainResult(summary, model)
+
+
+def _choose_loss_path(accelerator, loss_module, examples, tokenizer) -> str:
+    """Keep the trained-positions loss only where it equals the model's own loss on a first batch."""
+    module = accelerator.unwrap_model(loss_module)
+    if module.plain:
+        return "full logits (virtual-token method)"
+    batch = {k: v.to(accelerator.device) for k, v in collate(examples, tokenizer.pad_token_id or 0).items()}
+    with accelerator.autocast():
+        ok, fast, plain = fast_path_agrees(module, batch)
+    if ok:
+        return "trained positions only"
+    module.plain = True
+    why = f"full logits (trained-positions loss {fast:.5f} != model loss {plain:.5f} on batch 1)"
+    accelerator.print(f"tooltune train: {type(transformers_model(module.model)).__name__}: {why}; using the plain path")
+    return why
 
 
 # Settings a resumed run may change: they do not alter what the steps already taken computed.

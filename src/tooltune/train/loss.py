@@ -28,7 +28,7 @@ def transformers_model(model: nn.Module) -> nn.Module:
 def head_logits(causal_lm: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     """The LM head on `hidden` (N, H) -> (N, V) float32, with Gemma's final logit soft-capping where configured."""
     logits = causal_lm.get_output_embeddings()(hidden).float()
-    cap = getattr(causal_lm.config, "final_logit_softcapping", None)
+    cap = getattr(causal_lm.config.get_text_config(), "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap
     return logits
@@ -57,3 +57,25 @@ class TokenLoss(nn.Module):
                                           **extra).last_hidden_state  # (B, T, H)
             picked = head_logits(causal_lm, hidden[:, :-1][keep])  # (N, V), N = trained tokens
         return F.cross_entropy(picked, targets[keep], reduction="sum"), keep.sum()
+
+
+@torch.no_grad()
+def fast_path_agrees(module: TokenLoss, batch: dict) -> tuple[bool, float, float]:
+    """Does the trained-positions path give the model's own loss on `batch`? (ok, fast loss, plain loss).
+
+    The fast path re-implements the last step of a *ForCausalLM forward (head, soft-capping). A model class that does
+    more there (Cohere's logit_scale, Granite's logits_scaling, ...) would silently train on another loss, so the loop
+    checks one batch first and falls back to the plain path when they disagree.
+    """
+    was_training = module.training
+    module.eval()  # no dropout: both paths see the same network
+    try:
+        fast_sum, n = module(**batch)
+        module.plain = True
+        plain_sum, _ = module(**batch)
+    finally:
+        module.plain = False
+        module.train(was_training)
+    fast, plain = float(fast_sum / n), float(plain_sum / n)
+    low_precision = next(module.parameters()).dtype in (torch.float16, torch.bfloat16)
+    return abs(fast - plain) <= (2e-2 if low_precision else 1e-4) * max(1.0, abs(plain)), fast, plain

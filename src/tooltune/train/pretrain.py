@@ -48,7 +48,7 @@ class CorpusConfig:
 
 def _pretrain_train_defaults() -> TrainConfig:
     # The default size finishes on 2 CPU cores in well under 30 minutes (bench/results/train.md has the timing).
-    return TrainConfig(lr=1e-3, batch_size=8, max_steps=600, warmup_steps=30, schedule="cosine", eval_every=200,
+    return TrainConfig(lr=1e-3, batch_size=8, max_steps=400, warmup_steps=30, schedule="cosine", eval_every=100,
                        max_grad_norm=1.0, weight_decay=0.01, log_every=10, out="runs/gpt2")
 
 
