@@ -160,6 +160,7 @@ def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: li
                               cpu=not torch.cuda.is_available())
     set_seed(cfg.train.seed)
     run_dir = Path(cfg.train.out)
+    _check_run_dir(cfg, run_dir, resume)
     plan_ = plan(len(train), cfg, accelerator.num_processes)
     model = methods.wrap(model, cfg.method, plan_.total_steps, cfg.model.gradient_checkpointing, new_token_ids)
     model.train()
@@ -178,7 +179,6 @@ def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: li
     if methods.METHODS[cfg.method.name].allocates_ranks and cfg.method.orth_reg_weight > 0:
         extra_loss = lambda: cfg.method.orth_reg_weight * methods.orthogonal_regulariser(model)  # noqa: E731
 
-    _check_run_dir(cfg, run_dir, resume)
     prog = Progress()
     if resume:
         found = checkpoint.latest(run_dir)
