@@ -24,6 +24,9 @@ COMMANDS: list[tuple[str, str]] = [
     ("data show", "data_show"),
     ("chat", "chat"),
     ("serve", "serve"),
+    ("train", "train"),
+    ("export", "export"),
+    ("pretrain model", "pretrain_model"),
 ]
 
 
