@@ -1,20 +1,28 @@
 """Special-token embeddings: find rows the base checkpoint never trained, give new and untrained rows a sensible
 start, and make exactly those rows trainable under PEFT.
 
-Why: in Gemma-3-270M (base) the rows of the chat special tokens (`<start_of_turn>`, `<end_of_turn>`, ...) are far
-smaller than ordinary rows (bench/results/base.md gives the numbers). A fine-tune that trains only linear layers
-(LoRA on q/k/v/o, MLP) never moves those rows, so the model cannot learn to emit the end-of-turn token and
-generation runs to the length limit. The same holds for role tokens that the formats code adds to the vocabulary.
+Why: in Gemma-3-270M (base) the rows of `<start_of_turn>`, `<end_of_turn>`, `<pad>` are untrained. Their norms
+look ordinary (every row of that checkpoint has norm ~1.03), but they point the same way as the ~6200 reserved
+`<unusedN>` rows (cosine 0.95-0.99 with those rows' mean direction, against a median of 0.32 for ordinary tokens):
+the direction rows drift to when no gradient ever reaches them. bench/results/base.md has the numbers. A fine-tune
+that trains only linear layers (LoRA on attention/MLP) never moves those rows, so the model cannot learn to emit
+the end-of-turn token and generation runs to the length limit. Role tokens the formats code adds are new rows and
+have the same problem.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Iterable, Sequence
 
 INITS = ("mean", "text")
-# A row whose norm is below this fraction of the median row norm is taken as never trained: trained rows of the
-# checkpoints measured here have norms within a factor ~3 of the median, untrained ones are orders smaller.
+# Two signs of a never-trained row, one per way checkpoints leave them:
+# - norm far below the median (zero-ish init plus weight decay: Llama-3's reserved tokens, many others);
+# - direction shared with the checkpoint's reserved tokens (Gemma 3: all untrained rows converge to one vector).
 UNTRAINED_NORM_FRACTION = 0.2
+UNTRAINED_COSINE = 0.9
+RESERVED_TOKEN = re.compile(r"<unused\d+>|<\|reserved_special_token_\d+\|>|<extra_id_\d+>")
+MIN_RESERVED_ROWS = 8  # fewer reserved rows than this give no reliable common direction
 
 
 def _token_ids(tokenizer, tokens: Iterable[int | str]) -> list[int]:
@@ -34,12 +42,33 @@ def row_norms(model):
     return model.get_input_embeddings().weight.detach().float().norm(dim=-1)
 
 
-def untrained_token_ids(model, among: Iterable[int] | None = None) -> list[int]:
-    """Ids (all, or those in `among`) whose input-embedding row is much smaller than the median row."""
-    norms = row_norms(model)
-    threshold = UNTRAINED_NORM_FRACTION * norms.median()
-    candidates = range(len(norms)) if among is None else [i for i in among if i < len(norms)]
-    return [i for i in candidates if norms[i] < threshold]
+def reserved_direction(model, tokenizer):
+    """The unit mean direction of the reserved-token rows (`<unusedN>`, ...), shape (C,); None if too few."""
+    size = model.get_input_embeddings().weight.shape[0]
+    reserved = [i for token, i in tokenizer.get_vocab().items() if i < size and RESERVED_TOKEN.fullmatch(token)]
+    if len(reserved) < MIN_RESERVED_ROWS:
+        return None
+    rows = model.get_input_embeddings().weight.detach().float()[reserved]
+    mean = (rows / rows.norm(dim=-1, keepdim=True)).mean(dim=0)
+    return mean / mean.norm()
+
+
+def untrained_mask(model, tokenizer):
+    """Boolean (V,): True where the input-embedding row looks never trained (see the two signs above)."""
+    weight = model.get_input_embeddings().weight.detach().float()
+    norms = weight.norm(dim=-1)
+    mask = norms < UNTRAINED_NORM_FRACTION * norms.median()
+    direction = reserved_direction(model, tokenizer)
+    if direction is not None:
+        mask |= (weight @ direction) / norms.clamp_min(1e-12) >= UNTRAINED_COSINE
+    return mask
+
+
+def untrained_token_ids(model, tokenizer, among: Iterable[int] | None = None) -> list[int]:
+    """Ids (all, or those in `among`) whose input-embedding row looks never trained."""
+    mask = untrained_mask(model, tokenizer)
+    candidates = range(len(mask)) if among is None else [i for i in among if i < len(mask)]
+    return [i for i in candidates if mask[i]]
 
 
 def _outputs_tied(model) -> bool:
@@ -63,11 +92,13 @@ def prepare_embeddings(model, tokenizer, token_ids: Sequence[int | str], init: s
     """Resize the embeddings to the tokenizer, initialise new or untrained rows among `token_ids`, return their ids.
 
     `token_ids`: ids or token strings (already in the tokenizer, e.g. role tokens the formats code added).
-    A row is (re)initialised when it is new (id >= the old embedding size) or untrained (`untrained_token_ids`);
+    A row is (re)initialised when it is new (id >= the old embedding size) or looks untrained (`untrained_mask`);
     rows the checkpoint trained are left alone. `init`:
-      "mean": the mean of the trained rows (new tokens start as an "average" token: neither likely nor impossible);
-      "text": the mean of the rows of a descriptive text (`descriptions[id]`, else the token's name without
-              brackets), so that distinct tokens start distinct.
+      "mean": the direction of the mean of the trained rows (new tokens start as an "average" token: neither
+              likely nor impossible);
+      "text": the direction of the mean of the rows of a descriptive text (`descriptions[id]`, else the token's
+              name without brackets), so that distinct tokens start distinct;
+    both scaled to the median norm of the trained rows, so that a prepared row never looks untrained again.
     Untied output embeddings (lm_head) get the same treatment from their own rows. The returned ids are the rows
     the fine-tune must train (see `trainable_token_config`); an empty list means nothing needs training.
     """
@@ -81,26 +112,28 @@ def prepare_embeddings(model, tokenizer, token_ids: Sequence[int | str], init: s
     if needed > old_size:
         # mean_resizing=False: transformers' own sampling would be overwritten below anyway.
         model.resize_token_embeddings(needed, mean_resizing=False)
-    untrained = set(untrained_token_ids(model, [i for i in range(old_size)]))
-    fresh = [i for i in ids if i >= old_size or i in untrained]
+    trained_mask = ~untrained_mask(model, tokenizer)
+    trained_mask[old_size:] = False
+    fresh = [i for i in ids if not trained_mask[i]]
     if not fresh:
         return []
-    trained_mask = torch.ones(model.get_input_embeddings().weight.shape[0], dtype=torch.bool)
-    trained_mask[old_size:] = False
-    trained_mask[sorted(untrained)] = False
     matrices = [model.get_input_embeddings().weight]
     if not _outputs_tied(model):
         matrices.append(model.get_output_embeddings().weight)
     with torch.no_grad():
         for weight in matrices:
-            mean = weight[trained_mask].float().mean(dim=0)
+            trained = weight[trained_mask].float()
+            # An average of many rows is much shorter than any row (Gemma: 0.46 vs 1.03); at that length the
+            # token would look untrained again and its tied logit would stay near zero, so scale to a typical norm.
+            typical_norm = trained.norm(dim=-1).median()
+            mean = trained.mean(dim=0)
             for i in fresh:
-                if init == "mean":
-                    row = mean
-                else:
+                row = mean
+                if init == "text":
+                    # Pieces that are themselves untrained say nothing: use the mean if nothing else is left.
                     source = [j for j in _description_ids(tokenizer, i, descriptions) if trained_mask[j]]
                     row = weight[source].float().mean(dim=0) if source else mean
-                weight[i] = row.to(weight.dtype)
+                weight[i] = (row * typical_norm / row.norm().clamp_min(1e-12)).to(weight.dtype)
     return fresh
 
 

@@ -83,7 +83,9 @@ def prepare_base(name: str, out: str | Path | None = None, dtype: str = "bfloat1
     if folder.exists() and any(folder.iterdir()) and not _is_prepared(folder):
         raise ToolTuneError(f"{folder} exists and is not a tooltune-prepared model folder; choose another --out")
     started = time.perf_counter()
-    model, tokenizer = _load_gguf(gguf_path, dtype)
+    # Dequantise in float32 (transformers warns that GGUF loading in another dtype casts every matmul), then cast.
+    model, tokenizer = _load_gguf(gguf_path, "float32")
+    model.to(_torch_dtype(dtype))
     staging = folder.with_name(folder.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
