@@ -14,6 +14,9 @@ from tooltune.errors import ToolTuneError
 
 # (words, module): `tooltune data convert ...` runs tooltune.commands.data_convert.
 COMMANDS: list[tuple[str, str]] = [
+    ("model prepare", "model_prepare"),
+    ("pretrain corpus", "pretrain_corpus"),
+    ("pretrain tokenizer", "pretrain_tokenizer"),
 ]
 
 

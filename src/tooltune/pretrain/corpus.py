@@ -9,9 +9,9 @@ Sources (paths relative to the data dir), one document per dialogue or per hotel
 - `hotel/v3_chatglm3_llama2/train.chatglm3.jsonl` (never `dev.*` / `test.*`).
 - `crosswoz/hotel_db.json`: each hotel as its course-style record in JSON (name, address, facilities, ...).
 
-Honest evaluation: an utterance that occurs in the course's dev or test dialogues and not in train (and is long
-enough to identify a dialogue) is a *held-out fingerprint*; a document containing one is excluded, counted per
-source. The augmented raw dialogues and `dialog.json` share utterances with the dev/test dialogues made from them,
+Honest evaluation: an utterance that occurs in the course's dev or test dialogues (or in the raw files they were
+made from) and not in train, and is long enough to identify a dialogue, is a *held-out fingerprint*; a document
+containing one as a whole utterance is excluded, counted per source. The augmented raw dialogues and `dialog.json` share utterances with the dev/test dialogues made from them,
 so without this filter the corpus would contain test text.
 """
 
@@ -107,16 +107,29 @@ def _seed_parts(turns: list[dict]) -> tuple[list[str], list[str]]:
     return utterances, other
 
 
+def _held_out_raw_files(root: Path) -> list[Path]:
+    """Raw dialogues `raw/split_map.json` puts in dev or test ("dev", "test(dup-signature)", "ambiguous:dev+train")."""
+    path = root / "hotel/raw/split_map.json"
+    if not path.is_file():
+        return []
+    split_map = _read_json(path)["map"]
+    return [root / "hotel/raw/enhanced_hotel_data" / name for name, split in sorted(split_map.items())
+            if any(s in split for s in HELD_OUT_SPLITS)]
+
+
 def held_out_fingerprints(root: Path) -> set[str]:
-    """Utterances of the course's dev/test dialogues that train lacks, of at least MIN_FINGERPRINT_CHARS."""
+    """Utterances of the course's dev/test dialogues (and of the raw files they were made from) that train lacks,
+    of at least MIN_FINGERPRINT_CHARS characters."""
     split = root / paths.COURSE_SPLIT
 
     def utterances(name: str) -> set[str]:
         path = split / f"{name}.chatglm3.jsonl"
         return {_one_line(u) for _, row in _read_jsonl(path) for u in _chatglm3_parts(row["conversations"])[0]}
 
-    held = set().union(*(utterances(s) for s in HELD_OUT_SPLITS)) - utterances("train")
-    return {u for u in held if len(u) >= MIN_FINGERPRINT_CHARS}
+    held = set().union(*(utterances(s) for s in HELD_OUT_SPLITS))
+    # The course edited some dialogues while converting them: the raw originals hold text the jsonl lacks.
+    held |= {_one_line(u) for path in _held_out_raw_files(root) for u in _seed_parts(_read_json(path))[0]}
+    return {u for u in held - utterances("train") if len(u) >= MIN_FINGERPRINT_CHARS}
 
 
 # Each source yields (group, where, utterances, other_text).
@@ -140,10 +153,9 @@ def _dialog_json(root: Path):
 
 def _raw(root: Path, report: CorpusReport):
     raw = root / "hotel/raw"
-    split_map = _read_json(raw / "split_map.json")["map"] if (raw / "split_map.json").is_file() else {}
+    held_out = set(_held_out_raw_files(root))
     for path in sorted((raw / "enhanced_hotel_data").glob("*.json")):
-        assigned = split_map.get(path.name, "")
-        if any(s in assigned for s in HELD_OUT_SPLITS):   # "dev", "test(dup-signature)", "ambiguous:dev+train"
+        if path in held_out:
             report.held_out["raw/enhanced_hotel_data"] += 1
             continue
         yield ("raw/enhanced_hotel_data", f"enhanced_hotel_data/{path.name}", *_seed_parts(_read_json(path)))
