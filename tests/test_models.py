@@ -252,3 +252,88 @@ def test_real_gemma_end_of_turn_row_is_untrained():
     tok = AutoTokenizer.from_pretrained(folder)
     ids = tok.convert_tokens_to_ids(["<start_of_turn>", "<end_of_turn>", "<eos>", "<bos>", "酒店", "你好"])
     assert untrained_token_ids(model, tok, ids) == ids[:2]
+
+
+# --- GGUF conversion, on a tiny GGUF file written here ----------------------------------------------------------
+
+def write_tiny_gguf(path, tokenizer):
+    """A 1-layer Llama GGUF with Q8_0 weights and `tokenizer`'s byte-level BPE, as llama.cpp would write it."""
+    import json
+
+    import gguf
+    import numpy as np
+
+    state = json.loads(tokenizer.backend_tokenizer.to_str())
+    tokens = [t for t, _ in sorted(state["model"]["vocab"].items(), key=lambda kv: kv[1])]
+    merges = [" ".join(m) if isinstance(m, list) else m for m in state["model"]["merges"]]
+    width, ffn = 32, 64
+    writer = gguf.GGUFWriter(str(path), "llama")
+    for add, value in [(writer.add_context_length, 64), (writer.add_embedding_length, width),
+                       (writer.add_block_count, 1), (writer.add_feed_forward_length, ffn),
+                       (writer.add_head_count, 2), (writer.add_head_count_kv, 1), (writer.add_rope_freq_base, 1e4),
+                       (writer.add_layer_norm_rms_eps, 1e-6), (writer.add_rope_dimension_count, 16),
+                       (writer.add_vocab_size, len(tokens)), (writer.add_tokenizer_model, "gpt2"),
+                       (writer.add_token_list, tokens), (writer.add_token_merges, merges),
+                       (writer.add_token_types, [3 if t.startswith("<|") else 1 for t in tokens]),
+                       (writer.add_bos_token_id, 1), (writer.add_eos_token_id, 2), (writer.add_pad_token_id, 0)]:
+        add(value)
+    rng = np.random.default_rng(0)
+    shapes = {"token_embd.weight": (len(tokens), width), "blk.0.attn_q.weight": (width, width),
+              "blk.0.attn_k.weight": (16, width), "blk.0.attn_v.weight": (16, width),
+              "blk.0.attn_output.weight": (width, width), "blk.0.ffn_gate.weight": (ffn, width),
+              "blk.0.ffn_up.weight": (ffn, width), "blk.0.ffn_down.weight": (width, ffn)}
+    for name, shape in shapes.items():
+        weights = (rng.standard_normal(shape) * 0.02).astype(np.float32)
+        writer.add_tensor(name, gguf.quants.quantize(weights, gguf.GGMLQuantizationType.Q8_0),
+                          raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+    for name in ("blk.0.attn_norm.weight", "blk.0.ffn_norm.weight", "output_norm.weight"):
+        writer.add_tensor(name, np.ones(width, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf(tmp_path_factory):
+    pytest.importorskip("gguf", reason="writing a GGUF needs the `gguf` package (extra: tooltune[gguf])")
+    tok = train_tokenizer(TEXTS, TokenizerConfig(vocab_size=300, min_frequency=1))
+    return write_tiny_gguf(tmp_path_factory.mktemp("gguf") / "tiny.gguf", tok)
+
+
+def test_gguf_model_loads_without_the_quantizer_marker_and_saves(tiny_gguf, tmp_path):
+    model, tokenizer = load_base(tiny_gguf)
+    assert model.hf_quantizer is None and getattr(model.config, "quantization_config", None) is None
+    model.save_pretrained(tmp_path)            # raises "not serializable" while the GGUF quantizer is attached
+    assert tokenizer.decode(tokenizer("你好，酒店")["input_ids"], skip_special_tokens=True) == "你好，酒店"
+
+
+def test_prepare_converts_a_gguf_once_into_a_plain_folder(tiny_gguf, tmp_path):
+    folder = prepare_base(str(tiny_gguf), out=tmp_path / "tiny", dtype="float32")
+    assert (folder / "config.json").is_file() and (folder / "tokenizer.json").is_file()
+    assert "quantization_config" not in (folder / "config.json").read_text()
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    assert prepare_base(str(tiny_gguf), out=folder) == folder     # already prepared: kept
+    assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
+
+    from_gguf, _ = load_base(tiny_gguf)
+    from_folder, tokenizer = load_base(folder)
+    assert torch.equal(embedding(from_folder), embedding(from_gguf))
+    ids = tokenizer("你好", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert torch.allclose(from_folder(input_ids=ids).logits, from_gguf(input_ids=ids).logits)
+    # A folder that is not ours is never overwritten.
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(ToolTuneError, match="not a tooltune-prepared"):
+        prepare_base(str(tiny_gguf), out=tmp_path / "other")
+
+
+def test_cli_model_prepare_prints_the_folder_and_explains_errors(tiny_gguf, tmp_path, capsys):
+    from tooltune import cli
+
+    assert cli.main(["model", "prepare", str(tiny_gguf), "--out", str(tmp_path / "m"), "--dtype", "float32"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == str(tmp_path / "m")
+    assert cli.main(["model", "prepare", "llama-7b"]) == 2
+    assert "known alias (gemma3-270m, smollm2-135m)" in capsys.readouterr().err
