@@ -158,7 +158,8 @@ def _train_lora(model, tokenizer, extra: dict, steps: int = 4):
     from peft import LoraConfig, get_peft_model
 
     peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], **extra))
-    batch = tokenizer("<|user|>你好<|assistant|>为您推荐北京饭店。<|eos|>", return_tensors="pt")["input_ids"]
+    text = "<|user|>你好<|assistant|>为您推荐北京饭店。<|tool|><|eos|>"
+    batch = tokenizer(text, return_tensors="pt")["input_ids"]
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-2)
     for _ in range(steps):
         peft_model(input_ids=batch, labels=batch).loss.backward()
@@ -184,6 +185,19 @@ def test_trainable_token_indices_train_only_those_rows_and_keep_tied_weights(tok
     # lm_head saw the trained rows during training too (peft ties the delta): merging changes no logit.
     with torch.no_grad():
         assert torch.allclose(merged(input_ids=batch).logits, logits, atol=1e-4)
+
+
+def test_untied_models_train_the_same_rows_of_embeddings_and_lm_head(tokenizer):
+    model = tiny_model(len(tokenizer), tied=False)
+    tokenizer.add_tokens(["<|tool|>"], special_tokens=True)
+    ids = prepare_embeddings(model, tokenizer, ["<|tool|>"])
+    config = trainable_token_config(ids, model)
+    assert config == {"trainable_token_indices": {"embed_tokens": ids, "lm_head": ids}}
+    embed_before, head_before = embedding(model), model.get_output_embeddings().weight.detach().clone()
+
+    merged = _train_lora(model, tokenizer, config)[0].merge_and_unload()
+    assert (embedding(merged) != embed_before).any(dim=-1).nonzero().flatten().tolist() == ids
+    assert (merged.get_output_embeddings().weight != head_before).any(dim=-1).nonzero().flatten().tolist() == ids
 
 
 def test_modules_to_save_would_train_the_whole_matrix_and_untie_it(tokenizer):

@@ -137,14 +137,25 @@ def prepare_embeddings(model, tokenizer, token_ids: Sequence[int | str], init: s
     return fresh
 
 
-def trainable_token_config(ids: Sequence[int]) -> dict:
+def _module_name(model, module) -> str:
+    return next(name.rsplit(".", 1)[-1] for name, m in model.named_modules() if m is module)
+
+
+def trainable_token_config(ids: Sequence[int], model=None) -> dict:
     """Keyword arguments for `peft.LoraConfig` (and the other PEFT configs that accept them) that train exactly
-    the embedding rows `ids` besides the adapter.
+    the embedding rows `ids` besides the adapter. Pass `model` when its lm_head may be untied from the embeddings.
 
     `trainable_token_indices` trains a sparse delta on those rows only. With tied input/output embeddings (Gemma,
-    SmolLM2) peft 0.21.2 ties the delta to lm_head as well (tests/test_models.py checks that after training the
-    rows changed in both and every other row did not). `modules_to_save=["embed_tokens"]` would instead copy and
-    train the whole matrix (262k x 640 for Gemma: 168M parameters) and unties lm_head: avoid it.
+    SmolLM2) peft 0.21.2 ties the delta to lm_head as well; with untied ones both modules are named, so both get
+    their own delta (tests/test_models.py checks that after training exactly those rows changed). Not
+    `modules_to_save=["embed_tokens"]`: it copies and trains the whole matrix (Gemma: 262k x 640 = 168M
+    parameters) and unties lm_head on merge (with `ensure_weight_tying=True` it stays tied but still trains
+    every row).
     """
     ids = sorted({int(i) for i in ids})
-    return {"trainable_token_indices": ids} if ids else {}
+    if not ids:
+        return {}
+    if model is None or _outputs_tied(model):
+        return {"trainable_token_indices": ids}
+    return {"trainable_token_indices": {_module_name(model, model.get_input_embeddings()): ids,
+                                        _module_name(model, model.get_output_embeddings()): ids}}
