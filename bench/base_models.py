@@ -15,7 +15,6 @@ import os
 import statistics
 import sys
 import time
-import types
 from pathlib import Path
 
 import torch
@@ -30,7 +29,7 @@ from tooltune.pretrain.tokenizer import TokenizerConfig, train_tokenizer
 ALIASES = ("gemma3-270m", "smollm2-135m")
 PROMPT = "你好，我想找一家评分4.5分以上、提供叫醒服务的经济型酒店，有推荐吗？"
 SPECIAL = {"gemma3-270m": ["<bos>", "<eos>", "<pad>", "<start_of_turn>", "<end_of_turn>", "<unused0>", "酒店"],
-           "smollm2-135m": ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<repo_name>", "hotel"]}
+           "smollm2-135m": ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<repo_name>", "Ġhotel"]}
 
 
 def dialogue_texts(root: Path, n: int) -> tuple[list[str], list[str]]:
@@ -146,13 +145,20 @@ def main() -> None:
         prompt, reply, seconds = generate(model, tokenizer, alias)
         lines += [f"**{alias}** ({seconds:.1f} s). Prompt: `{prompt!r}`", "", "```", reply.strip(), "```", ""]
     lines += ["## Forward speed (batch 1, sequence 460, 2 threads, no grad)", "",
-              "| alias | fp32 tokens/s | bf16 tokens/s |", "| --- | ---: | ---: |"]
+              "| alias | fp32 tokens/s | bf16 tokens/s | lm_head share |", "| --- | ---: | ---: | ---: |"]
     for alias in ALIASES:
         model, _ = models[alias]
         fp32 = forward_speed(model)
         bf16 = forward_speed(model.to(torch.bfloat16))
         model.to(torch.float32)
-        lines.append(f"| {alias} | {fp32:.0f} | {bf16:.0f} |")
+        head = model.get_output_embeddings().weight.numel()
+        lines.append(f"| {alias} | {fp32:.0f} | {bf16:.0f} | {head / sum(p.numel() for p in model.parameters()):.0%} |")
+    lines += ["", "lm_head share = the (tied) output matrix's share of the parameters: every training token pays "
+              "for a full vocabulary projection, so Gemma's 262k vocabulary costs more than its 18 layers."]
+    eot = Path(args.out).with_name("base_eot.md")
+    if eot.is_file():
+        lines += ["", f"<!-- included from {eot.name}, written by bench/eot_trap.py -->",
+                  eot.read_text(encoding="utf-8").replace("# The end-of-turn trap", "## The end-of-turn trap")]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
