@@ -66,6 +66,65 @@ def test_cli_trains_from_corpus_files_and_reports_missing_ones(tmp_path, capsys)
     assert "nope.txt: corpus file does not exist" in capsys.readouterr().err
 
 
+# --- the default corpus, on a small data dir written here -----------------------------------------------------
+
+TRAIN_TEXT, DEV_TEXT, TEST_TEXT = "训练集里的一句很长的话。", "开发集里独有的一句很长的话。", "测试集里独有的一句很长的话。"
+
+
+def _chatglm3(*utterances):
+    return json.dumps({"tools": [], "conversations": [{"role": "user", "content": u} for u in utterances]},
+                      ensure_ascii=False) + "\n"
+
+
+def _write_json(path, value):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, ensure_ascii=False), encoding="utf-8")
+
+
+@pytest.fixture
+def small_data(tmp_path):
+    split = tmp_path / "hotel/v3_chatglm3_llama2"
+    split.mkdir(parents=True)
+    for name, text in (("train", TRAIN_TEXT), ("dev", DEV_TEXT), ("test", TEST_TEXT)):
+        (split / f"{name}.chatglm3.jsonl").write_text(_chatglm3(text, "好的，谢谢。"), encoding="utf-8")
+    raw = tmp_path / "hotel/raw"
+    seed = lambda text: [{"role": "user", "content": text}, {"role": "search", "arguments": {"type": "经济型"}}]
+    _write_json(raw / "enhanced_hotel_data/0001.json", seed(TRAIN_TEXT))
+    _write_json(raw / "enhanced_hotel_data/0002.json", seed(DEV_TEXT))          # "unused", but holds dev text
+    _write_json(raw / "enhanced_hotel_data/0003.json", seed("原稿里的话，测试集改写过。"))  # test by split_map
+    _write_json(raw / "enhanced_more/again.json", [seed(TRAIN_TEXT)])          # the same document as 0001
+    _write_json(raw / "split_map.json", {"map": {"0001.json": "train", "0002.json": "unused", "0003.json": "test"}})
+    _write_json(tmp_path / "hotel/agiclass_hotel_chatbot/dialog.json",
+                [[{"role": "usr", "content": "原稿里的话，测试集改写过。"}], [{"role": "usr", "content": "好的，谢谢。"}]])
+    attrs = {"名称": "测试大酒店", "酒店类型": "经济型", "地址": "北京某路1号", "地铁": "某站", "电话": "010-1",
+             "酒店设施": ["叫醒服务"], "价格": 300, "评分": 4.5}
+    _write_json(tmp_path / "crosswoz/hotel_db.json", [["测试大酒店", attrs]])
+    return tmp_path
+
+
+def test_corpus_builder_excludes_dev_and_test_and_counts_it(small_data):
+    from tooltune.pretrain.corpus import build_corpus
+
+    documents, report = build_corpus(small_data)
+    text = "\n".join(d.text for d in documents)
+    assert TRAIN_TEXT in text and "测试大酒店" in text and '{"type": "经济型"}' in text
+    assert DEV_TEXT not in text and TEST_TEXT not in text and "原稿里的话" not in text
+    # 0002 by its dev text, 0003 by split_map; dialog.json's first dialogue by the raw test file's text.
+    assert report.held_out == {"raw/enhanced_hotel_data": 2, "dialog.json": 1}
+    assert report.kept == {"raw/enhanced_hotel_data": 1, "dialog.json": 1, "course train": 1, "hotel_db.json": 1}
+    assert report.duplicates == 1          # enhanced_more/again.json repeats 0001
+    assert any(line.startswith("total kept: 4") for line in report.lines())
+
+
+def test_corpus_builder_names_the_file_of_a_malformed_dialogue(small_data):
+    from tooltune.errors import InputError
+    from tooltune.pretrain.corpus import build_corpus
+
+    _write_json(small_data / "hotel/raw/enhanced_more/named.json", [[{"role": "user", "text": "no content key"}]])
+    with pytest.raises(InputError, match=r"enhanced_more/named.json\[0\]: unexpected dialogue structure"):
+        build_corpus(small_data)
+
+
 # --- the default corpus, on the real data ----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,9 @@ Sources (paths relative to the data dir), one document per dialogue or per hotel
   and `hotel/raw/enhanced_more/*.json`.
 - `hotel/v3_chatglm3_llama2/train.chatglm3.jsonl` (never `dev.*` / `test.*`).
 - `crosswoz/hotel_db.json`: each hotel as its course-style record in JSON (name, address, facilities, ...).
+Not read: `train.llama2.reconstructed.jsonl` (the train dialogues again, as turn samples) and
+`agiclass_hotel_chatbot/hotel.json` (the same 1133 hotels again). Returned records inside dialogues are left out:
+they repeat database text thousands of times.
 
 Honest evaluation: an utterance that occurs in the course's dev or test dialogues (or in the raw files they were
 made from) and not in train, and is long enough to identify a dialogue, is a *held-out fingerprint*; a document
@@ -67,6 +70,8 @@ def _one_line(text: str) -> str:
 
 
 def _read_json(path: Path):
+    if not path.is_file():
+        raise InputError("missing data file (see `tooltune data fetch`)", where=str(path))
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
@@ -74,6 +79,8 @@ def _read_json(path: Path):
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    if not path.is_file():
+        raise InputError("missing data file (see `tooltune data fetch`)", where=str(path))
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if line.strip():
             try:
@@ -107,6 +114,25 @@ def _seed_parts(turns: list[dict]) -> tuple[list[str], list[str]]:
     return utterances, other
 
 
+def _parts(where: str, parse, raw) -> tuple[list[str], list[str]]:
+    """`parse(raw)` -> (utterances, other text), with a malformed dialogue reported as an InputError at `where`."""
+    try:
+        utterances, other = parse(raw)
+    except (KeyError, TypeError, AttributeError) as e:
+        raise InputError(f"unexpected dialogue structure ({type(e).__name__}: {e})", where=where) from None
+    if not all(isinstance(u, str) for u in utterances):
+        raise InputError("an utterance is not a string", where=where, field="content")
+    return utterances, other
+
+
+def _chatglm3_row(row: dict) -> tuple[list[str], list[str]]:
+    return _chatglm3_parts(row["conversations"])
+
+
+def _messages(turns: list[dict]) -> tuple[list[str], list[str]]:
+    return [t["content"] for t in turns], []
+
+
 def _held_out_raw_files(root: Path) -> list[Path]:
     """Raw dialogues `raw/split_map.json` puts in dev or test ("dev", "test(dup-signature)", "ambiguous:dev+train")."""
     path = root / "hotel/raw/split_map.json"
@@ -124,11 +150,13 @@ def held_out_fingerprints(root: Path) -> set[str]:
 
     def utterances(name: str) -> set[str]:
         path = split / f"{name}.chatglm3.jsonl"
-        return {_one_line(u) for _, row in _read_jsonl(path) for u in _chatglm3_parts(row["conversations"])[0]}
+        return {_one_line(u) for number, row in _read_jsonl(path)
+                for u in _parts(f"{path}:{number}", _chatglm3_row, row)[0]}
 
     held = set().union(*(utterances(s) for s in HELD_OUT_SPLITS))
     # The course edited some dialogues while converting them: the raw originals hold text the jsonl lacks.
-    held |= {_one_line(u) for path in _held_out_raw_files(root) for u in _seed_parts(_read_json(path))[0]}
+    held |= {_one_line(u) for path in _held_out_raw_files(root) for u in _parts(str(path), _seed_parts,
+                                                                                   _read_json(path))[0]}
     return {u for u in held - utterances("train") if len(u) >= MIN_FINGERPRINT_CHARS}
 
 
@@ -141,14 +169,16 @@ def _crosswoz(root: Path):
         with zipfile.ZipFile(path) as archive:
             for member in archive.namelist():
                 for key, dialogue in json.loads(archive.read(member)).items():
-                    yield "crosswoz", f"{path.name}#{key}", [m["content"] for m in dialogue["messages"]], []
+                    where = f"{path}#{key}"
+                    yield ("crosswoz", where, *_parts(where, lambda d: _messages(d["messages"]), dialogue))
 
 
 def _dialog_json(root: Path):
     path = root / "hotel/agiclass_hotel_chatbot/dialog.json"
     if path.is_file():
         for index, turns in enumerate(_read_json(path)):
-            yield "dialog.json", f"{path.name}[{index}]", [t["content"] for t in turns], []
+            where = f"{path}[{index}]"
+            yield ("dialog.json", where, *_parts(where, _messages, turns))
 
 
 def _raw(root: Path, report: CorpusReport):
@@ -158,16 +188,18 @@ def _raw(root: Path, report: CorpusReport):
         if path in held_out:
             report.held_out["raw/enhanced_hotel_data"] += 1
             continue
-        yield ("raw/enhanced_hotel_data", f"enhanced_hotel_data/{path.name}", *_seed_parts(_read_json(path)))
+        yield ("raw/enhanced_hotel_data", str(path), *_parts(str(path), _seed_parts, _read_json(path)))
     for path in sorted((raw / "enhanced_more").glob("*.json")):
         for index, turns in enumerate(_read_json(path)):
-            yield ("raw/enhanced_more", f"enhanced_more/{path.name}[{index}]", *_seed_parts(turns))
+            where = f"{path}[{index}]"
+            yield ("raw/enhanced_more", where, *_parts(where, _seed_parts, turns))
 
 
 def _course_train(root: Path):
     path = root / paths.COURSE_SPLIT / "train.chatglm3.jsonl"
     for number, row in _read_jsonl(path):
-        yield ("course train", f"{path.name}:{number}", *_chatglm3_parts(row["conversations"]))
+        where = f"{path}:{number}"
+        yield ("course train", where, *_parts(where, _chatglm3_row, row))
 
 
 def _hotel_texts(root: Path) -> Iterator[Document]:
