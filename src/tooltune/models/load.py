@@ -70,18 +70,21 @@ def prepare_base(name: str, out: str | Path | None = None, dtype: str = "bfloat1
     Writes into a temporary sibling folder and renames it at the end, so an interrupted conversion never leaves a
     folder that looks prepared. An already prepared folder is kept unless `force`.
     """
+    if dtype not in DTYPES:
+        raise ToolTuneError(f"cannot save weights as {dtype!r}: use one of {', '.join(DTYPES)}")
     if name in ALIASES:
-        gguf_path, default_out = resolve_alias(name), prepared_dir(name)
+        default_out = prepared_dir(name)
     elif Path(name).suffix == ".gguf" and Path(name).is_file():
-        gguf_path, default_out = Path(name), paths.cache_dir() / "models" / Path(name).stem
+        default_out = paths.cache_dir() / "models" / Path(name).stem
     else:
         raise ToolTuneError(f"cannot prepare {name!r}: give a known alias ({', '.join(sorted(ALIASES))}) "
                             f"or an existing .gguf file")
     folder = Path(out) if out else default_out
     if _is_prepared(folder) and not force:
-        return folder
+        return folder      # without looking for the GGUF: its package may be gone, the folder is enough
     if folder.exists() and any(folder.iterdir()) and not _is_prepared(folder):
         raise ToolTuneError(f"{folder} exists and is not a tooltune-prepared model folder; choose another --out")
+    gguf_path = resolve_alias(name) if name in ALIASES else Path(name)
     started = time.perf_counter()
     # Dequantise in float32 (transformers warns that GGUF loading in another dtype casts every matmul), then cast.
     model, tokenizer = _load_gguf(gguf_path, "float32")
