@@ -27,6 +27,9 @@ COMMANDS: list[tuple[str, str]] = [
     ("train", "train"),
     ("export", "export"),
     ("pretrain model", "pretrain_model"),
+    ("model prepare", "model_prepare"),
+    ("pretrain corpus", "pretrain_corpus"),
+    ("pretrain tokenizer", "pretrain_tokenizer"),
 ]
 
 
