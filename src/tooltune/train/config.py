@@ -178,6 +178,9 @@ class RunConfig:
     """The optimisation loop."""
 
 
+_BOOL_WORDS = {"true": True, "false": False, "yes": True, "no": False, "on": True, "off": False}
+
+
 def _convert(value: Any, kind: Any, key: str) -> Any:
     """`value` (from YAML) as the annotated `kind`, or an InputError naming `key`."""
     if dataclasses.is_dataclass(kind):
@@ -187,6 +190,8 @@ def _convert(value: Any, kind: Any, key: str) -> Any:
         _check(isinstance(value, (list, tuple)), key, f"must be a list, not {value!r}")
         return tuple(_convert(v, typing.get_args(kind)[0], f"{key}[{i}]") for i, v in enumerate(value))
     if kind is bool:
+        if isinstance(value, str) and value.lower() in _BOOL_WORDS:
+            return _BOOL_WORDS[value.lower()]
         _check(isinstance(value, bool), key, f"must be true or false, not {value!r}")
     elif kind is int:
         _check(isinstance(value, int) and not isinstance(value, bool), key, f"must be an integer, not {value!r}")
@@ -200,7 +205,7 @@ def _convert(value: Any, kind: Any, key: str) -> Any:
         return float(value)
     elif kind is str:
         _check(isinstance(value, (str, int, float)) and not isinstance(value, bool), key,
-               f"must be a string, not {value!r}")
+               f"must be a string, not {value!r} (YAML reads an unquoted no/yes/on/off as a boolean: quote it)")
         return str(value)
     return value
 
@@ -228,7 +233,10 @@ def apply_override(tree: dict, override: str) -> None:
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         _check(isinstance(node, dict), key, f"{part} is not a section")
-    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
+        value = raw.strip()  # YAML 1.1 reads no/yes/on/off as booleans: train.mixed_precision=no means "no"
+    node[parts[-1]] = value
 
 
 def config_from_dict(tree: dict) -> RunConfig:
