@@ -14,14 +14,22 @@ benchmark writes; this file is regenerated with `python bench/collect_results.py
 """
 
 
+def demote(markdown: str) -> str:
+    """Every heading one level down (each file's title becomes a section of this page); code blocks untouched."""
+    lines, fenced = [], False
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        lines.append("#" + line if line.startswith("#") and not fenced else line)
+    return "\n".join(lines)
+
+
 def main() -> None:
     files = {p.stem: p for p in sorted((HERE / "results").glob("*.md"))}
     ordered = [files.pop(name) for name in ORDER if name in files] + list(files.values())
     parts = [HEADER]
     for path in ordered:
-        text = path.read_text(encoding="utf-8").strip()
-        if text.startswith("# "):  # demote each file's title one level under this page's
-            text = "#" + text
+        text = demote(path.read_text(encoding="utf-8").strip())
         parts.append(f"{text}\n\n_(from `bench/results/{path.name}`)_\n")
     (HERE / "RESULTS.md").write_text("\n".join(parts), encoding="utf-8")
     print(f"wrote {HERE / 'RESULTS.md'} from {len(ordered)} result files")
