@@ -64,7 +64,7 @@ def run(fix: bool, train, evaluate, args) -> dict:
     if fix:
         ids = prepare_embeddings(model, tokenizer, ["<start_of_turn>", "<end_of_turn>"])
         extra = trainable_token_config(ids, model)
-    untrained = untrained_mask(model, tokenizer)
+    untrained = untrained_mask(model, tokenizer).cpu()
     untrained[eot] = False
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=targets, **extra))
