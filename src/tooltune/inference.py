@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import torch
 
 from tooltune.dialogue import HOTEL_TOOL, Tool, Turn
-from tooltune.formats import ChatFormat, ParsedTurn, encode
+from tooltune.formats import ChatFormat, ParsedTurn, SampleTooLong, encode
 from tooltune.formats.base import single_id
 
 
@@ -25,7 +25,8 @@ class GenerationConfig:
     batch_size: int = 8
     """Histories decoded together (left-padded); sorted by length first so a batch wastes little padding."""
     max_prompt_tokens: int = 2048
-    """Longer prompts lose whole segments from the front (the most recent turns are kept)."""
+    """Longer prompts lose whole segments from the front (the most recent turns are kept); never more than the
+    model's positions minus `max_new_tokens`."""
     observation: str = "full"
     """How results are rendered in the prompt; must match what the model was trained with."""
 
@@ -56,10 +57,21 @@ class Generator:
         self.end_ids = sorted(ids)
         self.text_stops = tuple(text_stops)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.end_ids[0]
+        # A prompt must leave room for the reply within the model's positions (GPT-2: n_positions).
+        positions = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+        self.max_prompt = config.max_prompt_tokens
+        self.prompts_cut_inside = 0
+        """Prompts whose last segment alone was over the limit, so they were cut mid-segment (counted, not dropped)."""
+        if positions:
+            self.max_prompt = min(self.max_prompt, positions - config.max_new_tokens)
 
     def prompt_ids(self, history: Sequence[Turn], tools: Sequence[Tool] | None = None) -> list[int]:
         segments = self.fmt.prompt(history, tools or self.tools, observation=self.config.observation)
-        return encode(segments, self.tokenizer, max_length=self.config.max_prompt_tokens).input_ids
+        try:
+            return encode(segments, self.tokenizer, max_length=self.max_prompt).input_ids
+        except SampleTooLong:  # the last segment alone (a long tool result) is over the limit: keep its last tokens
+            self.prompts_cut_inside += 1
+            return encode(segments, self.tokenizer).input_ids[-self.max_prompt:]
 
     def predict(self, histories: Sequence[Sequence[Turn]], tools: Sequence[Sequence[Tool]] | None = None,
                 progress: bool = False) -> list[Prediction]:

@@ -88,11 +88,12 @@ def load_for_inference(path: str | Path, *, format: str | None = None, observati
     path = Path(path)
     if not path.is_dir():
         raise InputError("not a directory (expected a training run or a saved model)", where=str(path))
-    if (path / "config.yaml").is_file():  # a training run
-        cfg = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) or {}
+    cfg = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) if (path / "config.yaml").is_file() else None
+    run_info = _read_json(path / "run.json") if (path / "run.json").is_file() else {}
+    pretrained = str(run_info.get("kind", "")).startswith("pretrain")  # `tooltune pretrain model`: a base model
+    if isinstance(cfg, dict) and "method" in cfg and not pretrained:  # a fine-tuning run
         method = cfg.get("method", {}).get("name", "full")
         data = cfg.get("data", {})
-        run_info = _read_json(path / "run.json") if (path / "run.json").is_file() else {}
         fmt_name = format or data.get("format") or run_info.get("format")
         obs = observation or data.get("observation") or "full"
         base = cfg.get("model", {}).get("path", "")

@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     write_predictions(out / "predictions.jsonl", rows)
     meta = {"model": loaded.model_name, "method": loaded.method, "mode": args.mode, "run": str(args.run),
             "data": str(args.data), "format": loaded.format, "observation": loaded.observation,
-            "generation_seconds": round(seconds, 1), "units": len(rows)}
+            "generation_seconds": round(seconds, 1), "units": len(rows),
+            "prompts_cut_inside_a_segment": generator.prompts_cut_inside}
     search = None if args.no_task_success else hoteldb_search()
     content = write_metrics(out, rows, meta, search=search)
     m = content["metrics"]

@@ -33,6 +33,22 @@ def load_tokenizer(cfg: RunConfig):
     return AutoTokenizer.from_pretrained(cfg.model.tokenizer or cfg.model.path)
 
 
+def _fit_positions(cfg: RunConfig) -> RunConfig:
+    """data.max_length capped at the model's positions (a small pre-trained GPT-2 may have only a few hundred);
+    the cap is printed, and the samples it shortens are counted like any other truncation."""
+    from transformers import AutoConfig
+
+    from tooltune.train.config import replace
+
+    model_cfg = AutoConfig.from_pretrained(cfg.model.path)
+    positions = getattr(model_cfg, "max_position_embeddings", None) or getattr(model_cfg, "n_positions", None)
+    if positions and cfg.data.max_length > positions:
+        print(f"tooltune train: data.max_length={cfg.data.max_length} capped at the {positions} positions of "
+              f"model.path={cfg.model.path}")
+        return replace(cfg, data={"max_length": positions})
+    return cfg
+
+
 def fine_tune(cfg: RunConfig, *, resume: bool = False) -> dict:
     """Run the recipe; returns the run summary (run.json)."""
     from tooltune.train.loop import run_training
@@ -48,6 +64,7 @@ def fine_tune(cfg: RunConfig, *, resume: bool = False) -> dict:
     if cfg.data.packing and methods.METHODS[cfg.method.name].virtual_tokens:
         raise ToolTuneError(f"data.packing cannot be used with method {cfg.method.name}: its virtual tokens would be "
                             f"shared by every example packed in a row; set data.packing=false")
+    cfg = _fit_positions(cfg)
     tokenizer = load_tokenizer(cfg)
     vocab_before = len(tokenizer)
     train, dropped_train = load_split(cfg.data.train, cfg.data, tokenizer, pack=cfg.data.packing)

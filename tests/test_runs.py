@@ -1,0 +1,43 @@
+"""Loading for inference (`tooltune.runs`) and prompt limits of `tooltune.inference.Generator`."""
+
+import json
+from pathlib import Path
+
+from tooltune.cli import main
+from tooltune.dialogue import Call, Result, User
+from tooltune.formats import get_format
+from tooltune.inference import GenerationConfig, Generator
+from tooltune.runs import load_for_inference
+from tooltune.train.tiny import save_tiny_model, tiny_llama, tiny_tokenizer
+
+CONFIGS = Path(__file__).parents[1] / "configs"
+
+
+def test_a_pretraining_run_is_a_base_model(tmp_path):
+    model_dir = save_tiny_model(tmp_path / "gpt", vocab_size=300)
+    (model_dir / "config.yaml").write_text("method:\n  name: full\nmodel:\n  path: tok\n", encoding="utf-8")
+    (model_dir / "run.json").write_text(json.dumps({"kind": "pretrain gpt2", "method": "full"}), encoding="utf-8")
+    loaded = load_for_inference(model_dir, format="llama2")
+    assert (loaded.method, loaded.format, loaded.model_name) == ("native", "llama2", "gpt")
+
+
+def test_prompts_leave_room_for_the_reply_and_long_results_are_cut_not_dropped():
+    tokenizer = tiny_tokenizer(vocab_size=300)
+    model = tiny_llama(len(tokenizer))
+    model.config.max_position_embeddings = 64
+    generator = Generator(model, tokenizer, get_format("llama2"), config=GenerationConfig(max_new_tokens=8))
+    long_result = Result([{"name": "hotel " * 100, "price": 300.0}])
+    history = [User("hotel please"), Call({"name": "x"}), long_result]
+    ids = generator.prompt_ids(history)
+    assert len(ids) == 64 - 8 and generator.prompts_cut_inside == 1
+    (pred,) = generator.predict([history])
+    assert pred.new_tokens <= 8
+
+
+def test_train_caps_max_length_at_the_model_positions(tmp_path, capsys):
+    model_dir = save_tiny_model(tmp_path / "tiny", vocab_size=300)  # 512 positions
+    rc = main(["train", str(CONFIGS / "lora.yaml"), f"model.path={model_dir}", "data.max_length=2048",
+               f"data.train={tmp_path / 'missing.jsonl'}", f"train.out={tmp_path / 'run'}"])
+    out = capsys.readouterr()
+    assert "data.max_length=2048 capped at the 512 positions" in out.out
+    assert rc == 2 and "missing.jsonl" in out.err  # then the missing training file is the error
