@@ -172,3 +172,29 @@ def test_missing_extra_names_it(monkeypatch):
 
 def test_every_format_has_a_call_style():
     assert set(CALL_STYLES) == set(FORMATS)
+
+
+def test_eval_command_passes_constrained(tmp_path, data_root, capsys):
+    import json
+
+    from bot_support import save_tiny_run
+    from tooltune import cli
+
+    run = save_tiny_run(tmp_path / "run", "chatglm2")
+    data = data_root / "hotel/v3_chatglm3_llama2/test.chatglm3.jsonl"
+    argv = ["eval", str(run), "--format", "chatglm2", "--data", str(data), "--out", str(tmp_path / "out"),
+            "--limit", "2", "--max-new-tokens", "4", "--no-task-success", "--constrained"]
+    assert cli.main(argv) == 0
+    meta = json.loads((tmp_path / "out/metrics.json").read_text(encoding="utf-8"))
+    assert meta["constrained"] is True and meta["units"] == 2
+
+
+@pytest.mark.parametrize("command", ["chat", "serve"])
+def test_chat_and_serve_name_the_missing_extra(command, tmp_path, monkeypatch, capsys):
+    from bot_support import save_tiny_run
+    from tooltune import cli
+
+    run = save_tiny_run(tmp_path / "run", "llama2")
+    monkeypatch.setitem(sys.modules, "llguidance", None)
+    assert cli.main([command, str(run), "--constrained", "--device", "cpu", "--db", str(tmp_path / "h.sqlite")]) == 2
+    assert "tooltune[constrained]" in capsys.readouterr().err

@@ -79,7 +79,7 @@ def read_run(path: str | Path, fmt: str | None = None) -> tuple[Path, str, str]:
 
 
 def load_policy(path: str | Path, fmt: str | None = None, device: str | None = None,
-                max_new_tokens: int = 256) -> GeneratorPolicy:
+                max_new_tokens: int = 256, constrained: bool = False) -> GeneratorPolicy:
     """A `GeneratorPolicy` for the model saved at `path` (a full model, or a PEFT adapter over its base)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -103,5 +103,6 @@ def load_policy(path: str | Path, fmt: str | None = None, device: str | None = N
         model = AutoModelForCausalLM.from_pretrained(model_dir)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).eval()
-    config = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=1, observation=observation)
+    config = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=1, observation=observation,
+                              constrained=constrained)
     return GeneratorPolicy(Generator(model, tokenizer, chat_format, config=config), name=Path(path).resolve().name)
