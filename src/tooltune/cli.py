@@ -24,6 +24,12 @@ COMMANDS: list[tuple[str, str]] = [
     ("data show", "data_show"),
     ("chat", "chat"),
     ("serve", "serve"),
+    ("train", "train"),
+    ("export", "export"),
+    ("pretrain model", "pretrain_model"),
+    ("model prepare", "model_prepare"),
+    ("pretrain corpus", "pretrain_corpus"),
+    ("pretrain tokenizer", "pretrain_tokenizer"),
 ]
 
 

@@ -1,0 +1,1 @@
+"""Pre-training inputs: the domain corpus (`corpus`) and the domain byte-level BPE tokenizer (`tokenizer`)."""

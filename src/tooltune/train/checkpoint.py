@@ -1,0 +1,102 @@
+"""Resumable checkpoints: trainable weights, optimizer, scheduler, RNG states (one file per process), data position.
+
+Only the trainable parameters are written (an adapter is a few MB; the frozen base is reloaded from its path), so a
+checkpoint of a 7B LoRA run is small. FSDP and DeepSpeed shard the optimizer; there `accelerator.save_state` writes it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+
+import torch
+from accelerate.utils import DistributedType
+
+from tooltune.errors import ToolTuneError
+
+SHARDED = (DistributedType.FSDP, DistributedType.DEEPSPEED)
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    try:
+        import numpy as np
+        state["numpy"] = np.random.get_state()
+    except ImportError:
+        pass
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if "numpy" in state:
+        import numpy as np
+        np.random.set_state(state["numpy"])
+
+
+def _adalora_state(model) -> dict:
+    """AdaLoRA's importance scores live outside parameters and optimizer; exact resume needs them too."""
+    allocator = getattr(getattr(model, "base_model", None), "rankallocator", None)
+    if allocator is None:
+        return {}
+    return {"ipt": allocator.ipt, "exp_avg_ipt": allocator.exp_avg_ipt, "exp_avg_unc": allocator.exp_avg_unc,
+            "rank_pattern": model.peft_config[allocator.adapter_name].rank_pattern}
+
+
+def save(directory: Path, accelerator, model, optimizer, scheduler, progress: dict) -> None:
+    """Write checkpoint `directory` (every process writes its RNG state; the main process the rest)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    if accelerator.distributed_type in SHARDED:
+        accelerator.save_state(str(directory / "accelerate"))
+    torch.save(_rng_state(), directory / f"rng-{accelerator.process_index}.pt")
+    if accelerator.is_main_process:
+        if accelerator.distributed_type not in SHARDED:
+            trainable = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+            torch.save(trainable, directory / "trainable.pt")
+            torch.save(optimizer.state_dict(), directory / "optimizer.pt")
+        torch.save({"scheduler": scheduler.state_dict(), "adalora": _adalora_state(model)}, directory / "state.pt")
+        (directory / "progress.json").write_text(json.dumps(progress, indent=1), encoding="utf-8")
+    accelerator.wait_for_everyone()
+
+
+def latest(run_dir: Path) -> Path | None:
+    steps = [(int(m.group(1)), p) for p in (run_dir / "checkpoints").glob("step-*")
+             if (m := re.fullmatch(r"step-(\d+)", p.name)) and (p / "progress.json").is_file()]
+    return max(steps)[1] if steps else None
+
+
+def load(directory: Path, accelerator, model, optimizer, scheduler) -> dict:
+    """Restore everything `save` wrote; returns the progress dict (step, epoch, window, early-stopping state)."""
+    if accelerator.distributed_type in SHARDED:
+        accelerator.load_state(str(directory / "accelerate"))
+    else:
+        trainable = torch.load(directory / "trainable.pt", map_location="cpu")
+        params = dict(model.named_parameters())
+        missing = sorted(set(trainable) - set(params))
+        if missing:
+            raise ToolTuneError(f"checkpoint {directory} does not fit this model: no parameter {missing[0]}")
+        with torch.no_grad():
+            for name, value in trainable.items():
+                params[name].copy_(value)
+        optimizer.load_state_dict(torch.load(directory / "optimizer.pt", map_location="cpu", weights_only=False))
+    state = torch.load(directory / "state.pt", map_location="cpu", weights_only=False)
+    scheduler.load_state_dict(state["scheduler"])
+    allocator = getattr(getattr(model, "base_model", None), "rankallocator", None)
+    if allocator is not None and state["adalora"]:
+        model.peft_config[allocator.adapter_name].rank_pattern = state["adalora"].pop("rank_pattern")
+        for key, value in state["adalora"].items():
+            setattr(allocator, key, value)
+    rng = directory / f"rng-{accelerator.process_index}.pt"
+    if not rng.is_file():
+        raise ToolTuneError(f"checkpoint {directory} has no RNG state for process {accelerator.process_index}: "
+                            f"resume with the same number of processes")
+    _set_rng_state(torch.load(rng, weights_only=False))
+    return json.loads((directory / "progress.json").read_text(encoding="utf-8"))

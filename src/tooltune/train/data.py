@@ -1,0 +1,185 @@
+"""Training examples in, padded batches out: reading, checking, length-grouped batch order, collation.
+
+An example is `{"input_ids": [int], "labels": [int]}` with labels = -100 where not trained, aligned with input_ids
+(shifted only inside the loss); packed rows also carry `position_ids` restarting at 0 for each packed sample.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from tooltune.errors import InputError, ToolTuneError
+
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class Example:
+    input_ids: list[int]
+    labels: list[int]
+    """IGNORE where the token is not a training target; same length as input_ids."""
+    position_ids: list[int] | None = None
+    """Only for packed rows: positions restarting at 0 at every packed sample."""
+
+    @property
+    def trained(self) -> int:
+        """Tokens that are predicted targets after the shift inside the loss (labels[1:] != IGNORE)."""
+        return sum(1 for t in self.labels[1:] if t != IGNORE)
+
+
+@dataclass
+class Dropped:
+    """What was left out of a dataset, and why; reported, never silent."""
+    too_long: int = 0
+    no_target: int = 0
+    truncated: int = 0
+    """Kept, with whole turns cut from the front to fit data.max_length."""
+    where: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return (f"{self.too_long} too long for data.max_length, {self.no_target} without a trained token"
+                + (f" ({self.truncated} more kept with early turns cut)" if self.truncated else ""))
+
+
+def _int_list(value, where: str, key: str) -> list[int]:
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise InputError("must be a list of integers", where=where, field=key)
+    return value
+
+
+def example_from_dict(row, where: str) -> Example:
+    if not isinstance(row, dict):
+        raise InputError("an example must be a JSON object", where=where)
+    for key in ("input_ids", "labels"):
+        if key not in row:
+            raise InputError("missing", where=where, field=key)
+    ids, labels = _int_list(row["input_ids"], where, "input_ids"), _int_list(row["labels"], where, "labels")
+    if len(ids) != len(labels):
+        raise InputError(f"has {len(labels)} entries for {len(ids)} input_ids", where=where, field="labels")
+    pos = row.get("position_ids")
+    if pos is not None and len(_int_list(pos, where, "position_ids")) != len(ids):
+        raise InputError("must be as long as input_ids", where=where, field="position_ids")
+    return Example(ids, labels, pos)
+
+
+def keep_trainable(examples: list[Example], max_length: int, where: list[str] | None = None
+                   ) -> tuple[list[Example], Dropped]:
+    """Examples that fit and train something; the others are counted in `Dropped` (with their places)."""
+    kept, dropped = [], Dropped()
+    for i, ex in enumerate(examples):
+        if len(ex.input_ids) > max_length:
+            dropped.too_long += 1
+        elif ex.trained == 0:
+            dropped.no_target += 1
+        else:
+            kept.append(ex)
+            continue
+        dropped.where.append(where[i] if where else f"example {i}")
+    return kept, dropped
+
+
+def read_examples(path: str | Path) -> tuple[list[Example], list[str]]:
+    """Encoded examples from a JSONL file, with each one's `file:line`."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("file not found", where=str(path))
+    examples, places = [], []
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{n}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(f"not valid JSON: {e.msg}", where=where) from None
+            examples.append(example_from_dict(row, where))
+            places.append(where)
+    return examples, places
+
+
+def render_dialogues(path: str | Path, data_cfg, tokenizer) -> tuple[list[Example], Dropped]:
+    """Dialogues read by `tooltune.files`, rendered by the chat format `data_cfg.format` and encoded: the one step
+    that joins the formats to training. The tokenizer gets the format's special tokens (see `new_token_ids`)."""
+    from tooltune.files import read_dialogues
+    from tooltune.formats import encode_all, ensure_special_tokens, get_format
+
+    fmt = get_format(data_cfg.format).for_tokenizer(tokenizer)
+    ensure_special_tokens(tokenizer, fmt.special_tokens)
+    samples, places = [], []
+    for i, dialogue in enumerate(read_dialogues(path)):
+        for sample in fmt.render(dialogue, policy=data_cfg.policy, observation=data_cfg.observation):
+            samples.append(sample)
+            places.append(f"{path}: dialogue {i + 1}")
+    report = encode_all(samples, tokenizer, max_length=data_cfg.max_length)
+    dropped = Dropped(truncated=len(report.truncated))
+    for i, why in report.dropped:
+        dropped.where.append(f"{places[i]}: {why}")
+        if "no trained token" in why:
+            dropped.no_target += 1
+        else:
+            dropped.too_long += 1
+    return [Example(list(e.input_ids), list(e.labels)) for e in report.examples], dropped
+
+
+def pack_rows(examples: list[Example], max_length: int) -> list[Example]:
+    """Examples packed into rows of at most max_length tokens, position ids restarting per example (fmt's packer)."""
+    from tooltune.formats import Example as FormatExample
+    from tooltune.formats.packing import pack
+
+    rows = pack([FormatExample(e.input_ids, e.labels) for e in examples], max_length)
+    return [Example(r["input_ids"], r["labels"], r["position_ids"]) for r in rows]
+
+
+def load_split(path: str, data_cfg, tokenizer, pack: bool = False) -> tuple[list[Example], Dropped]:
+    """One split ready to batch: rendered dialogues (data.format set) or encoded examples; packed when asked."""
+    if data_cfg.format:
+        examples, dropped = render_dialogues(path, data_cfg, tokenizer)
+    else:
+        examples, places = read_examples(path)
+        examples, dropped = keep_trainable(examples, data_cfg.max_length, places)
+    return (pack_rows(examples, data_cfg.max_length) if pack else examples), dropped
+
+
+def batch_order(lengths: list[int], batch_size: int, seed: int, epoch: int, group_by_length: bool) -> list[list[int]]:
+    """This epoch's batches (lists of example indices), the same for the same (seed, epoch) on every process.
+
+    Length grouping: shuffle, cut into mega-batches of 64 batches, sort each by length, cut into batches, shuffle the
+    batches: little padding, and the order still changes every epoch.
+    """
+    rng = random.Random(seed * 1_000_003 + epoch)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    if group_by_length:
+        mega = 64 * batch_size
+        order = [i for s in range(0, len(order), mega)
+                 for i in sorted(order[s:s + mega], key=lambda i: -lengths[i])]
+    batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    if group_by_length:
+        rng.shuffle(batches)
+    return batches
+
+
+def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded tensors (B, T): input_ids, labels (IGNORE on padding), and attention_mask; packed rows get
+    position_ids INSTEAD of the mask: transformers then builds the block-diagonal causal mask from the restarts of the
+    position ids (no token attends across packed examples; checked by tests/test_formats_packing.py)."""
+    width = max(len(ex.input_ids) for ex in examples)
+
+    def pad(rows, value):
+        return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
+
+    batch = {"input_ids": pad([ex.input_ids for ex in examples], pad_id),
+             "labels": pad([ex.labels for ex in examples], IGNORE)}
+    if any(ex.position_ids is not None for ex in examples):
+        # Padding gets positions 0, 0, ...: each pad is a sequence of its own, seen by nothing real.
+        batch["position_ids"] = pad([ex.position_ids if ex.position_ids is not None
+                                     else list(range(len(ex.input_ids))) for ex in examples], 0)
+    else:
+        batch["attention_mask"] = pad([[1] * len(ex.input_ids) for ex in examples], 0)
+    return batch

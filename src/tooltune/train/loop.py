@@ -1,0 +1,356 @@
+"""The one training loop (accelerate): every method, fine-tuning and pre-training alike.
+
+Per optimizer step: take `grad_accum` micro-batches per process, count their trained tokens over all processes, and
+back-propagate each micro-batch's SUM of token losses divided by that count (times the process count, because DDP
+averages gradients). The step's gradient is then exactly the gradient of (sum of token losses / trained tokens) over
+the whole accumulated batch, never a mean of per-batch means. Then clip, step, schedule, and let the method act
+(AdaLoRA reallocates ranks).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from tooltune.errors import ToolTuneError
+from tooltune.train import checkpoint, methods
+from tooltune.train.config import RunConfig, dump_config
+from tooltune.train.data import Example, batch_order, collate
+from tooltune.train.loss import TokenLoss, fast_path_agrees, transformers_model
+
+
+@dataclass
+class Plan:
+    """How many optimizer steps the run has, from the data size and the batch settings."""
+    rounds_per_epoch: int
+    """Micro-batch rounds per epoch (one micro-batch on every process)."""
+    steps_per_epoch: int
+    total_steps: int
+    dropped_batches: int = 0
+    """Batches per epoch left out because they did not fill a round of all processes (counted, reported)."""
+
+
+def plan(n_examples: int, cfg: RunConfig, num_processes: int) -> Plan:
+    t = cfg.train
+    n_batches = math.ceil(n_examples / t.batch_size)
+    rounds = n_batches // num_processes
+    if rounds == 0:
+        raise ToolTuneError(f"{n_examples} training examples do not fill one batch of {t.batch_size} on each of "
+                            f"{num_processes} processes")
+    per_epoch = math.ceil(rounds / t.grad_accum)
+    total = t.max_steps or max(1, math.ceil(t.epochs * per_epoch))
+    return Plan(rounds, per_epoch, total, n_batches - rounds * num_processes)
+
+
+def lr_lambda(cfg, total_steps: int):
+    """Linear warm-up, then cosine or linear decay to 0 at total_steps, or constant."""
+    warm = cfg.warmup_steps
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if cfg.schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warm) / max(1, total_steps - warm))
+        return 0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1 - progress
+    return factor
+
+
+@dataclass
+class Progress:
+    """Where the run is; saved in checkpoints so that a resumed run continues with the same data."""
+    step: int = 0
+    epoch: int = 0
+    window: int = 0
+    """Optimizer steps already taken in this epoch."""
+    best_dev: float | None = None
+    bad_evals: int = 0
+    history: list = field(default_factory=list)
+
+
+def _windows(examples, cfg, plan_: Plan, epoch: int, rank: int, nproc: int) -> list[list[list[Example]]]:
+    """This process's micro-batches of `epoch`, grouped in optimizer-step windows."""
+    batches = batch_order([len(e.input_ids) for e in examples], cfg.train.batch_size, cfg.train.seed, epoch,
+                          cfg.data.group_by_length)
+    mine = batches[rank:plan_.rounds_per_epoch * nproc:nproc]
+    g = cfg.train.grad_accum
+    return [[[examples[i] for i in b] for b in mine[s:s + g]] for s in range(0, len(mine), g)]
+
+
+def _sum_over_processes(accelerator, value: float | int) -> float:
+    t = torch.tensor(float(value), device=accelerator.device, dtype=torch.float64)
+    return float(accelerator.reduce(t, reduction="sum")) if accelerator.num_processes > 1 else float(t)
+
+
+def _train_step(accelerator, loss_module, window, pad_id: int, extra_loss) -> tuple[float, float, float]:
+    """Forward/backward over one window; returns (loss of the step, trained tokens, all tokens), all processes."""
+    batches = [collate(mb, pad_id) for mb in window]
+    local_trained = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
+    trained = _sum_over_processes(accelerator, local_trained)
+    tokens = _sum_over_processes(accelerator, sum(len(e.input_ids) for mb in window for e in mb))
+    scale = accelerator.num_processes / trained
+    loss_sum = 0.0
+    for i, batch in enumerate(batches):
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        last = i == len(batches) - 1
+        ctx = accelerator.no_sync(loss_module) if not last else _nullcontext()
+        with ctx:
+            s, _ = loss_module(**batch)
+            loss = s * scale
+            if last and extra_loss is not None:
+                loss = loss + extra_loss()
+            accelerator.backward(loss)
+        loss_sum += float(s.detach())
+    return _sum_over_processes(accelerator, loss_sum) / trained, trained, tokens
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+@torch.no_grad()
+def evaluate(accelerator, loss_module, examples: list[Example], batch_size: int, pad_id: int) -> float:
+    """Dev loss: sum of token losses / trained tokens over the whole dev set (split across processes)."""
+    module = accelerator.unwrap_model(loss_module)  # no DDP forward: processes may run different batch counts
+    was_training = module.training
+    module.eval()
+    total, count = 0.0, 0
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
+    batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    for batch_ids in batches[accelerator.process_index::accelerator.num_processes]:
+        batch = {k: v.to(accelerator.device) for k, v in collate([examples[i] for i in batch_ids], pad_id).items()}
+        with accelerator.autocast():
+            s, n = module(**batch)
+        total, count = total + float(s), count + int(n)
+    module.train(was_training)
+    return _sum_over_processes(accelerator, total) / max(1.0, _sum_over_processes(accelerator, count))
+
+
+@dataclass
+class TrainResult:
+    summary: dict
+    """What run.json holds: steps, losses, sizes, what was left out."""
+    model: object
+    """The trained model as wrapped by its method (a PeftModel, or the model itself for `full`)."""
+
+
+def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: list[Example], *,
+                 resume: bool = False, meta: dict | None = None, stop_after: int | None = None,
+                 on_start=None, new_token_ids: list[int] = ()) -> TrainResult:
+    """Train `model` (a base transformers model; the method wraps it) and write the run directory.
+
+    `stop_after` ends the loop after that many optimizer steps as if interrupted (no final save): for tests of resume.
+    `on_start(model)` is called with the wrapped model before the first step (tests snapshot the initial weights).
+    """
+    # "no" defers to the launcher (accelerate config / ACCELERATE_MIXED_PRECISION), which defaults to no.
+    # cpu=True without CUDA: processes started by `accelerate launch --multi_gpu` / torchrun then join over gloo
+    # (MULTI_CPU); accelerate only picks that mode when told it runs on the CPU.
+    accelerator = Accelerator(mixed_precision=None if cfg.train.mixed_precision == "no" else cfg.train.mixed_precision,
+                              cpu=not torch.cuda.is_available())
+    set_seed(cfg.train.seed)
+    run_dir = Path(cfg.train.out)
+    _check_run_dir(cfg, run_dir, resume)
+    plan_ = plan(len(train), cfg, accelerator.num_processes)
+    model = methods.wrap(model, cfg.method, plan_.total_steps, cfg.model.gradient_checkpointing, new_token_ids)
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = methods.make_optimizer(cfg.method.name, trainable, cfg.train.lr, cfg.train.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.train, plan_.total_steps))
+    if on_start is not None:
+        on_start(model)
+    loss_module = TokenLoss(model, plain=methods.METHODS[cfg.method.name].virtual_tokens)
+    # The scheduler is stepped here once per optimizer step, so it is not handed to accelerate (which would step it
+    # once per process).
+    loss_module, optimizer = accelerator.prepare(loss_module, optimizer)
+    loss_path = _choose_loss_path(accelerator, loss_module, train[:cfg.train.batch_size], tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    extra_loss = None
+    if methods.METHODS[cfg.method.name].allocates_ranks and cfg.method.orth_reg_weight > 0:
+        extra_loss = lambda: cfg.method.orth_reg_weight * methods.orthogonal_regulariser(model)  # noqa: E731
+
+    prog = Progress()
+    if resume:
+        found = checkpoint.latest(run_dir)
+        if found is None:
+            raise ToolTuneError(f"--resume: no checkpoint under {run_dir / 'checkpoints'}")
+        prog = Progress(**checkpoint.load(found, accelerator, model, optimizer, scheduler))
+        accelerator.print(f"resuming from {found} (step {prog.step})")
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, run_dir / "config.yaml")
+        _write_log(run_dir, prog.history)
+    summary = {"method": cfg.method.name, "base_model": cfg.model.path, "train_examples": len(train),
+               "dev_examples": len(dev), "total_steps": plan_.total_steps, "processes": accelerator.num_processes,
+               "dropped_batches_per_epoch": plan_.dropped_batches,
+               "trainable_parameters": sum(p.numel() for p in trainable), "loss_path": loss_path, **(meta or {})}
+    bar = _progress_bar(accelerator, plan_.total_steps, prog.step)
+    started, seen_tokens, seen_trained = time.perf_counter(), 0.0, 0.0
+    stopped_early = False
+
+    def log(entry: dict) -> None:
+        prog.history.append(entry)
+        if accelerator.is_main_process:
+            with (run_dir / "log.jsonl").open("a", encoding="utf-8") as f:
+                f.write(json.dumps(entry) + "\n")
+
+    while prog.step < plan_.total_steps and not stopped_early:
+        windows = _windows(train, cfg, plan_, prog.epoch, accelerator.process_index, accelerator.num_processes)
+        for window in windows[prog.window:]:
+            loss, trained, tokens = _train_step(accelerator, loss_module, window, pad_id, extra_loss)
+            grad_norm = None
+            if cfg.train.max_grad_norm > 0:
+                grad_norm = float(accelerator.clip_grad_norm_(trainable, cfg.train.max_grad_norm))
+            optimizer.step()
+            scheduler.step()
+            prog.step, prog.window = prog.step + 1, prog.window + 1
+            method_log = methods.after_optimizer_step(cfg.method.name, model, prog.step)
+            optimizer.zero_grad(set_to_none=True)
+            seen_tokens, seen_trained = seen_tokens + tokens, seen_trained + trained
+            elapsed = time.perf_counter() - started
+            if prog.step % cfg.train.log_every == 0 or prog.step == plan_.total_steps:
+                log({"step": prog.step, "epoch": prog.epoch, "loss": loss, "lr": scheduler.get_last_lr()[0],
+                     "grad_norm": grad_norm, "elapsed_s": elapsed, "tokens": seen_tokens, "trained_tokens": seen_trained,
+                     "tokens_per_s": seen_tokens / elapsed,
+                     "trained_tokens_per_s": seen_trained / elapsed, **method_log})
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{seen_tokens / elapsed:.0f}")
+            last = prog.step == plan_.total_steps
+            if dev and ((cfg.train.eval_every and prog.step % cfg.train.eval_every == 0) or last):
+                stopped_early = _evaluate_and_keep_best(accelerator, loss_module, model, tokenizer, dev, cfg,
+                                                        run_dir, prog, log)
+            if cfg.train.save_every and prog.step % cfg.train.save_every == 0 and not last:
+                checkpoint.save(run_dir / "checkpoints" / f"step-{prog.step}", accelerator,
+                                accelerator.unwrap_model(loss_module).model, optimizer, scheduler, vars(prog))
+            if last or stopped_early or (stop_after is not None and prog.step >= stop_after):
+                break
+        if stop_after is not None and prog.step >= stop_after:
+            bar.close()
+            return TrainResult({**summary, "interrupted_at": prog.step}, model)
+        if prog.step < plan_.total_steps and not stopped_early:
+            prog.epoch, prog.window = prog.epoch + 1, 0
+    bar.close()
+    summary.update(_finish(accelerator, model, tokenizer, dev, run_dir, prog, stopped_early))
+    if accelerator.is_main_process:
+        (run_dir / "run.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False), encoding="utf-8")
+    accelerator.wait_for_everyone()
+    return TrainResult(summary, model)
+
+
+def _choose_loss_path(accelerator, loss_module, examples, tokenizer) -> str:
+    """Keep the trained-positions loss only where it equals the model's own loss on a first batch."""
+    module = accelerator.unwrap_model(loss_module)
+    if module.plain:
+        return "full logits (virtual-token method)"
+    batch = {k: v.to(accelerator.device) for k, v in collate(examples, tokenizer.pad_token_id or 0).items()}
+    with accelerator.autocast():
+        ok, fast, plain = fast_path_agrees(module, batch)
+    if ok:
+        return "trained positions only"
+    module.plain = True
+    why = f"full logits (trained-positions loss {fast:.5f} != model loss {plain:.5f} on batch 1)"
+    accelerator.print(f"tooltune train: {type(transformers_model(module.model)).__name__}: {why}; using the plain path")
+    return why
+
+
+# Settings a resumed run may change: they do not alter what the steps already taken computed.
+RESUMABLE_CHANGES = {"train.max_steps", "train.epochs", "train.eval_every", "train.early_stopping", "train.save_every",
+                     "train.log_every"}
+
+
+def _check_run_dir(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
+    """Refuse to mix runs: a fresh run into a directory with checkpoints, or a resume with another config."""
+    import yaml
+    from tooltune.train.config import config_to_dict
+
+    if not resume:
+        if checkpoint.latest(run_dir) is not None:
+            raise ToolTuneError(f"{run_dir} holds checkpoints of an earlier run: pass --resume to continue it, or "
+                                f"choose another train.out")
+        return
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        return
+
+    old = {f"{s}.{k}": v for s, sub in yaml.safe_load(saved.read_text(encoding="utf-8")).items() for k, v in sub.items()}
+    new = {f"{s}.{k}": v for s, sub in config_to_dict(cfg).items() for k, v in sub.items()}
+    changed = sorted(k for k in new.keys() | old.keys() if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+    if changed:
+        raise ToolTuneError(f"--resume with a config that differs from {saved} in {', '.join(changed)}: the resumed "
+                            f"run would not continue the same training")
+
+
+def _evaluate_and_keep_best(accelerator, loss_module, model, tokenizer, dev, cfg, run_dir, prog, log) -> bool:
+    """Evaluate; save the adapter when the dev loss improved. Returns True when early stopping says stop."""
+    dev_loss = evaluate(accelerator, loss_module, dev, cfg.train.batch_size, tokenizer.pad_token_id or 0)
+    log({"step": prog.step, "dev_loss": dev_loss, "dev_perplexity": math.exp(min(dev_loss, 50))})
+    if prog.best_dev is None or dev_loss < prog.best_dev:
+        prog.best_dev, prog.bad_evals = dev_loss, 0
+        _save_model(accelerator, model, tokenizer, run_dir)
+        return False
+    prog.bad_evals += 1
+    return bool(cfg.train.early_stopping) and prog.bad_evals >= cfg.train.early_stopping
+
+
+def _save_model(accelerator, model, tokenizer, run_dir: Path) -> None:
+    """The adapter (or full model) and tokenizer into the run dir: PeftModel.from_pretrained(base, run_dir) loads it."""
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        accelerator.unwrap_model(model).save_pretrained(run_dir)
+        tokenizer.save_pretrained(run_dir)
+    accelerator.wait_for_everyone()
+
+
+def _finish(accelerator, model, tokenizer, dev, run_dir: Path, prog: Progress, stopped_early: bool) -> dict:
+    if not dev:  # with a dev set the best-dev model is already saved
+        _save_model(accelerator, model, tokenizer, run_dir)
+    train_losses = [e["loss"] for e in prog.history if "loss" in e]
+    result = {"steps": prog.step, "final_train_loss": train_losses[-1] if train_losses else None,
+              "best_dev_loss": prog.best_dev, "stopped_early": stopped_early,
+              "saved": "best dev loss" if dev else "last step"}
+    if prog.best_dev is not None:
+        result["best_dev_perplexity"] = math.exp(min(prog.best_dev, 50))
+    if accelerator.is_main_process:
+        plot_losses(prog.history, run_dir / "loss.png")
+    return result
+
+
+def _write_log(run_dir: Path, history: list) -> None:
+    with (run_dir / "log.jsonl").open("w", encoding="utf-8") as f:
+        f.writelines(json.dumps(e) + "\n" for e in history)
+
+
+def _progress_bar(accelerator, total: int, initial: int):
+    from tqdm.auto import tqdm
+    return tqdm(total=total, initial=initial, disable=not accelerator.is_local_main_process, unit="step",
+                dynamic_ncols=True)
+
+
+def plot_losses(history: list[dict], path: Path) -> None:
+    """Train and dev loss against the optimizer step, as a PNG (matplotlib's Agg backend: no display needed)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    train = [(e["step"], e["loss"]) for e in history if "loss" in e]
+    dev = [(e["step"], e["dev_loss"]) for e in history if "dev_loss" in e]
+    for points, label, style in ((train, "train", "-"), (dev, "dev", "o-")):
+        if points:
+            ax.plot(*zip(*points), style, label=label)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (per trained token)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

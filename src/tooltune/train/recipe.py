@@ -1,0 +1,68 @@
+"""The fine-tuning recipe, top to bottom: config -> tokenizer, base model, data -> the loop -> run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tooltune.errors import ToolTuneError
+from tooltune.train import methods
+from tooltune.train.config import RunConfig
+from tooltune.train.data import load_split
+
+
+
+def torch_dtype(name: str):
+    import torch
+    return "auto" if name == "auto" else getattr(torch, name)
+
+
+def load_model(cfg: RunConfig):
+    """The base causal LM from a local Hugging Face directory (one place to swap in tooltune.models later)."""
+    from transformers import AutoModelForCausalLM
+
+    path = Path(cfg.model.path)
+    if not (path / "config.json").is_file():
+        raise ToolTuneError(f"model.path={cfg.model.path!r} is not a Hugging Face model directory (no config.json)")
+    methods.check_supported(cfg.method.name, cfg.model.gradient_checkpointing)
+    dtype = torch_dtype(cfg.model.dtype)
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **methods.load_kwargs(cfg.method.name, dtype))
+
+
+def load_tokenizer(cfg: RunConfig):
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(cfg.model.tokenizer or cfg.model.path)
+
+
+def fine_tune(cfg: RunConfig, *, resume: bool = False) -> dict:
+    """Run the recipe; returns the run summary (run.json)."""
+    from tooltune.train.loop import run_training
+
+    if not cfg.model.path:
+        raise ToolTuneError("model.path is empty: name a local Hugging Face model directory")
+    if not cfg.data.train:
+        raise ToolTuneError("data.train is empty: name a training file")
+    for key, value in (("model.path", cfg.model.path), ("model.tokenizer", cfg.model.tokenizer)):
+        if value and not Path(value).is_dir():
+            raise ToolTuneError(f"{key}={value!r} is not a directory (models are loaded from local paths only)")
+    methods.check_supported(cfg.method.name, cfg.model.gradient_checkpointing)
+    if cfg.data.packing and methods.METHODS[cfg.method.name].virtual_tokens:
+        raise ToolTuneError(f"data.packing cannot be used with method {cfg.method.name}: its virtual tokens would be "
+                            f"shared by every example packed in a row; set data.packing=false")
+    tokenizer = load_tokenizer(cfg)
+    vocab_before = len(tokenizer)
+    train, dropped_train = load_split(cfg.data.train, cfg.data, tokenizer, pack=cfg.data.packing)
+    dev, dropped_dev = load_split(cfg.data.dev, cfg.data, tokenizer) if cfg.data.dev else ([], None)
+    for name, dropped in (("train", dropped_train), ("dev", dropped_dev)):
+        if dropped and (dropped.too_long or dropped.no_target):
+            print(f"tooltune train: {name}: left out {dropped} (first: {dropped.where[0]})")
+    if not train:
+        raise ToolTuneError(f"{cfg.data.train}: no usable training example ({dropped_train})")
+    new_ids = list(range(vocab_before, len(tokenizer)))  # special tokens the chat format added
+    model = load_model(cfg)
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        # New rows start at the mean of the old ones (transformers' mean_resizing), not at random.
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    meta = {"format": cfg.data.format or None, "dropped_train": str(dropped_train),
+            "dropped_dev": str(dropped_dev) if dropped_dev else None, "new_special_tokens": len(new_ids),
+            "packed_rows": cfg.data.packing}
+    return run_training(cfg, model, tokenizer, train, dev, resume=resume, meta=meta, new_token_ids=new_ids).summary

@@ -1,0 +1,116 @@
+"""The trained-positions-only loss equals the plain `model(input_ids, labels=...)` loss, with the same gradients,
+and gradient accumulation normalises by the trained tokens of the whole optimizer step."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from accelerate import Accelerator
+
+from tooltune.train.config import MethodConfig
+from tooltune.train.data import collate
+from tooltune.train.loop import _train_step
+from tooltune.train.loss import TokenLoss
+from tooltune.train import methods
+from tooltune.train.tiny import synthetic_examples, tiny_llama
+
+VOCAB = 120
+
+
+def _batch(n=4, seed=0):
+    return collate(synthetic_examples(n, VOCAB, seed=seed, min_len=6, max_len=20), pad_id=0)
+
+
+def _grads(model):
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _assert_same_loss_and_grads(model, plain: bool, extra=lambda model: 0.0):
+    batch = _batch()
+    reference = copy.deepcopy(model)
+    s, n = TokenLoss(model, plain=plain)(**batch)
+    (s / n + extra(model)).backward()
+    expected = reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                         labels=batch["labels"]).loss
+    expected.backward()
+    got_loss = (s / n + extra(model)).detach()
+    assert torch.allclose(got_loss, expected.detach(), atol=1e-6), (float(got_loss), float(expected))
+    got, want = _grads(model), _grads(reference)
+    assert got.keys() == want.keys() and got
+    for name in want:
+        assert torch.allclose(got[name], want[name], atol=1e-6, rtol=1e-4), name
+
+
+def test_fast_loss_matches_plain_loss_and_gradients_full_model():
+    _assert_same_loss_and_grads(tiny_llama(VOCAB), plain=False)
+
+
+@pytest.mark.parametrize("name", ["lora", "dora", "adalora"])
+def test_fast_loss_matches_plain_loss_through_peft_wrappers(name):
+    model = methods.wrap(tiny_llama(VOCAB), MethodConfig(name=name, dropout=0.0, tinit=1, tfinal=1), total_steps=10)
+    for p in model.parameters():  # non-zero adapters, so the adapter path really contributes
+        if p.requires_grad:
+            torch.nn.init.normal_(p, std=0.1)
+    # peft adds AdaLoRA's orthogonality regulariser only when labels are passed; the loop adds ours (the same one).
+    extra = (lambda m: 0.5 * methods.orthogonal_regulariser(m)) if name == "adalora" else (lambda m: 0.0)
+    _assert_same_loss_and_grads(model, plain=False, extra=extra)
+
+
+def test_fast_loss_applies_gemma_final_logit_softcapping():
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=4, num_key_value_heads=2, head_dim=8, final_logit_softcapping=3.0,
+                              sliding_window=8, layer_types=["sliding_attention", "full_attention"])
+    model = Gemma3ForCausalLM(config)
+    _assert_same_loss_and_grads(model, plain=False)
+
+
+def test_plain_path_of_prompt_tuning_scores_only_the_input_positions():
+    model = methods.wrap(tiny_llama(VOCAB), MethodConfig(name="prompt", num_virtual_tokens=3), total_steps=1)
+    _assert_same_loss_and_grads(model, plain=True)
+
+
+def test_accumulated_step_is_sum_over_tokens_not_mean_of_means():
+    """Two micro-batches with different trained-token counts: the step's gradient must equal the gradient of the
+    token-mean loss over all their examples at once."""
+    model = tiny_llama(VOCAB)
+    reference = copy.deepcopy(model)
+    short = synthetic_examples(3, VOCAB, seed=1, min_len=6, max_len=8)
+    long = synthetic_examples(2, VOCAB, seed=2, min_len=30, max_len=40)
+    accelerator = Accelerator()
+    loss, trained, _ = _train_step(accelerator, TokenLoss(model, plain=False), [short, long], 0, None)
+    whole = collate(short + long, 0)
+    expected = reference(**whole).loss
+    expected.backward()
+    assert trained == sum(e.trained for e in short + long)
+    assert loss == pytest.approx(expected.item(), abs=1e-5)
+    got, want = _grads(model), _grads(reference)
+    for name in want:
+        assert torch.allclose(got[name], want[name], atol=1e-6, rtol=1e-4), name
+    # A mean of the two micro-batch means would differ: the check above can fail.
+    means = [reference(**collate(mb, 0)).loss for mb in (short, long)]
+    assert abs(float(sum(means) / 2) - float(expected)) > 1e-3
+
+
+def test_a_model_whose_head_does_more_falls_back_to_the_plain_path():
+    from tooltune.train.loss import fast_path_agrees
+
+    class ScaledHead(type(tiny_llama(VOCAB))):  # like Cohere's logit_scale: forward scales what the head gives
+        def forward(self, *args, **kwargs):
+            out = super().forward(*args, **kwargs)
+            out.logits = out.logits * 3.0
+            if out.loss is not None:
+                raise AssertionError("the check computes the loss itself")
+            return out
+
+    plain_model = tiny_llama(VOCAB)
+    scaled = ScaledHead(plain_model.config)
+    scaled.load_state_dict(plain_model.state_dict())
+    batch = _batch()
+    assert fast_path_agrees(TokenLoss(plain_model, plain=False), batch)[0]
+    ok, fast, plain = fast_path_agrees(TokenLoss(scaled, plain=False), batch)
+    assert not ok and abs(fast - plain) > 1e-2

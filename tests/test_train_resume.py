@@ -1,0 +1,85 @@
+"""An interrupted run resumed from its checkpoint ends exactly where the uninterrupted run ends."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from tooltune.errors import ToolTuneError
+from tooltune.train.config import config_from_dict, config_to_dict
+from tooltune.train.loop import run_training
+from tooltune.train.tiny import save_tiny_model, synthetic_examples, tiny_tokenizer
+
+
+def _cfg(model_dir, out):
+    # Dropout 0.3 makes the result depend on the restored RNG; 10 examples in batches of 3 with accumulation 2 give
+    # 2 steps per epoch, so 6 steps cross two epoch boundaries and the checkpoint at step 2 sits at one.
+    return config_from_dict({"model": {"path": str(model_dir)}, "method": {"name": "lora", "dropout": 0.3},
+                             "train": {"out": str(out), "max_steps": 6, "batch_size": 3, "grad_accum": 2, "lr": 5e-3,
+                                       "warmup_steps": 2, "save_every": 2, "eval_every": 3, "seed": 7}})
+
+
+def _run(cfg, model_dir, tokenizer, **kw):
+    train = synthetic_examples(10, len(tokenizer), seed=5)
+    dev = synthetic_examples(4, len(tokenizer), seed=6)
+    return run_training(cfg, AutoModelForCausalLM.from_pretrained(model_dir), tokenizer, train, dev, **kw)
+
+
+def _log(run_dir):
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def test_resumed_run_ends_with_the_same_loss_and_weights(tmp_path):
+    model_dir = save_tiny_model(tmp_path / "model")
+    tokenizer = tiny_tokenizer()
+    whole = _run(_cfg(model_dir, tmp_path / "whole"), model_dir, tokenizer)
+
+    cut = _cfg(model_dir, tmp_path / "cut")
+    interrupted = _run(cut, model_dir, tokenizer, stop_after=3)
+    assert interrupted.summary["interrupted_at"] == 3
+    assert not (tmp_path / "cut" / "run.json").exists()
+    resumed = _run(cut, model_dir, tokenizer, resume=True)
+
+    assert resumed.summary["final_train_loss"] == whole.summary["final_train_loss"]
+    assert resumed.summary["best_dev_loss"] == whole.summary["best_dev_loss"]
+    strip = lambda log: [{k: v for k, v in e.items() if "per_s" not in k and k not in ("elapsed_s", "tokens", "trained_tokens")} for e in log]  # noqa: E731
+    assert strip(_log(tmp_path / "cut")) == strip(_log(tmp_path / "whole"))
+    a, b = dict(whole.model.named_parameters()), dict(resumed.model.named_parameters())
+    for name, p in a.items():
+        assert torch.equal(p, b[name]), name
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    model_dir = save_tiny_model(tmp_path / "model")
+    with pytest.raises(ToolTuneError, match="no checkpoint"):
+        _run(_cfg(model_dir, tmp_path / "none"), model_dir, tiny_tokenizer(), resume=True)
+
+
+def test_runs_are_not_mixed(tmp_path):
+    model_dir = save_tiny_model(tmp_path / "model")
+    tokenizer = tiny_tokenizer()
+    cfg = _cfg(model_dir, tmp_path / "run")
+    _run(cfg, model_dir, tokenizer, stop_after=2)
+    with pytest.raises(ToolTuneError, match="holds checkpoints of an earlier run"):
+        _run(cfg, model_dir, tokenizer)
+    changed = config_from_dict({**config_to_dict(cfg), "train": {**config_to_dict(cfg)["train"], "lr": 1e-3}})
+    with pytest.raises(ToolTuneError, match="differs .* in train.lr"):
+        _run(changed, model_dir, tokenizer, resume=True)
+
+
+def test_early_stopping_stops_after_patience_and_keeps_the_best(tmp_path, monkeypatch):
+    from tooltune.train import loop
+
+    dev_losses = iter([3.0, 2.0, 2.5, 2.6, 1.0])  # best at the 2nd evaluation, then 2 worse ones
+    monkeypatch.setattr(loop, "evaluate", lambda *a, **k: next(dev_losses))
+    model_dir = save_tiny_model(tmp_path / "model")
+    tree = config_to_dict(_cfg(model_dir, tmp_path / "run"))
+    tree["train"].update(max_steps=5, grad_accum=1, eval_every=1, early_stopping=2, save_every=0)
+    result = _run(config_from_dict(tree), model_dir, tiny_tokenizer())
+    assert result.summary["stopped_early"] and result.summary["steps"] == 4
+    assert result.summary["best_dev_loss"] == 2.0
+    evals = [e["step"] for e in _log(tmp_path / "run") if "dev_loss" in e]
+    assert evals == [1, 2, 3, 4]
