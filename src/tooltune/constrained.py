@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -269,8 +270,11 @@ class CallConstraint:
         self.openers = [owner.opener(tools) for tools in tools_per_row]
         self.constrained_steps = 0
         """Token positions whose logits were masked (for the latency benchmark)."""
+        self.seconds = 0.0
+        """Time spent in this processor (watching for openers, grammar steps, masks)."""
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        started = time.perf_counter()
         new = input_ids.shape[1] > self.width  # (B, T): the last column is the token just chosen
         for r, row in enumerate(self.rows):
             if row.done:
@@ -279,6 +283,7 @@ class CallConstraint:
                 self._advance(r, row, int(input_ids[r, -1]))
             if row.matcher is not None and not row.done:
                 self._mask(row, scores[r])
+        self.seconds += time.perf_counter() - started
         return scores
 
     def _advance(self, r: int, row: Row, token: int) -> None:

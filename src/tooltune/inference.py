@@ -65,6 +65,8 @@ class Generator:
             self.constraint = Constraint(self.fmt, tokenizer, self.end_ids)
         self.unconstrained_calls = 0
         """Calls whose opener came with text the grammar refused, so they were left unconstrained (counted)."""
+        self.constraint_seconds = 0.0
+        """Time spent constraining (watching for call openers, grammar steps, masks), over all batches."""
 
     def prompt_ids(self, history: Sequence[Turn], tools: Sequence[Tool] | None = None) -> list[int]:
         segments = self.fmt.prompt(history, tools or self.tools, observation=self.config.observation)
@@ -115,6 +117,7 @@ class Generator:
         finally:
             self.model.train(was_training)
         self.unconstrained_calls += sum(getattr(p, "broken", 0) for p in processors)
+        self.constraint_seconds += sum(getattr(p, "seconds", 0.0) for p in processors)
         new = generated[:, width:].tolist()
         preds = []
         for ids in new:
