@@ -46,7 +46,8 @@ def spread(items: list, limit: int | None) -> list:
 
 def measure(loaded, units, constrained: bool, args) -> dict:
     config = GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                              observation=loaded.observation, constrained=constrained)
+                              max_prompt_tokens=args.max_prompt_tokens, observation=loaded.observation,
+                              constrained=constrained)
     gen = Generator(loaded.model, loaded.tokenizer, get_format(loaded.format), config=config)
     started = time.perf_counter()
     preds = gen.predict([u.history for u in units], [u.tools for u in units], progress=True)
@@ -72,6 +73,7 @@ def main() -> int:
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--max-prompt-tokens", type=int, default=2048, help="longer histories lose their oldest turns")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--label", default="", help="what the model is, for the report")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "constrained.md"))
@@ -89,7 +91,7 @@ def main() -> int:
              f"Command: `PYTHONPATH=src python bench/{Path(__file__).name} {shlex.join(sys.argv[1:])}`  ",
              f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, device "
              f"{next(loaded.model.parameters()).device}; greedy, max_new_tokens {args.max_new_tokens}, "
-             f"batch {args.batch_size}.\n",
+             f"max_prompt_tokens {args.max_prompt_tokens}, batch {args.batch_size}.\n",
              "| constrained | called | clean | valid | valid-call rate | SLOT-P | SLOT-R | SLOT-F1 | tokens | "
              "ms/token | ms/unit | constraint ms/token |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
