@@ -4,6 +4,7 @@ One `Generator` serves evaluation (many histories at once), the terminal chat an
 A history is a sequence of turns ending where the model speaks next (a user or result turn); the format renders it
 into a prompt (`ChatFormat.prompt`), the model continues until the tokenizer's eos, one of the format's end tokens, or
 one of its stop strings, and `ChatFormat.parse` reads the continuation back as a call or a reply (never raises).
+With `GenerationConfig.constrained`, a call's body is generated under its tool's schema (`tooltune.constrained`).
 """
 
 from __future__ import annotations
