@@ -103,6 +103,9 @@ def main() -> int:
                  f"(opener token carried text the grammar refused): {results[True]['unconstrained_calls']}.")
     text = "\n".join(lines) + "\n"
     print(text)
+    diffs = [(a, b) for a, b in zip(results[False]["raw"], results[True]["raw"]) if a != b]
+    for a, b in diffs[:4]:  # a look at what the constraint changed (stdout only)
+        print(f"off: {a[:160]!r}\non:  {b[:160]!r}\n")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a", encoding="utf-8") as f:
