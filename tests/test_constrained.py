@@ -198,3 +198,34 @@ def test_chat_and_serve_name_the_missing_extra(command, tmp_path, monkeypatch, c
     monkeypatch.setitem(sys.modules, "llguidance", None)
     assert cli.main([command, str(run), "--constrained", "--device", "cpu", "--db", str(tmp_path / "h.sqlite")]) == 2
     assert "tooltune[constrained]" in capsys.readouterr().err
+
+
+def test_sentencepiece_style_tokenizer(data_root):
+    """A Llama/Gemma-style tokenizer (`▁` word marks, `<s>` prefix, their decoder: `▁` -> space, byte fallback):
+    the grammar works on its pieces too."""
+    from tokenizers import decoders
+    from formats_support import corpus, llama_style
+
+    tok = llama_style(corpus([tiny_dialogue()]) + ["北京酒店 经济型 豪华型 推荐 评分"] * 5, vocab_size=400)
+    tok.backend_tokenizer.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(),
+                                                       decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    fmt = FORMATS["llama2"]
+    gen = OpeningGenerator(tiny_llama(len(tok)), tok, fmt, config=GenerationConfig(
+        max_new_tokens=MAX_NEW, max_prompt_tokens=8192, constrained=True, batch_size=4))
+    gen.opener_ids = tok.encode("search:", add_special_tokens=False)
+    preds = gen.predict(histories()[:2])
+    for p in preds:
+        assert isinstance(p.parsed.turn, Call) and not p.parsed.malformed, p.raw
+        assert argument_problems(HOTEL_TOOL, p.parsed.turn.arguments) == [], p.raw
+    constraint = gen.constraint
+    body = "\n" + '{\n    "facilities": [\n        "早餐服务"\n    ],\n    "type": "经济型"\n}'
+    assert accepts(constraint, body)
+    assert not accepts(constraint, body.replace("经济型", "便宜型"))
+
+
+def test_unreadable_tokenizer_is_a_clear_error():
+    from formats_support import corpus, llama_style
+
+    tok = llama_style(corpus([tiny_dialogue()]), vocab_size=300)  # a bare Metaspace decoder
+    with pytest.raises(ToolTuneError, match="llguidance cannot read this tokenizer"):
+        Generator(torch.nn.Linear(1, 1), tok, FORMATS["llama2"], config=GenerationConfig(constrained=True))

@@ -214,8 +214,9 @@ class Constraint:
         self.end_id = self._end_id(fmt, tokenizer, end_ids)
         try:
             self.lltok = llg.hf.from_tokenizer(tokenizer, eos_token=self.end_id)
-        except ValueError as e:
-            raise ToolTuneError(f"constrained generation needs a fast (Rust) Hugging Face tokenizer: {e}") from None
+        except ValueError as e:  # a slow tokenizer, or a decoder llguidance does not read (a bare Metaspace one)
+            raise ToolTuneError(f"llguidance cannot read this tokenizer (constrained generation needs a fast "
+                                f"Hugging Face tokenizer with a decoder it knows): {e}") from None
         self._fresh: dict[tuple[str, ...], Any] = {}
         """A matcher at the start of the body per tool set; rows get deep copies (building one costs ~60 ms:
         the any-order object has 2^n rules, measured with the 7-key hotel tool)."""
