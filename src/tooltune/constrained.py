@@ -9,7 +9,8 @@ and quoting. When the body is complete, only the token that closes a call in tha
 
 The grammar engine is llguidance (the `constrained` extra); bench/results/constrained.md has the measurements that
 chose it (per-token mask cost, schema bounds, any key order, install size) over xgrammar, lm-format-enforcer and
-outlines-core. It needs a fast (Rust) Hugging Face tokenizer.
+outlines-core. It needs a fast (Rust) Hugging Face tokenizer whose decoder it reads (byte-level BPE; Llama/Gemma's
+`▁`-replace + byte-fallback decoder; not a bare Metaspace one, nor ChatGLM3's slow remote-code tokenizer).
 
 `LENGTH_CAPS`: the schema says nothing about length, but an unbounded string or number lets a model (a random one
 surely) write until `max_new_tokens` and leave the call unclosed. The grammar therefore caps free strings, lists and
