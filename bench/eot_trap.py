@@ -7,6 +7,10 @@ format, with loss on the reply and its `<end_of_turn>`. The fix adds `prepare_em
 untrained `<start_of_turn>`/`<end_of_turn>` rows) and `trainable_token_config` (trains those two rows). Measured on
 other train dialogues: the probability of `<end_of_turn>` right after the gold reply, the probability mass of all
 rows flagged untrained there, and whether greedy generation stops within 60 tokens.
+
+Cost: 2 x (train x epochs) forward+backward passes of a 268M-parameter model whose 262k-row lm_head dominates.
+On the shared 2-core machine (load average ~7) one run had not finished after 36 minutes and was stopped; run it
+where cores are free, or on a GPU (it uses CUDA when available). Progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -52,31 +57,37 @@ def run(fix: bool, train, evaluate, args) -> dict:
 
     torch.manual_seed(0)
     model, tokenizer = load_base("gemma3-270m", dtype="float32")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device)
     eot = tokenizer.convert_tokens_to_ids("<end_of_turn>")
     extra = {}
     if fix:
         ids = prepare_embeddings(model, tokenizer, ["<start_of_turn>", "<end_of_turn>"])
         extra = trainable_token_config(ids, model)
-    untrained = untrained_mask(model, tokenizer)
+    untrained = untrained_mask(model, tokenizer).cpu()
     untrained[eot] = False
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=targets, **extra))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr)
     start = time.perf_counter()
     model.train()
-    for _ in range(args.epochs):
-        for user, reply in train:
+    for epoch in range(args.epochs):
+        for step, (user, reply) in enumerate(train):
             ids, labels = encode(tokenizer, user, reply)
-            model(input_ids=ids, labels=labels).loss.backward()
+            loss = model(input_ids=ids.to(device), labels=labels.to(device)).loss
+            loss.backward()
             optimizer.step()
             optimizer.zero_grad()
+            print(f"fix={fix} epoch {epoch} step {step} loss {loss.item():.3f} "
+                  f"{time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     seconds = time.perf_counter() - start
     model.eval()
     p_eot, p_untrained, stops = [], [], []
     with torch.no_grad():
         for k, (user, reply) in enumerate(evaluate):
             ids, labels = encode(tokenizer, user, reply)
-            probs = model(input_ids=ids).logits[0, -2].softmax(-1)      # the position that predicts <end_of_turn>
+            ids = ids.to(device)
+            probs = model(input_ids=ids).logits[0, -2].softmax(-1).cpu()      # the position that predicts <end_of_turn>
             p_eot.append(probs[eot].item())
             p_untrained.append(probs[untrained].sum().item())
             if k < args.generate:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytest
 import torch
 
 from formats_support import byte_bpe, corpus, seed_dialogues
-from tooltune.formats import FORMATS, IGNORE_INDEX, encode, encode_all
+from tooltune.formats import FORMATS, IGNORE_INDEX, encode_all
 from tooltune.formats.packing import (GroupByLengthSampler, collate, length_grouped_batches, pack,
                                       packed_attention_mask, padding_waste, random_batches)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from tooltune.errors import ToolTuneError
+from tooltune.errors import InputError, ToolTuneError
 
 
 @dataclass
@@ -39,48 +39,97 @@ def _dtype(name: str):
     return getattr(torch, name)
 
 
+RUN_FILE = "tooltune_run.json"
+"""In a model folder (a merged export, or one saved by hand): `{"format": ..., "observation": ..., "method": ...}`."""
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise InputError(f"not valid JSON: {e}", where=str(path)) from None
+    if not isinstance(info, dict):
+        raise InputError("must be a JSON object", where=str(path))
+    return info
+
+
+def _base_dir(base: str, run: Path) -> Path:
+    """A run's base model folder: as written (absolute, or relative to where training ran), else beside the run."""
+    for candidate in (Path(base), run.parent / base, run / base):
+        if (candidate / "config.json").is_file():
+            return candidate
+    raise ToolTuneError(f"{run}: its base model {base!r} is not a model folder here; the adapter needs it")
+
+
+def _check_format(name: str | None, path: Path):
+    from tooltune.formats import FORMATS, get_format
+
+    if not name:
+        raise InputError(f"no chat format: give --format ({', '.join(FORMATS)}) or write {RUN_FILE} with a "
+                         f"'format'", where=str(path))
+    return get_format(name)
+
+
 def load_for_inference(path: str | Path, *, format: str | None = None, observation: str | None = None,
-                       dtype: str = "float32") -> Loaded:
-    """The model, tokenizer and chat format behind `path` (a run directory or a model directory)."""
+                       dtype: str = "float32", add_missing_tokens: bool = True) -> Loaded:
+    """The model, tokenizer and chat format behind `path` (a run directory or a model directory).
+
+    `add_missing_tokens`: a plain model that lacks the format's special tokens gets them (new embedding rows, the
+    lecture's "native" row evaluates a base model so); False refuses instead (a chat with untrained role tokens
+    would only produce noise).
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tooltune.formats import FORMATS, ensure_special_tokens, get_format
+    from tooltune.formats import ensure_special_tokens
+    from tooltune.formats.base import single_id
 
     path = Path(path)
     if not path.is_dir():
-        raise ToolTuneError(f"{path} is not a directory (expected a tooltune run or a Hugging Face model folder)")
-    config_file = path / "config.yaml"
-    if config_file.is_file():
-        cfg = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
+        raise InputError("not a directory (expected a training run or a saved model)", where=str(path))
+    if (path / "config.yaml").is_file():  # a training run
+        cfg = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) or {}
         method = cfg.get("method", {}).get("name", "full")
-        base = cfg.get("model", {}).get("path", "")
         data = cfg.get("data", {})
-        fmt = format or data.get("format") or "chatglm3"
+        run_info = _read_json(path / "run.json") if (path / "run.json").is_file() else {}
+        fmt_name = format or data.get("format") or run_info.get("format")
         obs = observation or data.get("observation") or "full"
+        base = cfg.get("model", {}).get("path", "")
         tokenizer = AutoTokenizer.from_pretrained(path)
         if (path / "adapter_config.json").is_file():
             from peft import PeftModel
 
-            if not Path(base).is_dir():
-                raise ToolTuneError(f"{path}: its base model {base!r} is not a directory here; the adapter needs it")
-            model = AutoModelForCausalLM.from_pretrained(base, dtype=_dtype(dtype))
+            model = AutoModelForCausalLM.from_pretrained(_base_dir(base, path), dtype=_dtype(dtype))
             if len(tokenizer) > model.get_input_embeddings().num_embeddings:
-                model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+                model.resize_token_embeddings(len(tokenizer), mean_resizing=False)  # rows come from the adapter
             model = PeftModel.from_pretrained(model, path)
         else:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype))
         name = Path(base).name if base else path.name
-    elif (path / "config.json").is_file():
-        if not format:
-            raise ToolTuneError(f"{path} is a plain model folder: name its chat format with --format "
-                                f"({', '.join(FORMATS)})")
-        fmt, obs, method, name = format, observation or "full", "native", path.name
+    elif (path / "config.json").is_file() or (path / "adapter_config.json").is_file():
+        info = _read_json(path / RUN_FILE) if (path / RUN_FILE).is_file() else {}
+        fmt_name = format or info.get("format")
+        obs = observation or info.get("observation") or "full"
+        method = info.get("method", "native")
+        name = path.name
+        _check_format(fmt_name, path)  # before the (slow) loading
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype))
-        if ensure_special_tokens(tokenizer, get_format(fmt).for_tokenizer(tokenizer).special_tokens):
-            model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+        if (path / "adapter_config.json").is_file():
+            from peft import AutoPeftModelForCausalLM
+
+            model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype))
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype))
     else:
-        raise ToolTuneError(f"{path} holds neither config.yaml (a tooltune run) nor config.json (a model)")
-    get_format(fmt)
+        raise InputError("no config.yaml, config.json or adapter_config.json: not a run or a saved model",
+                         where=str(path))
+    chat_format = _check_format(fmt_name, path).for_tokenizer(tokenizer)
+    missing = [t for t in chat_format.special_tokens if single_id(tokenizer, t) is None]
+    if missing and not add_missing_tokens:
+        raise InputError(f"the tokenizer lacks the {fmt_name} format's special tokens {', '.join(missing)}: was the "
+                         f"model trained with this format?", where=str(path))
+    if missing and ensure_special_tokens(tokenizer, chat_format.special_tokens):
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
     model.eval()
-    return Loaded(model, tokenizer, fmt, obs, name, method)
+    return Loaded(model, tokenizer, fmt_name, obs, name, method)

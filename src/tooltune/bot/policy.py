@@ -2,25 +2,17 @@
 terminal chat and the server depend on; `GeneratorPolicy` is the real one (a `tooltune.inference.Generator`), and
 tests may script one.
 
-`load_policy(path)` opens a saved model directory. It is kept thin on purpose: the run-directory layout belongs to
-training, so only this function needs to change when it does.
+`load_policy(path)` opens a training run or a saved model through `tooltune.runs`, the one loader that eval shares.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 from tooltune.dialogue import Turn
-from tooltune.errors import InputError
 from tooltune.formats import ParsedTurn
-
-RUN_FILE = "tooltune_run.json"
-"""A run directory's description: {"format": ..., "model": <model dir, relative>, "observation": ...}.
-Optional: a plain Hugging Face model directory works too when the format is given."""
-
 
 class Policy(Protocol):
     def next_turn(self, history: Sequence[Turn]) -> tuple[ParsedTurn, str]:
@@ -55,54 +47,22 @@ class LockedPolicy:
             return self.inner.next_turn(history)
 
 
-def read_run(path: str | Path, fmt: str | None = None) -> tuple[Path, str, str]:
-    """(model directory, format name, observation) of a run or model directory; `fmt` overrides the run's."""
-    root = Path(path)
-    if not root.is_dir():
-        raise InputError("not a directory (expected a training run or a saved model)", where=str(root))
-    info: dict[str, Any] = {}
-    run_file = root / RUN_FILE
-    if run_file.is_file():
-        try:
-            info = json.loads(run_file.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise InputError(f"not valid JSON: {e}", where=str(run_file)) from None
-        if not isinstance(info, dict):
-            raise InputError("must be a JSON object", where=str(run_file))
-    model_dir = root / str(info.get("model", "."))
-    name = fmt or info.get("format")
-    if not name:
-        raise InputError(f"no chat format: give --format or write {RUN_FILE} with a 'format'", where=str(root))
-    if not (model_dir / "config.json").is_file() and not (model_dir / "adapter_config.json").is_file():
-        raise InputError("no config.json or adapter_config.json: not a saved model", where=str(model_dir))
-    return model_dir, name, str(info.get("observation", "full"))
-
-
 def load_policy(path: str | Path, fmt: str | None = None, device: str | None = None,
                 max_new_tokens: int = 256, constrained: bool = False) -> GeneratorPolicy:
-    """A `GeneratorPolicy` for the model saved at `path` (a full model, or a PEFT adapter over its base)."""
+    """A `GeneratorPolicy` for a training run or a saved model (see `tooltune.runs.load_for_inference`).
+    `constrained`: call bodies under the tool's schema (`GenerationConfig.constrained`).
+
+    A model whose tokenizer lacks the format's special tokens is refused: its role tokens would be untrained."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tooltune.formats import get_format
     from tooltune.inference import GenerationConfig, Generator
+    from tooltune.runs import load_for_inference
 
-    from tooltune.formats.base import single_id
-
-    model_dir, name, observation = read_run(path, fmt)
-    chat_format = get_format(name)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    missing = [t for t in chat_format.special_tokens if single_id(tokenizer, t) is None]
-    if missing:  # found now, not at the first user turn: a run trained on this format saved them
-        raise InputError(f"the tokenizer lacks the {name} format's special tokens {', '.join(missing)}: was the "
-                         f"model trained with this format?", where=str(model_dir))
-    if (model_dir / "adapter_config.json").is_file():
-        from peft import AutoPeftModelForCausalLM
-        model = AutoPeftModelForCausalLM.from_pretrained(model_dir)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(model_dir)
+    loaded = load_for_inference(path, format=fmt, add_missing_tokens=False)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device).eval()
-    config = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=1, observation=observation,
+    loaded.model.to(device)
+    config = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=1, observation=loaded.observation,
                               constrained=constrained)
-    return GeneratorPolicy(Generator(model, tokenizer, chat_format, config=config), name=Path(path).resolve().name)
+    generator = Generator(loaded.model, loaded.tokenizer, get_format(loaded.format), config=config)
+    return GeneratorPolicy(generator, name=Path(path).resolve().name)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from tooltune.errors import InputError, ToolTuneError
+from tooltune.errors import InputError
 
 IGNORE = -100
 
