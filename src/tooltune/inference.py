@@ -4,6 +4,7 @@ One `Generator` serves evaluation (many histories at once), the terminal chat an
 A history is a sequence of turns ending where the model speaks next (a user or result turn); the format renders it
 into a prompt (`ChatFormat.prompt`), the model continues until the tokenizer's eos, one of the format's end tokens, or
 one of its stop strings, and `ChatFormat.parse` reads the continuation back as a call or a reply (never raises).
+With `GenerationConfig.constrained`, a call's body is generated under its tool's schema (`tooltune.constrained`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ class GenerationConfig:
     model's positions minus `max_new_tokens`."""
     observation: str = "full"
     """How results are rendered in the prompt; must match what the model was trained with."""
+    constrained: bool = False
+    """Once the model opens a call, generate its arguments under the tool's schema (`tooltune.constrained`;
+    needs the `constrained` extra). Replies are never touched."""
 
 
 @dataclass
@@ -64,6 +68,14 @@ class Generator:
         """Prompts whose last segment alone was over the limit, so they were cut mid-segment (counted, not dropped)."""
         if positions:
             self.max_prompt = min(self.max_prompt, positions - config.max_new_tokens)
+        self.constraint = None
+        if config.constrained:  # built now: a missing extra or an unsupported tokenizer fails before any work
+            from tooltune.constrained import Constraint
+            self.constraint = Constraint(self.fmt, tokenizer, self.end_ids)
+        self.unconstrained_calls = 0
+        """Calls whose opener came with text the grammar refused, so they were left unconstrained (counted)."""
+        self.constraint_seconds = 0.0
+        """Time spent constraining (watching for call openers, grammar steps, masks), over all batches."""
 
     def prompt_ids(self, history: Sequence[Turn], tools: Sequence[Tool] | None = None) -> list[int]:
         segments = self.fmt.prompt(history, tools or self.tools, observation=self.config.observation)
@@ -76,7 +88,8 @@ class Generator:
     def predict(self, histories: Sequence[Sequence[Turn]], tools: Sequence[Sequence[Tool]] | None = None,
                 progress: bool = False) -> list[Prediction]:
         """The next model turn for each history (offering `tools[i]`, default the generator's), in the given order."""
-        prompts = [self.prompt_ids(h, tools[i] if tools else None) for i, h in enumerate(histories)]
+        row_tools = [tuple(tools[i]) if tools else self.tools for i in range(len(histories))]
+        prompts = [self.prompt_ids(h, row_tools[i]) for i, h in enumerate(histories)]
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         out: list[Prediction | None] = [None] * len(prompts)
         bar = None
@@ -85,7 +98,7 @@ class Generator:
             bar = tqdm(total=len(prompts), desc="generate", unit="turn")
         for start in range(0, len(order), self.config.batch_size):
             batch = order[start:start + self.config.batch_size]
-            for i, pred in zip(batch, self._generate([prompts[i] for i in batch])):
+            for i, pred in zip(batch, self._generate([prompts[i] for i in batch], [row_tools[i] for i in batch])):
                 out[i] = pred
             if bar is not None:
                 bar.update(len(batch))
@@ -94,7 +107,7 @@ class Generator:
         return out  # type: ignore[return-value]
 
     @torch.inference_mode()
-    def _generate(self, prompts: list[list[int]]) -> list[Prediction]:
+    def _generate(self, prompts: list[list[int]], tools: Sequence[Sequence[Tool]]) -> list[Prediction]:
         width = max(len(p) for p in prompts)
         input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -106,12 +119,18 @@ class Generator:
                                       eos_token_id=self.end_ids, pad_token_id=self.pad_id)
         if self.text_stops:
             kwargs.update(stop_strings=list(self.text_stops), tokenizer=self.tokenizer)
+        processors = self._logits_processors(tools, width)
+        if processors:
+            from transformers import LogitsProcessorList
+            kwargs["logits_processor"] = LogitsProcessorList(processors)
         was_training = self.model.training
         self.model.eval()
         try:
             generated = self.model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), **kwargs)
         finally:
             self.model.train(was_training)
+        self.unconstrained_calls += sum(getattr(p, "broken", 0) for p in processors)
+        self.constraint_seconds += sum(getattr(p, "seconds", 0.0) for p in processors)
         new = generated[:, width:].tolist()
         preds = []
         for ids in new:
@@ -119,3 +138,9 @@ class Generator:
             raw = self.tokenizer.decode(ids[:cut], skip_special_tokens=False)
             preds.append(Prediction(self.fmt.parse(raw), raw, cut))
         return preds
+
+    def _logits_processors(self, tools: Sequence[Sequence[Tool]], width: int) -> list[Any]:
+        """Processors for one batch (rows' tools, prompt width): the call constraint when it is on."""
+        if self.constraint is None:
+            return []
+        return [self.constraint.processor(tools, width, self.end_ids, self.text_stops)]

@@ -48,8 +48,9 @@ class LockedPolicy:
 
 
 def load_policy(path: str | Path, fmt: str | None = None, device: str | None = None,
-                max_new_tokens: int = 256) -> GeneratorPolicy:
+                max_new_tokens: int = 256, constrained: bool = False) -> GeneratorPolicy:
     """A `GeneratorPolicy` for a training run or a saved model (see `tooltune.runs.load_for_inference`).
+    `constrained`: call bodies under the tool's schema (`GenerationConfig.constrained`).
 
     A model whose tokenizer lacks the format's special tokens is refused: its role tokens would be untrained."""
     import torch
@@ -61,6 +62,7 @@ def load_policy(path: str | Path, fmt: str | None = None, device: str | None = N
     loaded = load_for_inference(path, format=fmt, add_missing_tokens=False)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     loaded.model.to(device)
-    config = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=1, observation=loaded.observation)
+    config = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=1, observation=loaded.observation,
+                              constrained=constrained)
     generator = Generator(loaded.model, loaded.tokenizer, get_format(loaded.format), config=config)
     return GeneratorPolicy(generator, name=Path(path).resolve().name)

@@ -14,6 +14,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", help="chat format (default: the run's); needed for a plain model directory")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="tokens generated per turn at most")
+    parser.add_argument("--constrained", action="store_true",
+                        help="generate call arguments under the tool's schema (needs the 'constrained' extra)")
     parser.add_argument("--max-calls", type=int, default=3, help="searches per user turn at most (default 3)")
     parser.add_argument("--limit", type=int, default=3, help="hotels per search (default 3)")
     parser.add_argument("--db", help="database file (default: the user cache's hotels.sqlite, built if missing)")
@@ -26,7 +28,8 @@ def open_session_parts(args: argparse.Namespace):
     from tooltune.db import HotelDB
 
     config = SessionConfig(max_calls=args.max_calls, limit=args.limit)
-    policy = load_policy(args.run, fmt=args.format, device=args.device, max_new_tokens=args.max_new_tokens)
+    policy = load_policy(args.run, fmt=args.format, device=args.device, max_new_tokens=args.max_new_tokens,
+                         constrained=args.constrained)
     return policy, HotelDB.open(args.db, args.data_dir), config
 
 

@@ -21,6 +21,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--dtype", default="float32")
+    p.add_argument("--constrained", action="store_true",
+                   help="generate call arguments under the tool's schema (needs the 'constrained' extra)")
     p.add_argument("--no-task-success", action="store_true", help="skip running calls on the hotel database")
 
 
@@ -44,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_for_inference(args.run, format=args.format, observation=args.observation, dtype=args.dtype)
     generator = Generator(loaded.model, loaded.tokenizer, get_format(loaded.format),
                           config=GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                                                  observation=loaded.observation))
+                                                  observation=loaded.observation,
+                                                  constrained=args.constrained))
     started = time.perf_counter()
     if args.mode == "turn":
         units = eval_units(dialogues, split=split)[:args.limit]
@@ -62,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     meta = {"model": loaded.model_name, "method": loaded.method, "mode": args.mode, "run": str(args.run),
             "data": str(args.data), "format": loaded.format, "observation": loaded.observation,
             "generation_seconds": round(seconds, 1), "units": len(rows),
-            "prompts_cut_inside_a_segment": generator.prompts_cut_inside}
+            "prompts_cut_inside_a_segment": generator.prompts_cut_inside, "constrained": args.constrained}
     search = None if args.no_task_success else hoteldb_search()
     content = write_metrics(out, rows, meta, search=search)
     m = content["metrics"]
