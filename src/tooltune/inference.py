@@ -62,7 +62,8 @@ class Generator:
         self.text_stops = tuple(text_stops)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.end_ids[0]
         # A prompt must leave room for the reply within the model's positions (GPT-2: n_positions).
-        positions = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+        model_config = getattr(model, "config", None)
+        positions = getattr(model_config, "max_position_embeddings", None) or getattr(model_config, "n_positions", None)
         self.max_prompt = config.max_prompt_tokens
         self.prompts_cut_inside = 0
         """Prompts whose last segment alone was over the limit, so they were cut mid-segment (counted, not dropped)."""
