@@ -84,7 +84,8 @@ def decode(generator, prompts: list[list[int]], sample: bool, seed: int = 0) -> 
     chosen = steps.gather(-1, new[:, :steps.shape[1], None]).squeeze(-1)  # (B, S)
     result = []
     for row, ids in enumerate(new.tolist()):
-        cut = next((k for k, t in enumerate(ids) if t in generator.end_ids), len(ids))
+        # A row that stopped on a text stop string is padded after it: the padding is not the model's output.
+        cut = next((k for k, t in enumerate(ids) if t in generator.end_ids or t == generator.pad_id), len(ids))
         raw = generator.tokenizer.decode(ids[:cut], skip_special_tokens=False)
         lp = chosen[row, :min(cut + 1, chosen.shape[1])].tolist()
         result.append(Decoded(generator.fmt.parse(raw).turn, raw, [x for x in lp if math.isfinite(x)]))
