@@ -107,7 +107,7 @@ def test_select_then_merge_annotations(setup, tmp_path, capsys):
 
 
 def test_kfold_trains_each_fold_on_stratified_parts(setup, course_dir, tmp_path, capsys):
-    root, model = setup
+    _, model = setup
     data = tmp_path / "six.jsonl"
     write_dialogues(read_dialogues(course_dir / "dev.chatglm3.jsonl")[10:16], data, "seed")
     out = tmp_path / "kf"

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from tooltune.build.items import Item
-from tooltune.dialogue import Assistant, Call, Dialogue, Result
+from tooltune.dialogue import Assistant, Dialogue, Result
 
 BY = ("slot-keys", "turn-type", "facility")
 STRATEGIES = ("downsample", "upsample", "augment")

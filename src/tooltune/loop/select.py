@@ -72,7 +72,10 @@ def decode(generator, prompts: list[list[int]], sample: bool, seed: int = 0) -> 
     device = next(model.parameters()).device
     kwargs = dict(max_new_tokens=generator.config.max_new_tokens, use_cache=True, eos_token_id=generator.end_ids,
                   pad_token_id=generator.pad_id, output_scores=True, return_dict_in_generate=True)
-    kwargs.update(do_sample=True, temperature=1.0, top_k=0, top_p=1.0) if sample else kwargs.update(do_sample=False)
+    if sample:  # the model's own distribution: no temperature, top-k or top-p reshaping
+        kwargs.update(do_sample=True, temperature=1.0, top_k=0, top_p=1.0)
+    else:
+        kwargs.update(do_sample=False)
     if generator.text_stops:
         kwargs.update(stop_strings=list(generator.text_stops), tokenizer=generator.tokenizer)
     if sample:
