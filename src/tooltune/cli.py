@@ -30,6 +30,9 @@ COMMANDS: list[tuple[str, str]] = [
     ("model prepare", "model_prepare"),
     ("pretrain corpus", "pretrain_corpus"),
     ("pretrain tokenizer", "pretrain_tokenizer"),
+    ("data balance", "data_balance"),
+    ("data select", "data_select"),
+    ("data merge-annotations", "data_merge_annotations"),
 ]
 
 

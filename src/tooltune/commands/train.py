@@ -10,6 +10,11 @@ def configure(parser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="dotted overrides, e.g. method.r=16")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the newest checkpoint in train.out (same config, same process count)")
+    parser.add_argument("--kfold", type=int, default=0, metavar="K",
+                        help="train K folds of data.train (stratified), each holding out one part as dev; report each "
+                             "fold and the mean +- std (data.dev is not used)")
+    parser.add_argument("--limit", type=int, default=0, metavar="N",
+                        help="with --kfold: also score slot P/R/F1 and BLEU-4 on the first N turns of each fold's dev")
 
 
 def run(args) -> int:
@@ -17,8 +22,24 @@ def run(args) -> int:
     from tooltune.train.recipe import fine_tune
 
     cfg = load_config(args.config, args.overrides)
+    if args.kfold:
+        return _kfold(cfg, args)
     summary = fine_tune(cfg, resume=args.resume)
     if summary.get("best_dev_loss") is not None:
         print(f"best dev loss {summary['best_dev_loss']:.4f} (perplexity {summary['best_dev_perplexity']:.2f})")
     print(f"run directory: {cfg.train.out}")
+    return 0
+
+
+def _kfold(cfg, args) -> int:
+    from tooltune.errors import InputError
+    from tooltune.loop.kfold import kfold_table, train_kfold
+
+    if args.kfold < 2:
+        raise InputError("must be at least 2", field="--kfold")
+    if args.resume or args.limit < 0:
+        raise InputError("--kfold runs fresh folds (no --resume) and --limit must be >= 0", field="--kfold")
+    result = train_kfold(cfg, args.kfold, eval_limit=args.limit)
+    print(kfold_table(result), end="")
+    print(f"wrote {cfg.train.out}/kfold.json and kfold.md")
     return 0

@@ -109,12 +109,17 @@ class DataConfig:
     packing: bool = False
     """Pack several training examples into rows of max_length tokens (position ids restart per example, so attention
     stays within each): no padding at all. Not for prompt/ptuning/prefix, whose virtual tokens would be shared."""
+    loss_weights: str = ""
+    """Weight each training dialogue's token losses by its category (slot-keys, turn-type or facility; empty: none):
+    w = n / (C * n_c), so every category weighs the same in total and the weights average 1 (tooltune.loop.balance)."""
 
     def __post_init__(self):
         _check(self.max_length > 1, "data.max_length", "must be > 1")
         _check(self.policy in ("all", "last"), "data.policy", f"must be all or last, not {self.policy!r}")
         _check(self.observation in ("full", "compact"), "data.observation",
                f"must be full or compact, not {self.observation!r}")
+        _check(self.loss_weights in ("", "slot-keys", "turn-type", "facility"), "data.loss_weights",
+               f"must be empty, slot-keys, turn-type or facility, not {self.loss_weights!r}")
 
 
 @dataclass(frozen=True)

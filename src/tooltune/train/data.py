@@ -25,6 +25,8 @@ class Example:
     """IGNORE where the token is not a training target; same length as input_ids."""
     position_ids: list[int] | None = None
     """Only for packed rows: positions restarting at 0 at every packed sample."""
+    weight: float = 1.0
+    """Multiplies this example's token losses (data.loss_weights); 1 for every example otherwise."""
 
     @property
     def trained(self) -> int:
@@ -103,7 +105,7 @@ def read_examples(path: str | Path) -> tuple[list[Example], list[str]]:
     return examples, places
 
 
-def render_dialogues(path: str | Path, data_cfg, tokenizer) -> tuple[list[Example], Dropped]:
+def render_dialogues(path: str | Path, data_cfg, tokenizer, weighted: bool = False) -> tuple[list[Example], Dropped]:
     """Dialogues read by `tooltune.files`, rendered by the chat format `data_cfg.format` and encoded: the one step
     that joins the formats to training. The tokenizer gets the format's special tokens (see `new_token_ids`)."""
     from tooltune.files import read_dialogues
@@ -111,11 +113,17 @@ def render_dialogues(path: str | Path, data_cfg, tokenizer) -> tuple[list[Exampl
 
     fmt = get_format(data_cfg.format).for_tokenizer(tokenizer)
     ensure_special_tokens(tokenizer, fmt.special_tokens)
-    samples, places = [], []
-    for i, dialogue in enumerate(read_dialogues(path)):
+    samples, places, weights = [], [], []
+    dialogues = read_dialogues(path)
+    per_dialogue = [1.0] * len(dialogues)
+    if weighted and data_cfg.loss_weights:
+        from tooltune.loop.balance import loss_weights
+        per_dialogue = loss_weights(dialogues, data_cfg.loss_weights)
+    for i, dialogue in enumerate(dialogues):
         for sample in fmt.render(dialogue, policy=data_cfg.policy, observation=data_cfg.observation):
             samples.append(sample)
             places.append(f"{path}: dialogue {i + 1}")
+            weights.append(per_dialogue[i])  # every sample of a dialogue carries its dialogue's weight
     report = encode_all(samples, tokenizer, max_length=data_cfg.max_length)
     dropped = Dropped(truncated=len(report.truncated))
     for i, why in report.dropped:
@@ -124,7 +132,10 @@ def render_dialogues(path: str | Path, data_cfg, tokenizer) -> tuple[list[Exampl
             dropped.no_target += 1
         else:
             dropped.too_long += 1
-    return [Example(list(e.input_ids), list(e.labels)) for e in report.examples], dropped
+    gone = {i for i, _ in report.dropped}
+    kept = [i for i in range(len(samples)) if i not in gone]  # encode_all keeps the others in order
+    return [Example(list(e.input_ids), list(e.labels), weight=weights[i])
+            for i, e in zip(kept, report.examples)], dropped
 
 
 def pack_rows(examples: list[Example], max_length: int) -> list[Example]:
@@ -136,10 +147,12 @@ def pack_rows(examples: list[Example], max_length: int) -> list[Example]:
     return [Example(r["input_ids"], r["labels"], r["position_ids"]) for r in rows]
 
 
-def load_split(path: str, data_cfg, tokenizer, pack: bool = False) -> tuple[list[Example], Dropped]:
-    """One split ready to batch: rendered dialogues (data.format set) or encoded examples; packed when asked."""
+def load_split(path: str, data_cfg, tokenizer, pack: bool = False, weighted: bool = False
+               ) -> tuple[list[Example], Dropped]:
+    """One split ready to batch: rendered dialogues (data.format set) or encoded examples; packed when asked;
+    `weighted`: examples carry data.loss_weights (the training split only: the dev loss stays unweighted)."""
     if data_cfg.format:
-        examples, dropped = render_dialogues(path, data_cfg, tokenizer)
+        examples, dropped = render_dialogues(path, data_cfg, tokenizer, weighted)
     else:
         examples, places = read_examples(path)
         examples, dropped = keep_trainable(examples, data_cfg.max_length, places)
@@ -182,4 +195,6 @@ def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
                                      else list(range(len(ex.input_ids))) for ex in examples], 0)
     else:
         batch["attention_mask"] = pad([[1] * len(ex.input_ids) for ex in examples], 0)
+    if any(ex.weight != 1.0 for ex in examples):
+        batch["weights"] = torch.tensor([ex.weight for ex in examples], dtype=torch.float32)  # (B,)
     return batch

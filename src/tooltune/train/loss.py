@@ -43,7 +43,8 @@ class TokenLoss(nn.Module):
         self.model = model
         self.plain = plain
 
-    def forward(self, input_ids, labels, attention_mask=None, position_ids=None):
+    def forward(self, input_ids, labels, attention_mask=None, position_ids=None, weights=None):
+        """`weights` (B,): per-example loss weights (data.loss_weights); the count stays the plain token count."""
         targets = labels[:, 1:]  # the token at t is predicted from position t-1
         keep = targets != IGNORE  # (B, T-1)
         if self.plain:
@@ -56,7 +57,11 @@ class TokenLoss(nn.Module):
             hidden = causal_lm.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
                                           **extra).last_hidden_state  # (B, T, H)
             picked = head_logits(causal_lm, hidden[:, :-1][keep])  # (N, V), N = trained tokens
-        return F.cross_entropy(picked, targets[keep], reduction="sum"), keep.sum()
+        if weights is None:
+            return F.cross_entropy(picked, targets[keep], reduction="sum"), keep.sum()
+        per_token = F.cross_entropy(picked, targets[keep], reduction="none")  # (N,)
+        row_weight = weights[:, None].expand_as(keep)[keep].to(per_token.dtype)  # (N,): each token's example weight
+        return (per_token * row_weight).sum(), keep.sum()
 
 
 @torch.no_grad()

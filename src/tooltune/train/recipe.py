@@ -65,9 +65,12 @@ def fine_tune(cfg: RunConfig, *, resume: bool = False) -> dict:
         raise ToolTuneError(f"data.packing cannot be used with method {cfg.method.name}: its virtual tokens would be "
                             f"shared by every example packed in a row; set data.packing=false")
     cfg = _fit_positions(cfg)
+    if cfg.data.loss_weights and (cfg.data.packing or not cfg.data.format):
+        raise ToolTuneError("data.loss_weights needs dialogues (data.format set) and no data.packing: a weight "
+                            "belongs to one dialogue's examples")
     tokenizer = load_tokenizer(cfg)
     vocab_before = len(tokenizer)
-    train, dropped_train = load_split(cfg.data.train, cfg.data, tokenizer, pack=cfg.data.packing)
+    train, dropped_train = load_split(cfg.data.train, cfg.data, tokenizer, pack=cfg.data.packing, weighted=True)
     dev, dropped_dev = load_split(cfg.data.dev, cfg.data, tokenizer) if cfg.data.dev else ([], None)
     for name, dropped in (("train", dropped_train), ("dev", dropped_dev)):
         if dropped and (dropped.too_long or dropped.no_target):
