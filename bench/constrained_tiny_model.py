@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 from tooltune.dialogue import Assistant, Call, Result, User
 from tooltune.files import read_dialogues

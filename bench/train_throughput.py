@@ -60,6 +60,20 @@ def course_like_examples(n: int, vocab: int, median: int, trained_ratio: float, 
     return out
 
 
+def course_examples(path: str, format_name: str, tokenizer, n: int, vocab: int) -> list[Example]:
+    """The first `n` dialogues of `path` rendered by a chat format (every model turn trained), as the loop sees them."""
+    from tooltune.files import read_dialogues
+    from tooltune.formats import encode_all, ensure_special_tokens, get_format
+
+    fmt = get_format(format_name).for_tokenizer(tokenizer)
+    ensure_special_tokens(tokenizer, fmt.special_tokens)
+    if len(tokenizer) > vocab:
+        raise SystemExit(f"the tokenizer has {len(tokenizer)} ids, more than the model's {vocab}")
+    samples = [s for d in read_dialogues(path) for s in fmt.render(d)]
+    report = encode_all(samples[:n], tokenizer, max_length=2048)
+    return [Example(e.input_ids, e.labels) for e in report.examples]
+
+
 def run_tooltune(model_dir: Path, tokenizer, examples, args) -> tuple[float, float, float]:
     from transformers import AutoModelForCausalLM
     from tooltune.train.loop import run_training
@@ -130,6 +144,9 @@ def main() -> int:
     parser.add_argument("--method", default="lora", choices=["lora", "qlora"], help="qlora: tooltune side only")
     parser.add_argument("--sides", default="tooltune,hf", help="which loops to run, comma-separated")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "train.md"))
+    parser.add_argument("--data", help="real dialogues instead of synthetic rows, e.g. the course's train.chatglm3.jsonl")
+    parser.add_argument("--format", default="llama2", help="chat format rendering --data")
+    parser.add_argument("--tokenizer", help="tokenizer for --data (default: --model's; the built model needs one)")
     args = parser.parse_args()
 
     from tooltune.train.tiny import tiny_tokenizer
@@ -143,8 +160,16 @@ def main() -> int:
     else:
         model_dir, vocab = workdir / "model", args.vocab
         gemma_shaped(vocab, args.hidden, args.layers).save_pretrained(model_dir)
-    examples = course_like_examples(args.steps * args.batch, vocab, args.median, args.trained, seed=0,
-                                    fixed=args.fixed_length)
+    if args.data:
+        from transformers import AutoTokenizer
+        source = args.tokenizer or args.model
+        if not source:
+            parser.error("--data needs --tokenizer (or --model, whose tokenizer is used)")
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        examples = course_examples(args.data, args.format, tokenizer, args.steps * args.batch, vocab)
+    else:
+        examples = course_like_examples(args.steps * args.batch, vocab, args.median, args.trained, seed=0,
+                                        fixed=args.fixed_length)
     lengths = sorted(len(e.input_ids) for e in examples)
     trained_share = sum(e.trained for e in examples) / sum(lengths)
 
@@ -175,7 +200,8 @@ def main() -> int:
         f"so compare the two columns of one run, not absolute numbers across runs.  ",
         f"Model: {model_desc}. {args.method} r=8 on q_proj, v_proj{', bf16' if args.bf16 else ''}, batch {args.batch}, {args.steps} optimizer steps, "
         f"{args.repeats} repeats alternating sides (median reported).  ",
-        f"Data: {len(examples)} synthetic examples, median length {lengths[len(lengths) // 2]} tokens, "
+        f"Data: {len(examples)} {'dialogues of ' + Path(args.data).name + ' (' + args.format + ' format)' if args.data else 'synthetic examples'}, "
+        f"median length {lengths[len(lengths) // 2]} tokens, "
         f"{100 * trained_share:.1f}% trained targets.",
         "",
         "| loop | tokens/s (median) | trained tokens/s (median) | runs (tokens/s) |",
