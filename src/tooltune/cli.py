@@ -30,6 +30,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("model prepare", "model_prepare"),
     ("pretrain corpus", "pretrain_corpus"),
     ("pretrain tokenizer", "pretrain_tokenizer"),
+    ("demo", "demo"),
 ]
 
 
