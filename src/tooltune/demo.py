@@ -192,8 +192,10 @@ def stage_run(cfg: DemoConfig, base: Path, partial: Path) -> None:
         raise ToolTuneError(f"fine-tuning stopped at step {summary['interrupted_at']}; run the demo again")
 
 
-def evaluate(run: Path, data_file: Path, partial: Path, budget: Budget, data_dir: str | None = None) -> dict:
-    """Turn-mode evaluation (the course's) of `run` on `data_file`; writes predictions.jsonl and metrics.json."""
+def evaluate(run: Path, data_file: Path, partial: Path, budget: Budget, data_dir: str | None = None,
+             format: str | None = None, observation: str | None = None) -> dict:
+    """Turn-mode evaluation (the course's) of `run` on `data_file`; writes predictions.jsonl and metrics.json.
+    `format`/`observation` are needed only for a plain (untrained) model folder: a run knows its own."""
     from tooltune.evaluate.predictions import Row, write_predictions
     from tooltune.evaluate.report import write_metrics
     from tooltune.evaluate.score import hoteldb_search
@@ -203,7 +205,7 @@ def evaluate(run: Path, data_file: Path, partial: Path, budget: Budget, data_dir
     from tooltune.inference import GenerationConfig, Generator
     from tooltune.runs import load_for_inference
 
-    loaded = load_for_inference(run)
+    loaded = load_for_inference(run, format=format, observation=observation)
     # A model with few positions (the own GPT-2) keeps the newest turns of a long prompt, leaving room to answer.
     positions = getattr(loaded.model.config, "n_positions", None) or loaded.model.config.max_position_embeddings
     gen = GenerationConfig(max_new_tokens=budget.max_new_tokens, batch_size=8, observation=loaded.observation,
