@@ -133,8 +133,8 @@ def _run(args: argparse.Namespace) -> int:
                  if trained else "-"]
     limit = f", first {args.limit} units" if args.limit else ""
     section = "\n".join([BEGIN, f"Command: `PYTHONPATH=src python bench/quality.py {' '.join(sys.argv[1:])}`  ",
-                         f"Hardware: {hardware()}. Split: {args.split}{limit}, turn mode. Same base "
-                         f"({model_dir.name}), {args.steps} optimizer steps of 4 dialogues for every method.", "",
+                         (f"Hardware: {hardware()}. Split: {args.split}{limit}, turn mode. Same base "
+                          f"({model_dir.name}), {args.steps} optimizer steps of 4 dialogues for every method."), "",
                          render_table(lines, markdown=True), END])
     print(section)
     _write_section(args.results, section)

@@ -6,11 +6,18 @@ from pathlib import Path
 import pytest
 
 from tooltune.cli import main
-from tooltune.demo import LECTURE_ROWS, Budget, DemoConfig, finetune_tree, run_demo, table
+from tooltune.demo import (
+    LECTURE_ROWS,
+    Budget,
+    DemoConfig,
+    finetune_tree,
+    run_demo,
+    table,
+)
 from tooltune.train.config import RunConfig, _build, load_config
 
 # A tiny GPT-2 on a small corpus, two steps of each training, three test units; the rules row is tested apart.
-TINY = Budget(build_limit=5, corpus_documents=150, vocab_size=300, n_layer=2, n_embd=32, n_head=2, context=512,
+TINY = Budget(build_limit=5, corpus_documents=150, vocab_size=300, n_layer=2, n_embd=32, n_head=2, context=1280,
               pretrain_steps=2, finetune_steps=2, eval_limit=3, max_new_tokens=8, rules=False, task_success=False)
 
 
@@ -42,7 +49,7 @@ def test_demo_end_to_end_then_resumes(tmp_path, data_root):
 
 
 def test_an_interrupted_stage_is_redone_and_a_foreign_folder_refused(tmp_path, data_root, monkeypatch):
-    import tooltune.demo as demo
+    from tooltune import demo
 
     out = tmp_path / "demo"
     (out / "data.partial").mkdir(parents=True)

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 from tooltune import paths
 from tooltune.errors import ToolTuneError
@@ -161,7 +161,11 @@ def stage_base(cfg: DemoConfig, data: Path, partial: Path) -> None:
 
 def _own_gpt2(budget: Budget, corpus: Path, partial: Path, name: str) -> None:
     from tooltune.pretrain.corpus import read_corpus
-    from tooltune.pretrain.tokenizer import TokenizerConfig, save_tokenizer, train_tokenizer
+    from tooltune.pretrain.tokenizer import (
+        TokenizerConfig,
+        save_tokenizer,
+        train_tokenizer,
+    )
     from tooltune.train.pretrain import load_pretrain_config, pretrain
 
     tokenizer = train_tokenizer(read_corpus([str(corpus)]), TokenizerConfig(vocab_size=budget.vocab_size))
