@@ -234,7 +234,9 @@ def stage_rules(cfg: DemoConfig, partial: Path) -> None:
     from tooltune.evaluate.report import write_metrics
 
     model = RulesModel.trained(cfg.data_dir)
-    units = split_units("test", cfg.data_dir)[:cfg.budget.eval_limit]
+    # Always the whole test set (~20 s): its units come from the llama2 file, whose dialogue order differs from the
+    # chatglm3 file's, so a --limit prefix would not be the same units as the model's.
+    units = split_units("test", cfg.data_dir)
     rows = [Row(u.id, u.gold, pred, "") for u in units for pred in [model.predict(u.history)]]
     partial.mkdir(parents=True)
     write_predictions(partial / "predictions.jsonl", rows)
@@ -269,7 +271,7 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> Path:
     run = _stage(out, "run", "run.json", lambda p: stage_run(cfg, base, p), say)
     eval_dir = _stage(out, "eval", "metrics.json", lambda p: evaluate(run, test_file, p, cfg.budget, cfg.data_dir), say)
     rules = _stage(out, "rules", "metrics.json", lambda p: stage_rules(cfg, p), say) if cfg.budget.rules else None
-    limit = f", first {cfg.budget.eval_limit} units" if cfg.budget.eval_limit else ""
+    limit = f", first {cfg.budget.eval_limit} units; the rules row: all units" if cfg.budget.eval_limit else ""
     say(f"\nCourse test set ({test_file.name}, turn mode{limit}):\n")
     say(table(eval_dir, rules))
     say(f"\nChat with the result: tooltune chat {run}")
