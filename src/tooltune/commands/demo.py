@@ -13,7 +13,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="folder for every stage (data/, base/, run/, eval/, rules/; default ./demo); "
                              "finished stages are skipped on a re-run")
     parser.add_argument("--fast", action="store_true",
-                        help="a ~3-minute smoke version: tiny model, few steps, 40 test units")
+                        help="a smoke version: tiny model, few steps, 40 test units (meant to take ~3 minutes)")
     parser.add_argument("--data-dir", help="data dir (default: $TOOLTUNE_DATA, ../shared/data, the cache)")
     parser.add_argument("--base", default="gpt2",
                         help="gpt2 (pre-trained here, the default), a base-model alias (gemma3-270m, smollm2-135m; "
