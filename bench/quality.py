@@ -1,0 +1,157 @@
+"""Every fine-tuning method of the lecture on the demo's base model, same budget, scored on a course split.
+
+    PYTHONPATH=src python bench/quality.py --demo demo --split test --steps 1200
+    PYTHONPATH=src python bench/quality.py --demo /tmp/d --split dev --steps 4 --limit 5 --methods lora,full  # smoke
+
+`--demo DIR` is a folder `tooltune demo` filled (its base/ stage is used; the demo runs it first when missing). Each
+method trains into OUT/METHOD (skipped when its run.json exists), is evaluated into OUT/METHOD-SPLIT, and one table in
+the lecture's layout, with training seconds, trainable parameters and the hardware, replaces the part of
+`--results` between the markers below (the rest of the file is left alone). QLoRA runs only where CUDA is available.
+The "native" row is the base model untrained. Choose on dev; run test once per configuration you report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+from tooltune import paths
+from tooltune.demo import DEFAULT, finetune_tree, with_budget
+from tooltune.errors import ToolTuneError
+
+METHODS = ("prompt", "ptuning", "prefix", "lora", "adalora", "full", "qlora")
+BEGIN, END = "<!-- bench/quality.py: begin -->", "<!-- bench/quality.py: end -->"
+
+
+def hardware() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"CUDA: {torch.cuda.get_device_name(0)}"
+    import os
+    return f"CPU: {os.cpu_count()} cores ({platform.processor() or platform.machine()}), torch {torch.__version__}"
+
+
+def method_tree(method: str, model_dir: Path, run_dir: Path, data_dir: Path, steps: int) -> dict:
+    """The demo's fine-tuning config with `method` swapped in; adapters target GPT-2's fused attention projection."""
+    from transformers import AutoConfig
+
+    tree = finetune_tree(model_dir, run_dir, data_dir, with_budget(DEFAULT, finetune_steps=steps), method="full")
+    gpt2 = AutoConfig.from_pretrained(model_dir).model_type == "gpt2"
+    if method != "full":
+        tree["method"] = {"name": method, **({"target_modules": ["c_attn"]} if gpt2 else {})}
+        # Adapters and virtual tokens train far fewer weights than full fine-tuning: they take a larger step.
+        tree["train"]["lr"] = 3e-3 if method in ("prompt", "ptuning", "prefix") else 2e-3
+    if method == "adalora":
+        tree["method"].update(tinit=steps // 10, tfinal=steps // 5)
+    return tree
+
+
+def train_one(method: str, model_dir: Path, run_dir: Path, data_dir: Path, steps: int) -> float | None:
+    """Seconds of training, or None when the run was already there."""
+    from tooltune.train.config import RunConfig, _build
+    from tooltune.train.recipe import fine_tune
+
+    if (run_dir / "run.json").is_file():
+        print(f"[{method}] trained already: {run_dir}")
+        return None
+    started = time.perf_counter()
+    fine_tune(_build(RunConfig, method_tree(method, model_dir, run_dir, data_dir, steps), ""))
+    seconds = time.perf_counter() - started
+    (run_dir / "bench_seconds.txt").write_text(f"{seconds:.1f}\n", encoding="utf-8")
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--demo", type=Path, required=True, help="the demo folder whose base/ is used")
+    parser.add_argument("--out", type=Path, default=Path("runs/quality"), help="runs and evaluations go here")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {', '.join(METHODS)}")
+    parser.add_argument("--steps", type=int, default=DEFAULT.finetune_steps, help="optimizer steps for every method")
+    parser.add_argument("--split", choices=("dev", "test"), default="dev")
+    parser.add_argument("--limit", type=int, help="evaluate only the first N units")
+    parser.add_argument("--native", action="store_true", help="also evaluate the untrained base (the native row)")
+    parser.add_argument("--data-dir", help="data dir (default: $TOOLTUNE_DATA or ../shared/data)")
+    parser.add_argument("--results", type=Path, default=Path("bench/results/quality.md"))
+    args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except ToolTuneError as e:
+        print(f"quality: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+
+    from tooltune.demo import evaluate
+    from tooltune.evaluate.report import read_metrics, render_table, table_rows
+
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise ToolTuneError(f"unknown methods {unknown}; known: {', '.join(METHODS)}")
+    if "qlora" in methods and not torch.cuda.is_available():
+        print("[qlora] skipped: bitsandbytes 4-bit needs CUDA")
+        methods.remove("qlora")
+    base = args.demo / "base"
+    if not (base / "DONE").is_file():
+        raise ToolTuneError(f"{base} is not a finished demo base stage: run `tooltune demo --out {args.demo}` first")
+    model_dir = base / (base / "DONE").read_text(encoding="utf-8").strip()
+    data_dir = paths.data_dir(args.data_dir)
+    split_file = data_dir / paths.COURSE_SPLIT / f"{args.split}.chatglm3.jsonl"
+    budget = with_budget(DEFAULT, eval_limit=args.limit, task_success=False)
+    dirs, seconds = [], {}
+    if args.native:
+        native = args.out / f"native-{args.split}"
+        if not (native / "metrics.json").is_file():
+            evaluate(model_dir, split_file, native, budget, args.data_dir, format="llama2", observation="compact")
+            # The own GPT-2's folder is also its pre-training run: label the row as the lecture's native row.
+            content = json.loads((native / "metrics.json").read_text(encoding="utf-8"))
+            content.update(model=model_dir.name, method="native (untrained)")
+            (native / "metrics.json").write_text(json.dumps(content, ensure_ascii=False, indent=2) + "\n",
+                                                 encoding="utf-8")
+        dirs.append(("native", native))
+    for method in methods:
+        run_dir = args.out / method
+        train_one(method, model_dir, run_dir, data_dir, args.steps)
+        seconds[method] = float((run_dir / "bench_seconds.txt").read_text())
+        eval_dir = args.out / f"{method}-{args.split}"
+        if not (eval_dir / "metrics.json").is_file():
+            evaluate(run_dir, split_file, eval_dir, budget, args.data_dir)
+        dirs.append((method, eval_dir))
+    runs = [read_metrics(d) for _, d in dirs]
+    lines = table_rows(runs)
+    lines[0] += ["train s", "trainable params"]
+    for (method, _), line in zip(dirs, lines[1:]):
+        trained = json.loads((args.out / method / "run.json").read_text()) if method in seconds else {}
+        line += [f"{seconds[method]:.0f}" if method in seconds else "-", f"{trained.get('trainable_parameters', 0):,}"
+                 if trained else "-"]
+    limit = f", first {args.limit} units" if args.limit else ""
+    section = "\n".join([BEGIN, f"Command: `PYTHONPATH=src python bench/quality.py {' '.join(sys.argv[1:])}`  ",
+                         (f"Hardware: {hardware()}. Split: {args.split}{limit}, turn mode. Same base "
+                          f"({model_dir.name}), {args.steps} optimizer steps of 4 dialogues for every method."), "",
+                         render_table(lines, markdown=True), END])
+    print(section)
+    _write_section(args.results, section)
+    return 0
+
+
+def _write_section(path: Path, section: str) -> None:
+    """Replace the marked section of `path` (appended when the file has none)."""
+    text = path.read_text(encoding="utf-8") if path.is_file() else "# Quality\n"
+    if BEGIN in text and END in text:
+        text = text[:text.index(BEGIN)] + section + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
