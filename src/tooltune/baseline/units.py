@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tooltune.dialogue import Assistant, Call, Turn, turn_from_seed
 from tooltune.errors import InputError
+from tooltune.files.records import read_jsonl
 from tooltune.paths import COURSE_SPLIT, data_file
 
 SPLIT_FILES = {"train": "train.llama2.reconstructed.jsonl", "dev": "dev.llama2.jsonl", "test": "test.llama2.jsonl"}
@@ -43,14 +44,7 @@ def read_units(path: str | Path, split: str = "") -> list[Unit]:
     path = Path(path)
     units: list[Unit] = []
     dialogue = -1
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"not valid JSON: {e.msg}", where=where) from None
+    for where, row in read_jsonl(path):
         if not isinstance(row, dict):
             raise InputError("a unit must be a JSON object", where=where)
         context = _json_field(row, "context", where)

@@ -19,6 +19,7 @@ from tooltune.build.clean import normalise
 from tooltune.build.items import Item, Removed
 from tooltune.dialogue import User
 from tooltune.errors import InputError
+from tooltune.files.records import read_jsonl
 
 
 def _user_turns(row: Any, where: str) -> list[str]:
@@ -42,18 +43,7 @@ def user_texts(paths: Iterable[Path], min_chars: int = 8) -> dict[str, str]:
     """normalised user sentence -> the file:line it was first seen in, over every line of `paths`."""
     texts: dict[str, str] = {}
     for path in paths:
-        try:
-            lines = Path(path).read_text(encoding="utf-8").splitlines()
-        except OSError as e:
-            raise InputError(f"cannot read: {e.strerror}", where=str(path)) from None
-        for n, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{n}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"not valid JSON: {e.msg}", where=where) from None
+        for where, row in read_jsonl(path):
             for text in _user_turns(row, where):
                 key = normalise(text)
                 if len(key) >= min_chars:

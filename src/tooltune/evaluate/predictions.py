@@ -14,6 +14,7 @@ from typing import Any, Iterable, Union
 
 from tooltune.dialogue import Assistant, Call, turn_from_seed, turn_to_seed
 from tooltune.errors import InputError
+from tooltune.files.records import read_jsonl
 
 Target = Union[Call, Assistant]
 """A turn a model is asked to produce."""
@@ -78,18 +79,11 @@ def read_predictions(path: str | Path) -> list[Row]:
         raise InputError(f"cannot read predictions: {e.strerror}", where=str(path)) from None
     rows: list[Row] = []
     first_line: dict[str, int] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"not valid JSON: {e.msg} (column {e.colno})", where=where) from None
+    for where, obj in read_jsonl(path, text):
         row = row_from_json(obj, where)
         if row.id in first_line:
             raise InputError(f"id {row.id!r} already used on line {first_line[row.id]}", where=where, field="id")
-        first_line[row.id] = number
+        first_line[row.id] = int(where.rsplit(":", 1)[1])
         rows.append(row)
     if not rows:
         raise InputError("no predictions in the file", where=str(path))

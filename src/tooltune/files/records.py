@@ -84,6 +84,16 @@ def _jsonl_records(path: Path, text: str) -> Iterator[Record]:
         yield f"{path}:{lineno}", value
 
 
+def read_jsonl(path: str | os.PathLike, text: str | None = None) -> Iterator[Record]:
+    """(`path:line`, value) for every non-blank line of a JSON Lines file (or of `text` read from it); a line that
+    is not JSON raises `InputError` there. The one strict JSONL reader (it splits on "\\n" only, see above)."""
+    path = Path(path)
+    for where, value in _jsonl_records(path, _read_text(path) if text is None else text):
+        if isinstance(value, InputError):
+            raise value
+        yield where, value
+
+
 def first_record(path: Path) -> Record | None:
     """The first record of `path` (for format detection), or None for an empty file or directory.
 

@@ -29,6 +29,7 @@ from typing import Any, Sequence
 
 from tooltune.dialogue import Dialogue, dialogue_from_seed, dialogue_to_seed, turn_to_seed
 from tooltune.errors import InputError
+from tooltune.files.records import read_jsonl
 
 LABEL_CONFIG = """<View>
   <Header value="Correct the dialogue (seed JSON): search arguments and replies"/>
@@ -126,14 +127,7 @@ def read_annotations(path: str | Path, sent: Sequence[Dialogue]) -> tuple[list[A
             unannotated += a is None
             out += [a] if a else []
         return out, unannotated
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{n}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"not valid JSON: {e.msg}", where=where) from None
+    for where, obj in read_jsonl(path, text):
         if not isinstance(obj, dict):
             raise InputError("must be a JSON object", where=where)
         for key in ("line", "annotator", "batch", "turns"):

@@ -6,7 +6,6 @@ An example is `{"input_ids": [int], "labels": [int]}` with labels = -100 where n
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import torch
 
 from tooltune.errors import InputError
+from tooltune.files.records import read_jsonl
 
 IGNORE = -100
 
@@ -91,17 +91,9 @@ def read_examples(path: str | Path) -> tuple[list[Example], list[str]]:
     if not path.is_file():
         raise InputError("file not found", where=str(path))
     examples, places = [], []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{n}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"not valid JSON: {e.msg}", where=where) from None
-            examples.append(example_from_dict(row, where))
-            places.append(where)
+    for where, row in read_jsonl(path):
+        examples.append(example_from_dict(row, where))
+        places.append(where)
     return examples, places
 
 
