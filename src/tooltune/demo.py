@@ -51,10 +51,11 @@ class Budget:
     context: int = 1280
     """GPT-2 positions = pre-training block size; fine-tuning examples are cut to min(1024, context) tokens (the
     longest compact llama2 course dialogue is ~1000 tokens with an 8000-piece BPE)."""
-    pretrain_steps: int = 500
-    """Pre-training optimizer steps (batch 4 x `context` tokens)."""
-    finetune_steps: int = 1200
-    """Fine-tuning optimizer steps (batch 4 dialogues; 1602 train dialogues = 400 steps per epoch)."""
+    pretrain_steps: int = 150
+    """Pre-training optimizer steps (batch 4 x `context` tokens; ~4.4 s each on 2 idle cores, so ~11 minutes)."""
+    finetune_steps: int = 400
+    """Fine-tuning optimizer steps (batch 4 dialogues; 1602 train dialogues = 400 steps per epoch; ~10 minutes).
+    The defaults fit the 30-minute budget by measured per-step times (bench/results/quality.md), not by quality."""
     finetune_lr: float = 1e-3
     """Peak fine-tuning learning rate (full fine-tuning of a small model)."""
     eval_limit: int | None = None
