@@ -1,4 +1,4 @@
-"""The course's metrics, as pure functions of one prediction and its gold (see `/work/shared/REFERENCE.md`).
+"""The course's metrics, as pure functions of one prediction and its gold (see the course reference: `../shared/REFERENCE.md` beside the repository).
 
 Everything here returns fractions in [0, 1] (a recall can exceed 1, see `slot_counts`); the report multiplies by 100.
 The definitions follow the course's evaluator (agiclass/fine-tuning-lab, `common/evaluator.py`) line for line:
