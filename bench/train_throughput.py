@@ -142,6 +142,8 @@ def main() -> int:
     parser.add_argument("--fixed-length", action="store_true", help="every example exactly --median tokens")
     parser.add_argument("--bf16", action="store_true", help="bf16 weights and autocast on both sides (GPU)")
     parser.add_argument("--method", default="lora", choices=["lora", "qlora"], help="qlora: tooltune side only")
+    parser.add_argument("--warmup", type=int, default=0,
+                        help="untimed warm-up runs before the timed ones (1: one, of the first side; use 1 on a GPU)")
     parser.add_argument("--sides", default="tooltune,hf", help="which loops to run, comma-separated")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "train.md"))
     parser.add_argument("--data", help="real dialogues instead of synthetic rows, e.g. the course's train.chatglm3.jsonl")
@@ -177,6 +179,10 @@ def main() -> int:
     if args.method == "qlora":
         sides = ["tooltune"]
     results = {side: [] for side in sides}
+    for side in sides[:args.warmup]:  # untimed: CUDA context, kernel selection and caches warm up for both sides
+        fn = run_tooltune if side == "tooltune" else run_hf_trainer
+        print(f"warm-up {side}: {fn(model_dir, tokenizer, examples[:2 * args.batch], args)[0]:.0f} tok/s (not counted)",
+              flush=True)
     for r in range(args.repeats):
         for side in (sides if r % 2 == 0 else sides[::-1]):
             fn = run_tooltune if side == "tooltune" else run_hf_trainer
@@ -199,7 +205,8 @@ def main() -> int:
         f"Hardware: {device}, torch {torch.__version__}, {platform.python_version()}; machine shared with other jobs, "
         f"so compare the two columns of one run, not absolute numbers across runs.  ",
         f"Model: {model_desc}. {args.method} r=8 on q_proj, v_proj{', bf16' if args.bf16 else ''}, batch {args.batch}, {args.steps} optimizer steps, "
-        f"{args.repeats} repeats alternating sides (median reported).  ",
+        f"{args.repeats} repeats alternating sides (median reported)"
+        f"{', after an untimed warm-up run' if args.warmup else ''}.  ",
         f"Data: {len(examples)} {'dialogues of ' + Path(args.data).name + ' (' + args.format + ' format)' if args.data else 'synthetic examples'}, "
         f"median length {lengths[len(lengths) // 2]} tokens, "
         f"{100 * trained_share:.1f}% trained targets.",

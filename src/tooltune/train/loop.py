@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DistributedType
 from accelerate.utils import set_seed
 
 from tooltune.errors import ToolTuneError
@@ -174,6 +174,9 @@ def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: li
     # once per process).
     loss_module, optimizer = accelerator.prepare(loss_module, optimizer)
     loss_path = _choose_loss_path(accelerator, loss_module, train[:cfg.train.batch_size], tokenizer)
+    # FSDP shards parameters in place (DTensors, re-registered at its lazy init on the first forward): accelerate
+    # clips them only when handed the prepared module's own current parameter list.
+    sharded = accelerator.distributed_type == DistributedType.FSDP
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     extra_loss = None
     if methods.METHODS[cfg.method.name].allocates_ranks and cfg.method.orth_reg_weight > 0:
@@ -192,6 +195,7 @@ def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: li
         _write_log(run_dir, prog.history)
     summary = {"method": cfg.method.name, "base_model": cfg.model.path, "train_examples": len(train),
                "dev_examples": len(dev), "total_steps": plan_.total_steps, "processes": accelerator.num_processes,
+               "distributed_type": str(accelerator.distributed_type.value), "device": str(accelerator.device),
                "dropped_batches_per_epoch": plan_.dropped_batches,
                "trainable_parameters": sum(p.numel() for p in trainable), "loss_path": loss_path, **(meta or {})}
     bar = _progress_bar(accelerator, plan_.total_steps, prog.step)
@@ -210,7 +214,8 @@ def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: li
             loss, trained, tokens = _train_step(accelerator, loss_module, window, pad_id, extra_loss)
             grad_norm = None
             if cfg.train.max_grad_norm > 0:
-                grad_norm = float(accelerator.clip_grad_norm_(trainable, cfg.train.max_grad_norm))
+                grad_norm = float(accelerator.clip_grad_norm_(
+                    list(loss_module.parameters()) if sharded else trainable, cfg.train.max_grad_norm))
             optimizer.step()
             scheduler.step()
             prog.step, prog.window = prog.step + 1, prog.window + 1
@@ -305,8 +310,11 @@ def _evaluate_and_keep_best(accelerator, loss_module, model, tokenizer, dev, cfg
 def _save_model(accelerator, model, tokenizer, run_dir: Path) -> None:
     """The adapter (or full model) and tokenizer into the run dir: PeftModel.from_pretrained(base, run_dir) loads it."""
     accelerator.wait_for_everyone()
+    # Sharded (FSDP/DeepSpeed ZeRO-3) weights are gathered into a full state dict first, on every process.
+    state_dict = (accelerator.get_state_dict(model)
+                  if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED) else None)
     if accelerator.is_main_process:
-        accelerator.unwrap_model(model).save_pretrained(run_dir)
+        accelerator.unwrap_model(model).save_pretrained(run_dir, state_dict=state_dict)
         tokenizer.save_pretrained(run_dir)
     accelerator.wait_for_everyone()
 

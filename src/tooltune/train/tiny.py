@@ -39,10 +39,10 @@ def tiny_llama(vocab_size: int, hidden: int = 32, layers: int = 2, heads: int = 
     return LlamaForCausalLM(config)
 
 
-def save_tiny_model(directory: Path, vocab_size: int = 200, seed: int = 0) -> Path:
-    """A tiny Llama and its tokenizer saved as a Hugging Face model directory."""
+def save_tiny_model(directory: Path, vocab_size: int = 200, seed: int = 0, **model_kwargs) -> Path:
+    """A tiny Llama (`model_kwargs` go to `tiny_llama`) and its tokenizer saved as a Hugging Face model directory."""
     tokenizer = tiny_tokenizer(vocab_size=vocab_size)
-    model = tiny_llama(len(tokenizer), seed=seed)
+    model = tiny_llama(len(tokenizer), seed=seed, **model_kwargs)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return Path(directory)
