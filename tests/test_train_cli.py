@@ -79,3 +79,36 @@ def test_two_cpu_processes_match_one_process_with_the_same_global_batch(setup):
     assert _losses(out) == pytest.approx(_losses(single), rel=1e-4)
     assert run["best_dev_loss"] == pytest.approx(json.loads((single / "run.json").read_text())["best_dev_loss"],
                                                  rel=1e-4)
+
+
+def test_untrained_special_token_rows_are_reinitialised_and_trained(tmp_path):
+    """The Gemma-3 trap in miniature: `</s>` (a special token the data trains the model to emit) has an untrained,
+    near-zero row in the base; LoRA on linear layers alone could never make it likely. The recipe re-initialises
+    the row and trains it with the adapter, and the saved adapter carries it."""
+    import torch
+    from peft import PeftModel
+
+    model_dir = save_tiny_model(tmp_path / "model")
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
+    eos = 2
+    with torch.no_grad():
+        base.get_input_embeddings().weight[eos] = 1e-4
+    base.save_pretrained(model_dir)
+    rows = []
+    for e in synthetic_examples(16, 200, seed=4):
+        ids, labels = e.input_ids + [eos], e.labels + [eos]
+        rows.append({"input_ids": ids, "labels": labels})
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tree = {"model": {"path": str(model_dir)}, "method": {"name": "lora"}, "data": {"train": str(tmp_path / "train.jsonl")},
+            "train": {"out": str(tmp_path / "run"), "max_steps": 3, "batch_size": 4, "lr": 1e-2}}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(tree))
+    assert main(["train", str(tmp_path / "run.yaml")]) == 0
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["prepared_special_rows"] == ["</s>"]
+    loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), tmp_path / "run")
+    merged = loaded.merge_and_unload().get_input_embeddings().weight
+    median = merged.norm(dim=-1).median()
+    assert merged[eos].norm() > 0.5 * median  # re-initialised to a typical norm, then trained
+    original = AutoModelForCausalLM.from_pretrained(model_dir).get_input_embeddings().weight
+    others = torch.arange(len(original)) != eos
+    assert torch.equal(merged[others], original[others])  # no other row moved

@@ -135,7 +135,8 @@ def wrap(model, cfg, total_steps: int, gradient_checkpointing: bool = False, new
     from peft import get_peft_model
     peft_config = method.peft_config(cfg, total_steps)
     if new_token_ids and hasattr(peft_config, "trainable_token_indices"):
-        peft_config.trainable_token_indices = list(new_token_ids)
+        from tooltune.models import trainable_token_config
+        peft_config.trainable_token_indices = trainable_token_config(new_token_ids, model)["trainable_token_indices"]
     return get_peft_model(model, peft_config)
 
 

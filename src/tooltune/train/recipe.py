@@ -49,6 +49,22 @@ def _fit_positions(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
+def _prepare_special_rows(model, tokenizer, examples, new_ids: list[int]) -> list[int]:
+    """The special-token rows the fine-tune must train: those the format added (`new_ids`) and those the data uses
+    that the base checkpoint never trained (Gemma-3's `<start_of_turn>`/`<end_of_turn>`: an adapter on linear
+    layers alone cannot learn to emit them, and generation runs on to the length limit). Those rows are
+    re-initialised by `prepare_embeddings`; the caller trains them (peft's trainable_token_indices)."""
+    from tooltune.models import prepare_embeddings
+
+    special = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
+    used = set()
+    for example in examples:
+        used.update(i for i in example.input_ids if i in special)
+        used.update(i for i in example.labels if i in special)
+    candidates = sorted(used | set(new_ids))
+    return sorted(set(prepare_embeddings(model, tokenizer, candidates)) | set(new_ids)) if candidates else []
+
+
 def fine_tune(cfg: RunConfig, *, resume: bool = False) -> dict:
     """Run the recipe; returns the run summary (run.json)."""
     from tooltune.train.loop import run_training
@@ -79,10 +95,19 @@ def fine_tune(cfg: RunConfig, *, resume: bool = False) -> dict:
         raise ToolTuneError(f"{cfg.data.train}: no usable training example ({dropped_train})")
     new_ids = list(range(vocab_before, len(tokenizer)))  # special tokens the chat format added
     model = load_model(cfg)
+    # Resizes the embeddings to the tokenizer; new rows start at the trained rows' mean direction, not at random.
+    fixed_ids = _prepare_special_rows(model, tokenizer, train, new_ids)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
-        # New rows start at the mean of the old ones (transformers' mean_resizing), not at random.
         model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    if fixed_ids:
+        names = ", ".join(tokenizer.convert_ids_to_tokens(fixed_ids)[:8])
+        how = ("trained with the adapter" if methods.METHODS[cfg.method.name].peft_config is not None
+               and not methods.METHODS[cfg.method.name].virtual_tokens else "trained" if cfg.method.name == "full"
+               else "not trainable by this method")
+        print(f"tooltune train: {len(fixed_ids)} special-token rows were new or never trained by the base checkpoint "
+              f"({names}); re-initialised and {how}")
     meta = {"format": cfg.data.format or None, "dropped_train": str(dropped_train),
             "dropped_dev": str(dropped_dev) if dropped_dev else None, "new_special_tokens": len(new_ids),
+            "prepared_special_rows": tokenizer.convert_ids_to_tokens(fixed_ids),
             "packed_rows": cfg.data.packing}
-    return run_training(cfg, model, tokenizer, train, dev, resume=resume, meta=meta, new_token_ids=new_ids).summary
+    return run_training(cfg, model, tokenizer, train, dev, resume=resume, meta=meta, new_token_ids=fixed_ids).summary
