@@ -9,7 +9,7 @@ import pytest
 
 from tooltune.cli import main
 from tooltune.errors import InputError
-from tooltune.train.config import dump_config, load_config
+from tooltune.train.config import config_from_dict, dump_config, load_config
 from tooltune.train.methods import METHODS
 from tooltune.train.pretrain import load_pretrain_config
 
@@ -63,3 +63,18 @@ def test_cli_reports_config_errors_in_one_line(tmp_path, capsys):
     assert "train.lr: must be a number" in err and "Traceback" not in err
     assert main(["train", str(CONFIGS / "lora.yaml"), "model.path=/nonexistent/model"]) == 2
     assert "model.path" in capsys.readouterr().err
+
+
+def test_bf16_on_a_cpu_without_native_bf16_is_warned_about(monkeypatch):
+    import torch
+
+    from tooltune.train.recipe import cpu_bf16_warning
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    bf16 = config_from_dict({"model": {"path": "m", "dtype": "bfloat16"}})
+    fp32 = config_from_dict({"model": {"path": "m", "dtype": "float32"}})
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert "model.dtype=float32" in cpu_bf16_warning(bf16)
+    assert cpu_bf16_warning(fp32) is None
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512_BF16")
+    assert cpu_bf16_warning(bf16) is None

@@ -65,6 +65,20 @@ def _prepare_special_rows(model, tokenizer, examples, new_ids: list[int]) -> lis
     return sorted(set(prepare_embeddings(model, tokenizer, candidates)) | set(new_ids)) if candidates else []
 
 
+def cpu_bf16_warning(cfg: RunConfig) -> str | None:
+    """A warning when bf16 would run on a CPU without native bf16 (no AVX512-BF16/AMX): there PyTorch emulates it,
+    and a Gemma-3-270M LoRA step was measured ~100x slower in backward than in float32 (bench/results/quality.md)."""
+    import torch
+
+    if torch.cuda.is_available() or (cfg.model.dtype != "bfloat16" and cfg.train.mixed_precision != "bf16"):
+        return None
+    capability = torch.backends.cpu.get_cpu_capability()
+    if "BF16" in capability or "AMX" in capability:
+        return None
+    return (f"tooltune train: this CPU ({capability}) has no native bf16, where bf16 training is many times slower "
+            f"than float32; set model.dtype=float32 train.mixed_precision=no")
+
+
 def fine_tune(cfg: RunConfig, *, resume: bool = False) -> dict:
     """Run the recipe; returns the run summary (run.json)."""
     from tooltune.train.loop import run_training
@@ -81,6 +95,8 @@ def fine_tune(cfg: RunConfig, *, resume: bool = False) -> dict:
         raise ToolTuneError(f"data.packing cannot be used with method {cfg.method.name}: its virtual tokens would be "
                             f"shared by every example packed in a row; set data.packing=false")
     cfg = _fit_positions(cfg)
+    if warning := cpu_bf16_warning(cfg):
+        print(warning)
     if cfg.data.loss_weights and (cfg.data.packing or not cfg.data.format):
         raise ToolTuneError("data.loss_weights needs dialogues (data.format set) and no data.packing: a weight "
                             "belongs to one dialogue's examples")
