@@ -90,10 +90,13 @@ def finetune_tree(base_model: Path, run_dir: Path, data_dir: Path, budget: Budge
     """The fine-tuning config as a `tooltune.train.config` tree (configs/demo.yaml holds the same settings).
 
     `own`: the base is tooltune's small GPT-2 (float32: bf16 buys nothing at that size on a CPU); a PyPI model
-    is loaded in bfloat16, as it was prepared."""
+    is loaded in bfloat16 where bf16 is native (a GPU, a CPU with AVX512-BF16/AMX), else in float32."""
+    from tooltune.train.recipe import native_bf16
+
     course = data_dir / paths.COURSE_SPLIT
     return {
-        "model": {"path": str(base_model), "dtype": "float32" if own else "bfloat16", "gradient_checkpointing": False},
+        "model": {"path": str(base_model), "dtype": "bfloat16" if not own and native_bf16() else "float32",
+                  "gradient_checkpointing": False},
         "method": {"name": method},
         "data": {"train": str(course / "train.chatglm3.jsonl"), "dev": "", "format": "llama2",
                  "observation": "compact", "max_length": min(1024, budget.context), "group_by_length": True},

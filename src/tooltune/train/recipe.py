@@ -65,16 +65,24 @@ def _prepare_special_rows(model, tokenizer, examples, new_ids: list[int]) -> lis
     return sorted(set(prepare_embeddings(model, tokenizer, candidates)) | set(new_ids)) if candidates else []
 
 
+def native_bf16() -> bool:
+    """Whether bf16 runs natively here: a CUDA GPU, or a CPU with AVX512-BF16 or AMX."""
+    import torch
+
+    if torch.cuda.is_available():
+        return True
+    capability = torch.backends.cpu.get_cpu_capability()
+    return "BF16" in capability or "AMX" in capability
+
+
 def cpu_bf16_warning(cfg: RunConfig) -> str | None:
     """A warning when bf16 would run on a CPU without native bf16 (no AVX512-BF16/AMX): there PyTorch emulates it,
     and a Gemma-3-270M LoRA step was measured ~100x slower in backward than in float32 (bench/results/quality.md)."""
     import torch
 
-    if torch.cuda.is_available() or (cfg.model.dtype != "bfloat16" and cfg.train.mixed_precision != "bf16"):
+    if native_bf16() or (cfg.model.dtype != "bfloat16" and cfg.train.mixed_precision != "bf16"):
         return None
     capability = torch.backends.cpu.get_cpu_capability()
-    if "BF16" in capability or "AMX" in capability:
-        return None
     return (f"tooltune train: this CPU ({capability}) has no native bf16, where bf16 training is many times slower "
             f"than float32; set model.dtype=float32 train.mixed_precision=no")
 
