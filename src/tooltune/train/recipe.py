@@ -10,7 +10,6 @@ from tooltune.train.config import RunConfig
 from tooltune.train.data import load_split
 
 
-
 def torch_dtype(name: str):
     import torch
     return "auto" if name == "auto" else getattr(torch, name)
@@ -58,7 +57,7 @@ def _prepare_special_rows(model, tokenizer, examples, new_ids: list[int]) -> lis
 
     special = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
     used = set()
-    for example in examples:
+    for example in examples:  # encoded JSONL examples may hold labels that are not their input ids
         used.update(i for i in example.input_ids if i in special)
         used.update(i for i in example.labels if i in special)
     candidates = sorted(used | set(new_ids))
@@ -125,9 +124,9 @@ def fine_tune(cfg: RunConfig, *, resume: bool = False) -> dict:
         model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
     if fixed_ids:
         names = ", ".join(tokenizer.convert_ids_to_tokens(fixed_ids)[:8])
-        how = ("trained with the adapter" if methods.METHODS[cfg.method.name].peft_config is not None
-               and not methods.METHODS[cfg.method.name].virtual_tokens else "trained" if cfg.method.name == "full"
-               else "not trainable by this method")
+        method = methods.METHODS[cfg.method.name]
+        how = ("trained" if method.peft_config is None  # full fine-tuning
+               else "not trainable by this method" if method.virtual_tokens else "trained with the adapter")
         print(f"tooltune train: {len(fixed_ids)} special-token rows were new or never trained by the base checkpoint "
               f"({names}); re-initialised and {how}")
     meta = {"format": cfg.data.format or None, "dropped_train": str(dropped_train),
