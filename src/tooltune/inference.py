@@ -10,7 +10,7 @@ With `GenerationConfig.constrained`, a call's body is generated under its tool's
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 
@@ -33,6 +33,10 @@ class GenerationConfig:
     constrained: bool = False
     """Once the model opens a call, generate its arguments under the tool's schema (`tooltune.constrained`;
     needs the `constrained` extra). Replies are never touched."""
+    output_vocab: frozenset[int] | None = None
+    """Token ids the model may generate, besides every id of the prompts being answered and the end tokens (see
+    `domain_vocab`). The output layer then computes only those rows: with Gemma's 262k-entry vocabulary the head is
+    most of a decoding step on a CPU. None: the whole vocabulary."""
 
 
 @dataclass
@@ -97,12 +101,16 @@ class Generator:
         if progress:
             from tqdm.auto import tqdm
             bar = tqdm(total=len(prompts), desc="generate", unit="turn")
-        for start in range(0, len(order), self.config.batch_size):
-            batch = order[start:start + self.config.batch_size]
-            for i, pred in zip(batch, self._generate([prompts[i] for i in batch], [row_tools[i] for i in batch])):
-                out[i] = pred
-            if bar is not None:
-                bar.update(len(batch))
+        allowed = None
+        if self.config.output_vocab is not None:
+            allowed = set(self.config.output_vocab).union(self.end_ids, [self.pad_id], *prompts)
+        with restricted_head(self.model, allowed):
+            for start in range(0, len(order), self.config.batch_size):
+                batch = order[start:start + self.config.batch_size]
+                for i, pred in zip(batch, self._generate([prompts[i] for i in batch], [row_tools[i] for i in batch])):
+                    out[i] = pred
+                if bar is not None:
+                    bar.update(len(batch))
         if bar is not None:
             bar.close()
         return out  # type: ignore[return-value]
@@ -145,3 +153,76 @@ class Generator:
         if self.constraint is None:
             return []
         return [self.constraint.processor(tools, width, self.end_ids, self.text_stops)]
+
+
+def domain_vocab(dialogues: Sequence[Any], tokenizer: Any, fmt: ChatFormat, observation: str = "full") -> frozenset[int]:
+    """Every token id of `dialogues` rendered in `fmt` (prompts, calls, replies, results): what a model fine-tuned on
+    them has seen. With the ids of the prompt being answered (added per `Generator.predict`), the usual
+    `GenerationConfig.output_vocab` for a fine-tuned run: its training data."""
+    fmt = fmt.for_tokenizer(tokenizer)
+    ids: set[int] = set()
+    for dialogue in dialogues:
+        for sample in fmt.render(dialogue, observation=observation):
+            ids.update(encode(sample, tokenizer).input_ids)
+    return frozenset(ids)
+
+
+class SubsetHead(torch.nn.Module):
+    """An output layer that computes the logits of `ids` only; every other token gets the lowest float, so greedy
+    (and schema-constrained) decoding chooses among `ids` exactly as the whole head would have, unless the whole
+    head's best token lies outside them. Built from the head's effective weights (head(I) - head(0)), so a head
+    wrapped by an adapter (LoRA on lm_head, trained token rows) is restricted as it computes."""
+
+    def __init__(self, head: torch.nn.Module, ids: Iterable[int]):
+        super().__init__()
+        weight = getattr(head, "weight", None)
+        param = weight if isinstance(weight, torch.Tensor) else next(head.parameters())
+        hidden = param.shape[1]
+        with torch.no_grad():
+            bias = head(torch.zeros(1, hidden, dtype=param.dtype, device=param.device))[0]
+            index = torch.tensor(sorted(i for i in ids if 0 <= i < bias.shape[-1]), dtype=torch.long,
+                                 device=param.device)
+            rows = []
+            for start in range(0, hidden, 256):  # head(I) in slices: never a hidden x vocab copy of the weights
+                eye = torch.eye(hidden, dtype=param.dtype, device=param.device)[start:start + 256]
+                rows.append((head(eye) - bias).index_select(-1, index))
+        self.register_buffer("index", index, persistent=False)
+        self.register_buffer("weight_rows", torch.cat(rows).T.contiguous(), persistent=False)
+        self.register_buffer("bias_rows", bias.index_select(-1, index).contiguous(), persistent=False)
+        self.vocab_size = bias.shape[-1]
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        sub = torch.nn.functional.linear(hidden, self.weight_rows, self.bias_rows)
+        out = sub.new_full((*sub.shape[:-1], self.vocab_size), torch.finfo(sub.dtype).min)
+        return out.index_copy_(-1, self.index, sub)
+
+
+class restricted_head:
+    """`with restricted_head(model, ids):` the model's output layer is a `SubsetHead` over `ids` inside the block
+    and the original one again after it (nothing changes when `ids` is None)."""
+
+    def __init__(self, model: Any, ids: set[int] | None):
+        self.model, self.ids = model, ids
+        self.owner = self.original = None
+
+    def __enter__(self):
+        if self.ids is None:
+            return self
+        owner = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        head = owner.get_output_embeddings()
+        if head is None:
+            return self
+        was_training = head.training
+        head.eval()  # the effective weights without dropout
+        try:
+            subset = SubsetHead(head, self.ids)
+        finally:
+            head.train(was_training)
+        self.owner, self.original = owner, head
+        owner.set_output_embeddings(subset)
+        return self
+
+    def __exit__(self, *exc):
+        if self.owner is not None:
+            self.owner.set_output_embeddings(self.original)
+        return False

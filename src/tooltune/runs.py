@@ -63,6 +63,21 @@ def _base_dir(base: str, run: Path) -> Path:
     raise ToolTuneError(f"{run}: its base model {base!r} is not a model folder here; the adapter needs it")
 
 
+def training_data(run: str | Path) -> Path:
+    """The dialogue file a fine-tuning run was trained on (its config.yaml's `data.train`): as written (absolute, or
+    relative to where training ran), else beside the run."""
+    run = Path(run)
+    config = run / "config.yaml"
+    cfg = yaml.safe_load(config.read_text(encoding="utf-8")) if config.is_file() else None
+    train = cfg.get("data", {}).get("train") if isinstance(cfg, dict) and isinstance(cfg.get("data"), dict) else None
+    if not train:
+        raise InputError("not a fine-tuning run with training data (no config.yaml with data.train)", where=str(run))
+    for candidate in (Path(train), run.parent / train, run / train):
+        if candidate.is_file():
+            return candidate
+    raise InputError(f"the training data {train!r} is not a file here", where=str(config), field="data.train")
+
+
 def _check_format(name: str | None, path: Path):
     from tooltune.formats import FORMATS, get_format
 

@@ -23,6 +23,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="float32")
     p.add_argument("--constrained", action="store_true",
                    help="generate call arguments under the tool's schema (needs the 'constrained' extra)")
+    p.add_argument("--domain-vocab", action="store_true",
+                   help="generate only tokens of the run's training data or of the prompt (its output layer then "
+                        "computes those rows only: faster decoding with a large vocabulary; recorded in metrics.json)")
     p.add_argument("--no-task-success", action="store_true", help="skip running calls on the hotel database")
 
 
@@ -36,18 +39,24 @@ def run(args: argparse.Namespace) -> int:
     from tooltune.evaluate.units import Prediction, eval_units, predict_dialogues
     from tooltune.files import read_dialogues
     from tooltune.formats import get_format
-    from tooltune.inference import GenerationConfig, Generator
-    from tooltune.runs import load_for_inference
+    from tooltune.inference import GenerationConfig, Generator, domain_vocab
+    from tooltune.runs import load_for_inference, training_data
 
     if args.limit is not None and args.limit <= 0:
         raise ToolTuneError("--limit must be a positive number")
+    train_file = training_data(args.run) if args.domain_vocab else None  # before any (slow) loading
     dialogues = read_dialogues(args.data)
     split = args.split or Path(args.data).name.split(".")[0]
     loaded = load_for_inference(args.run, format=args.format, observation=args.observation, dtype=args.dtype)
-    generator = Generator(loaded.model, loaded.tokenizer, get_format(loaded.format),
+    fmt = get_format(loaded.format)
+    vocab = None
+    if train_file is not None:
+        vocab = domain_vocab(read_dialogues(train_file), loaded.tokenizer, fmt, loaded.observation)
+        print(f"output vocabulary: {len(vocab):,} token ids of {train_file}, plus each prompt's own")
+    generator = Generator(loaded.model, loaded.tokenizer, fmt,
                           config=GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                                                   observation=loaded.observation,
-                                                  constrained=args.constrained))
+                                                  constrained=args.constrained, output_vocab=vocab))
     started = time.perf_counter()
     if args.mode == "turn":
         units = eval_units(dialogues, split=split)[:args.limit]
@@ -65,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     meta = {"model": loaded.model_name, "method": loaded.method, "mode": args.mode, "run": str(args.run),
             "data": str(args.data), "format": loaded.format, "observation": loaded.observation,
             "generation_seconds": round(seconds, 1), "units": len(rows),
-            "prompts_cut_inside_a_segment": generator.prompts_cut_inside, "constrained": args.constrained}
+            "prompts_cut_inside_a_segment": generator.prompts_cut_inside, "constrained": args.constrained,
+            "output_vocab": f"{len(vocab)} ids of {train_file} + the prompt's" if vocab is not None else "all"}
     search = None if args.no_task_success else hoteldb_search()
     content = write_metrics(out, rows, meta, search=search)
     m = content["metrics"]

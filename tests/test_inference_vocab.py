@@ -1,0 +1,131 @@
+"""The restricted output layer (`GenerationConfig.output_vocab`, `tooltune eval --domain-vocab`): within the allowed
+ids it computes what the whole head computes, it never lets another id win, and it leaves the model as it was."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from bot_support import tiny_llama, tokenizer_for
+from formats_support import tiny_dialogue
+from tooltune.cli import main
+from tooltune.formats import encode
+from tooltune.inference import GenerationConfig, Generator, SubsetHead, domain_vocab, restricted_head
+
+
+def _prompt(gen):
+    return torch.tensor([gen.prompt_ids(tiny_dialogue().turns[:1])])
+
+
+def test_a_vocabulary_of_every_id_changes_nothing_and_the_head_comes_back():
+    fmt, tok = tokenizer_for("llama2")
+    model = tiny_llama(len(tok))
+    history = [tiny_dialogue().turns[:1], tiny_dialogue().turns[:3]]
+    whole = Generator(model, tok, fmt, config=GenerationConfig(max_new_tokens=24)).predict(history)
+    head = model.get_output_embeddings()
+    every = Generator(model, tok, fmt, config=GenerationConfig(max_new_tokens=24,
+                                                                output_vocab=frozenset(range(len(tok)))))
+    same = every.predict(history)
+    assert [(p.raw, p.new_tokens) for p in same] == [(p.raw, p.new_tokens) for p in whole]
+    assert all(p.new_tokens > 0 for p in whole)
+    assert model.get_output_embeddings() is head
+
+
+def test_logits_of_allowed_ids_are_the_whole_heads_and_no_other_id_can_win():
+    fmt, tok = tokenizer_for("llama2")
+    model = tiny_llama(len(tok))
+    gen = Generator(model, tok, fmt)
+    x = _prompt(gen)
+    with torch.no_grad():
+        full = model(x).logits[0, -1]
+        allowed = set(full.topk(40, largest=False).indices.tolist())  # the 40 least likely: never the argmax
+        with restricted_head(model, allowed):
+            assert isinstance(model.get_output_embeddings(), SubsetHead)
+            restricted = model(x).logits[0, -1]
+    ids = torch.tensor(sorted(allowed))
+    torch.testing.assert_close(restricted[ids], full[ids], rtol=1e-5, atol=1e-5)
+    assert restricted.argmax().item() in allowed and full.argmax().item() not in allowed
+    others = torch.ones_like(full, dtype=torch.bool)
+    others[ids] = False
+    assert (restricted[others] == torch.finfo(restricted.dtype).min).all()
+
+
+def test_generation_writes_only_allowed_or_prompt_ids():
+    fmt, tok = tokenizer_for("llama2")
+    model = tiny_llama(len(tok))
+    end = tok.eos_token_id
+    allowed = frozenset(range(40, 80))
+    gen = Generator(model, tok, fmt, config=GenerationConfig(max_new_tokens=16, output_vocab=allowed))
+    prompt = gen.prompt_ids(tiny_dialogue().turns[:1])
+    seen = []
+    original = model.generate
+
+    def recording(*args, **kwargs):
+        out = original(*args, **kwargs)
+        seen.extend(out[0, kwargs["input_ids"].shape[1]:].tolist())
+        return out
+
+    model.generate = recording
+    gen.predict([tiny_dialogue().turns[:1]])
+    assert seen and set(seen) <= allowed | set(prompt) | {end, gen.pad_id}
+    assert not set(seen) <= set(prompt)  # the allowed ids are really used, not only the prompt's
+
+
+def test_a_wrapped_head_is_restricted_as_it_computes():
+    """LoRA on lm_head: the restricted head uses the adapter's effective weights, not the bare base weights."""
+    from peft import LoraConfig, get_peft_model
+
+    fmt, tok = tokenizer_for("llama2")
+    model = get_peft_model(tiny_llama(len(tok)), LoraConfig(r=4, target_modules=["lm_head"], init_lora_weights=False))
+    model.eval()
+    gen = Generator(model, tok, fmt)
+    x = _prompt(gen)
+    allowed = set(range(0, len(tok), 3))
+    ids = torch.tensor(sorted(allowed))
+    with torch.no_grad():
+        full = model(input_ids=x).logits[0, -1]
+        with model.disable_adapter():
+            bare = model(input_ids=x).logits[0, -1]
+        with restricted_head(model, allowed):
+            restricted = model(input_ids=x).logits[0, -1]
+    assert not torch.allclose(full[ids], bare[ids], atol=1e-4)  # the adapter matters
+    torch.testing.assert_close(restricted[ids], full[ids], rtol=1e-5, atol=1e-5)
+
+
+def test_domain_vocab_holds_every_id_of_the_rendered_dialogues():
+    fmt, tok = tokenizer_for("llama2")
+    dialogue = tiny_dialogue()
+    vocab = domain_vocab([dialogue], tok, fmt, "compact")
+    expected = set()
+    for sample in fmt.render(dialogue, observation="compact"):
+        expected.update(encode(sample, tok).input_ids)
+    assert vocab == expected and len(vocab) < len(tok)
+
+
+def test_eval_with_domain_vocab(tmp_path, course_dir):
+    from tooltune.files import read_dialogues, write_dialogues
+    from tooltune.train.tiny import save_tiny_model
+
+    data = tmp_path / "few.jsonl"
+    write_dialogues(read_dialogues(course_dir / "test.chatglm3.jsonl")[:2], data, "seed")
+    model_dir = save_tiny_model(tmp_path / "tiny", vocab_size=300)
+    run = tmp_path / "run"
+    assert main(["train", str(Path(__file__).parents[1] / "configs" / "lora.yaml"), f"model.path={model_dir}",
+                 "model.dtype=float32", "train.mixed_precision=no", "data.format=llama2", f"data.train={data}",
+                 "data.dev=", "data.max_length=1024", "train.max_steps=1", "train.batch_size=2", "train.grad_accum=1",
+                 "train.eval_every=0", "train.save_every=0", "train.warmup_steps=0", f"train.out={run}"]) == 0
+    for flag, name in (([], "whole"), (["--domain-vocab"], "domain")):
+        assert main(["eval", str(run), "--data", str(data), "--out", str(tmp_path / name), "--limit", "4",
+                     "--max-new-tokens", "8", "--no-task-success", *flag]) == 0
+    whole, domain = (json.loads((tmp_path / n / "metrics.json").read_text(encoding="utf-8")) for n in ("whole", "domain"))
+    assert whole["output_vocab"] == "all" and str(data) in domain["output_vocab"]
+
+
+def test_domain_vocab_needs_the_runs_training_data(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("data:\n  train: nowhere/train.jsonl\n", encoding="utf-8")
+    assert main(["eval", str(run), "--data", "x.jsonl", "--out", str(tmp_path / "o"), "--domain-vocab"]) == 2
+    err = capsys.readouterr().err
+    assert "data.train" in err and "nowhere/train.jsonl" in err
