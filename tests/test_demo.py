@@ -8,6 +8,8 @@ import pytest
 from tooltune.cli import main
 from tooltune.demo import (
     LECTURE_ROWS,
+    OWN_GPT2,
+    PYPI,
     Budget,
     DemoConfig,
     finetune_tree,
@@ -24,7 +26,7 @@ TINY = Budget(build_limit=5, corpus_documents=150, vocab_size=300, n_layer=2, n_
 def test_demo_end_to_end_then_resumes(tmp_path, data_root):
     out = tmp_path / "demo"
     said = []
-    run = run_demo(DemoConfig(out=out, data_dir=str(data_root), budget=TINY), say=said.append)
+    run = run_demo(DemoConfig(out=out, data_dir=str(data_root), base=OWN_GPT2, budget=TINY), say=said.append)
 
     assert run == out / "run" and (run / "run.json").is_file()
     assert {p.name for p in out.iterdir()} == {"data", "base", "run", "eval"}
@@ -43,9 +45,27 @@ def test_demo_end_to_end_then_resumes(tmp_path, data_root):
 
     # A re-run finds every stage done and prints the same table without training again.
     again = []
-    run_demo(DemoConfig(out=out, data_dir=str(data_root), budget=TINY), say=again.append)
+    run_demo(DemoConfig(out=out, data_dir=str(data_root), base=OWN_GPT2, budget=TINY), say=again.append)
     assert sum("skipped" in line for line in again) == 4
     assert table(out / "eval", None) in "\n".join(again)
+
+
+def test_demo_on_a_local_model_folder_trains_lora_and_evaluates_with_the_domain_vocabulary(tmp_path, data_root):
+    """The PyPI-base path (what `--base gemma3-270m` does after preparing the model), on a tiny local model."""
+    from dataclasses import replace
+
+    from tooltune.train.tiny import save_tiny_model
+
+    base = save_tiny_model(tmp_path / "tiny", vocab_size=300)
+    out = tmp_path / "demo"
+    run = run_demo(DemoConfig(out=out, data_dir=str(data_root), base=str(base),
+                              budget=replace(TINY, domain_vocab=True)), say=lambda s: None)
+    assert (out / "base" / "tiny").resolve() == base.resolve()
+    config = (run / "config.yaml").read_text(encoding="utf-8")
+    assert "name: lora" in config and "all-linear" in config
+    metrics = json.loads((out / "eval" / "metrics.json").read_text(encoding="utf-8"))
+    assert (metrics["model"], metrics["method"], metrics["units"]) == ("tiny", "lora", TINY.eval_limit)
+    assert metrics["output_vocab"].endswith("ids of the training data + the prompt's")
 
 
 def test_an_interrupted_stage_is_redone_and_a_foreign_folder_refused(tmp_path, data_root, monkeypatch):
@@ -64,7 +84,7 @@ def test_an_interrupted_stage_is_redone_and_a_foreign_folder_refused(tmp_path, d
     monkeypatch.setattr(demo, "stage_data", fake_data)
     monkeypatch.setattr(demo, "stage_base", lambda cfg, data, partial: (_ for _ in ()).throw(RuntimeError("stop")))
     with pytest.raises(RuntimeError, match="stop"):
-        run_demo(DemoConfig(out=out, data_dir=str(data_root), budget=TINY), say=lambda s: None)
+        run_demo(DemoConfig(out=out, data_dir=str(data_root), base=OWN_GPT2, budget=TINY), say=lambda s: None)
     assert calls == [out / "data.partial"] and (out / "data" / "corpus.txt").is_file()
     assert not (out / "data" / "half.jsonl").exists()
 
@@ -90,12 +110,14 @@ def test_configs_demo_yaml_matches_the_demo(tmp_path):
     """configs/demo.yaml is the demo's fine-tuning, for running it by hand: the two must not drift apart."""
     path = Path(__file__).parents[1] / "configs" / "demo.yaml"
     by_hand = load_config(path, [f"model.path={tmp_path}", f"train.out={tmp_path / 'run'}"])
-    budget = Budget()
-    ours = _build(RunConfig, finetune_tree(tmp_path, tmp_path / "run", Path("../shared/data"), budget), "")
+    tree = finetune_tree(tmp_path, tmp_path / "run", Path("../shared/data"), PYPI, method="lora", own=False)
+    tree["model"]["dtype"] = "float32"  # the demo picks bfloat16 where it is native; the file is for any CPU
+    ours = _build(RunConfig, tree, "")
     assert by_hand.method == ours.method and by_hand.model == ours.model
     assert (by_hand.data.format, by_hand.data.observation, by_hand.data.max_length) == \
            (ours.data.format, ours.data.observation, ours.data.max_length)
-    for key in ("lr", "batch_size", "grad_accum", "max_steps", "schedule", "mixed_precision", "weight_decay"):
+    for key in ("lr", "batch_size", "grad_accum", "max_steps", "warmup_steps", "schedule", "mixed_precision",
+                "weight_decay"):
         assert getattr(by_hand.train, key) == getattr(ours.train, key), key
 
 

