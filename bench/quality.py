@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from tooltune import paths
-from tooltune.demo import DEFAULT, finetune_tree, with_budget
+from tooltune.demo import DEFAULT, PYPI, finetune_tree, with_budget
 from tooltune.errors import ToolTuneError
 
 METHODS = ("prompt", "ptuning", "prefix", "lora", "adalora", "full", "qlora")
@@ -36,16 +36,29 @@ def hardware() -> str:
     return f"CPU: {os.cpu_count()} cores ({platform.processor() or platform.machine()}), torch {torch.__version__}"
 
 
+# Peak learning rates, fixed before any run (no tuning on dev or test). The own GPT-2 is small and fully trained by
+# the demo at 1e-3; a pretrained PyPI base takes LoRA at 3e-4 (run G), full fine-tuning at 3e-5.
+LR_OWN = {"prompt": 3e-3, "ptuning": 3e-3, "prefix": 3e-3, "lora": 2e-3, "dora": 2e-3, "adalora": 2e-3,
+          "qlora": 2e-3, "full": 1e-3}
+LR_PRETRAINED = {"prompt": 3e-3, "ptuning": 3e-3, "prefix": 3e-3, "lora": 3e-4, "dora": 3e-4, "adalora": 1e-3,
+                 "qlora": 3e-4, "full": 3e-5}
+
+
 def method_tree(method: str, model_dir: Path, run_dir: Path, data_dir: Path, steps: int) -> dict:
-    """The demo's fine-tuning config with `method` swapped in; adapters target GPT-2's fused attention projection."""
+    """The demo's fine-tuning config for its base with `method` swapped in: on the own GPT-2, adapters target its
+    fused attention projection; on a PyPI base, LoRA-like methods every linear layer of the decoder (run G)."""
     from transformers import AutoConfig
 
-    tree = finetune_tree(model_dir, run_dir, data_dir, with_budget(DEFAULT, finetune_steps=steps), method="full")
     gpt2 = AutoConfig.from_pretrained(model_dir).model_type == "gpt2"
-    if method != "full":
-        tree["method"] = {"name": method, **({"target_modules": ["c_attn"]} if gpt2 else {})}
-        # Adapters and virtual tokens train far fewer weights than full fine-tuning: they take a larger step.
-        tree["train"]["lr"] = 3e-3 if method in ("prompt", "ptuning", "prefix") else 2e-3
+    budget = with_budget(DEFAULT if gpt2 else PYPI, finetune_steps=steps)
+    tree = finetune_tree(model_dir, run_dir, data_dir, budget, method="lora" if method == "lora" else "full", own=gpt2)
+    if method not in ("full", "lora") or gpt2:
+        tree["method"] = {"name": method}
+        if gpt2 and method != "full":
+            tree["method"]["target_modules"] = ["c_attn"]
+        elif method in ("dora", "adalora", "qlora"):
+            tree["method"]["target_modules"] = ["all-linear"]
+    tree["train"]["lr"] = (LR_OWN if gpt2 else LR_PRETRAINED)[method]
     if method == "adalora":
         tree["method"].update(tinit=steps // 10, tfinal=steps // 5)
     return tree
@@ -104,12 +117,17 @@ def _run(args: argparse.Namespace) -> int:
     model_dir = base / (base / "DONE").read_text(encoding="utf-8").strip()
     data_dir = paths.data_dir(args.data_dir)
     split_file = data_dir / paths.COURSE_SPLIT / f"{args.split}.chatglm3.jsonl"
-    budget = with_budget(DEFAULT, eval_limit=args.limit, task_success=False)
+    from transformers import AutoConfig
+
+    gpt2 = AutoConfig.from_pretrained(model_dir).model_type == "gpt2"
+    budget = with_budget(DEFAULT if gpt2 else PYPI, eval_limit=args.limit, task_success=False)
+    native_budget = with_budget(budget, domain_vocab=False)  # the untrained base has no training data to draw on
     dirs, seconds = [], {}
     if args.native:
         native = args.out / f"native-{args.split}"
         if not (native / "metrics.json").is_file():
-            evaluate(model_dir, split_file, native, budget, args.data_dir, format="llama2", observation="compact")
+            evaluate(model_dir, split_file, native, native_budget, args.data_dir, format="llama2",
+                     observation="compact")
             # The own GPT-2's folder is also its pre-training run: label the row as the lecture's native row.
             content = json.loads((native / "metrics.json").read_text(encoding="utf-8"))
             content.update(model=model_dir.name, method="native (untrained)")

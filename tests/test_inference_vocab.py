@@ -4,14 +4,19 @@ ids it computes what the whole head computes, it never lets another id win, and 
 import json
 from pathlib import Path
 
-import pytest
 import torch
-
 from bot_support import tiny_llama, tokenizer_for
 from formats_support import tiny_dialogue
+
 from tooltune.cli import main
 from tooltune.formats import encode
-from tooltune.inference import GenerationConfig, Generator, SubsetHead, domain_vocab, restricted_head
+from tooltune.inference import (
+    GenerationConfig,
+    Generator,
+    SubsetHead,
+    domain_vocab,
+    restricted_head,
+)
 
 
 def _prompt(gen):

@@ -9,8 +9,10 @@ With `GenerationConfig.constrained`, a call's body is generated under its tool's
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 
@@ -218,8 +220,12 @@ class restricted_head:
             subset = SubsetHead(head, self.ids)
         finally:
             head.train(was_training)
+        try:
+            owner.set_output_embeddings(subset)
+        except (AttributeError, NotImplementedError):  # remote code without a setter: the whole head, as before
+            warnings.warn(f"{type(owner).__name__} cannot swap its output layer; generating over the whole vocabulary")
+            return self
         self.owner, self.original = owner, head
-        owner.set_output_embeddings(subset)
         return self
 
     def __exit__(self, *exc):
