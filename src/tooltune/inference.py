@@ -10,8 +10,8 @@ With `GenerationConfig.constrained`, a call's body is generated under its tool's
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
