@@ -77,8 +77,8 @@ class Budget:
 DEFAULT = Budget()
 """The own GPT-2's 30 minutes: 150 pre-training steps, one epoch of fine-tuning."""
 PYPI = Budget(finetune_steps=40, finetune_lr=3e-4, max_new_tokens=128, domain_vocab=True)
-"""A PyPI base's 30 minutes on 2 CPU cores (float32; bench/results/quality.md): ~5 min to prepare the model, 40 LoRA
-steps of 4 dialogues (~14 s each), the whole test set generated with the domain vocabulary."""
+"""A PyPI base's 30 minutes on 2 CPU cores (float32): 40 LoRA steps of 4 dialogues (~14 s each) and the whole test
+set generated with the domain vocabulary; measured from a clean clone at 24 minutes (bench/results/quality.md)."""
 FAST = Budget(build_limit=60, corpus_documents=1500, vocab_size=3000, n_layer=2, n_embd=64, context=1280,
               pretrain_steps=20, finetune_steps=40, eval_limit=40, max_new_tokens=64, task_success=False)
 
