@@ -44,12 +44,16 @@ LR_PRETRAINED = {"prompt": 3e-3, "ptuning": 3e-3, "prefix": 3e-3, "lora": 3e-4, 
                  "qlora": 3e-4, "full": 3e-5}
 
 
-def method_tree(method: str, model_dir: Path, run_dir: Path, data_dir: Path, steps: int) -> dict:
-    """The demo's fine-tuning config for its base with `method` swapped in: on the own GPT-2, adapters target its
-    fused attention projection; on a PyPI base, LoRA-like methods every linear layer of the decoder (run G)."""
+def is_gpt2(model_dir: Path) -> bool:
+    """Whether the base is a GPT-2 (the own one): it gets the own budget and adapters on its fused attention."""
     from transformers import AutoConfig
 
-    gpt2 = AutoConfig.from_pretrained(model_dir).model_type == "gpt2"
+    return AutoConfig.from_pretrained(model_dir).model_type == "gpt2"
+
+
+def method_tree(method: str, model_dir: Path, run_dir: Path, data_dir: Path, steps: int, gpt2: bool) -> dict:
+    """The demo's fine-tuning config for its base with `method` swapped in: on the own GPT-2, adapters target its
+    fused attention projection; on a PyPI base, LoRA-like methods every linear layer of the decoder (run G)."""
     budget = with_budget(DEFAULT if gpt2 else PYPI, finetune_steps=steps)
     tree = finetune_tree(model_dir, run_dir, data_dir, budget, method="lora" if method == "lora" else "full", own=gpt2)
     if method not in ("full", "lora") or gpt2:
@@ -64,7 +68,7 @@ def method_tree(method: str, model_dir: Path, run_dir: Path, data_dir: Path, ste
     return tree
 
 
-def train_one(method: str, model_dir: Path, run_dir: Path, data_dir: Path, steps: int) -> float | None:
+def train_one(method: str, model_dir: Path, run_dir: Path, data_dir: Path, steps: int, gpt2: bool) -> float | None:
     """Seconds of training, or None when the run was already there."""
     from tooltune.train.config import RunConfig, _build
     from tooltune.train.recipe import fine_tune
@@ -73,7 +77,7 @@ def train_one(method: str, model_dir: Path, run_dir: Path, data_dir: Path, steps
         print(f"[{method}] trained already: {run_dir}")
         return None
     started = time.perf_counter()
-    fine_tune(_build(RunConfig, method_tree(method, model_dir, run_dir, data_dir, steps), ""))
+    fine_tune(_build(RunConfig, method_tree(method, model_dir, run_dir, data_dir, steps, gpt2), ""))
     seconds = time.perf_counter() - started
     (run_dir / "bench_seconds.txt").write_text(f"{seconds:.1f}\n", encoding="utf-8")
     return seconds
@@ -117,9 +121,7 @@ def _run(args: argparse.Namespace) -> int:
     model_dir = base / (base / "DONE").read_text(encoding="utf-8").strip()
     data_dir = paths.data_dir(args.data_dir)
     split_file = data_dir / paths.COURSE_SPLIT / f"{args.split}.chatglm3.jsonl"
-    from transformers import AutoConfig
-
-    gpt2 = AutoConfig.from_pretrained(model_dir).model_type == "gpt2"
+    gpt2 = is_gpt2(model_dir)
     budget = with_budget(DEFAULT if gpt2 else PYPI, eval_limit=args.limit, task_success=False)
     native_budget = with_budget(budget, domain_vocab=False)  # the untrained base has no training data to draw on
     dirs, seconds = [], {}
@@ -136,7 +138,7 @@ def _run(args: argparse.Namespace) -> int:
         dirs.append(("native", native))
     for method in methods:
         run_dir = args.out / method
-        train_one(method, model_dir, run_dir, data_dir, args.steps)
+        train_one(method, model_dir, run_dir, data_dir, args.steps, gpt2)
         seconds[method] = float((run_dir / "bench_seconds.txt").read_text())
         eval_dir = args.out / f"{method}-{args.split}"
         if not (eval_dir / "metrics.json").is_file():

@@ -184,10 +184,9 @@ class SubsetHead(torch.nn.Module):
             bias = head(torch.zeros(1, hidden, dtype=param.dtype, device=param.device))[0]
             index = torch.tensor(sorted(i for i in ids if 0 <= i < bias.shape[-1]), dtype=torch.long,
                                  device=param.device)
-            rows = []
-            for start in range(0, hidden, 256):  # head(I) in slices: never a hidden x vocab copy of the weights
-                eye = torch.eye(hidden, dtype=param.dtype, device=param.device)[start:start + 256]
-                rows.append((head(eye) - bias).index_select(-1, index))
+            eye = torch.eye(hidden, dtype=param.dtype, device=param.device)
+            # head(I) in slices of 256 rows: never a hidden x vocab copy of the weights
+            rows = [(head(eye[start:start + 256]) - bias).index_select(-1, index) for start in range(0, hidden, 256)]
         self.register_buffer("index", index, persistent=False)
         self.register_buffer("weight_rows", torch.cat(rows).T.contiguous(), persistent=False)
         self.register_buffer("bias_rows", bias.index_select(-1, index).contiguous(), persistent=False)
