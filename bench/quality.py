@@ -123,13 +123,13 @@ def _run(args: argparse.Namespace) -> int:
     split_file = data_dir / paths.COURSE_SPLIT / f"{args.split}.chatglm3.jsonl"
     gpt2 = is_gpt2(model_dir)
     budget = with_budget(DEFAULT if gpt2 else PYPI, eval_limit=args.limit, task_success=False)
-    native_budget = with_budget(budget, domain_vocab=False)  # the untrained base has no training data to draw on
     dirs, seconds = [], {}
     if args.native:
         native = args.out / f"native-{args.split}"
         if not (native / "metrics.json").is_file():
-            evaluate(model_dir, split_file, native, native_budget, args.data_dir, format="llama2",
-                     observation="compact")
+            # Decoded like every trained row: with the demo's budget, the output vocabulary of the course train split.
+            evaluate(model_dir, split_file, native, budget, args.data_dir, format="llama2", observation="compact",
+                     train_file=data_dir / paths.COURSE_SPLIT / "train.chatglm3.jsonl")
             # The own GPT-2's folder is also its pre-training run: label the row as the lecture's native row.
             content = json.loads((native / "metrics.json").read_text(encoding="utf-8"))
             content.update(model=model_dir.name, method="native (untrained)")

@@ -125,3 +125,23 @@ def test_configs_demo_yaml_matches_the_demo(tmp_path):
 def test_cli_refuses_bad_numbers(tmp_path, argv, capsys):
     assert main(["demo", "--out", str(tmp_path), *argv]) == 2
     assert "must be a positive number" in capsys.readouterr().err
+
+
+def test_an_untrained_model_folder_is_evaluated_with_the_vocabulary_of_a_given_training_file(tmp_path, data_root):
+    """The lecture's native row (bench/quality.py): a plain model has no run to take its domain vocabulary from."""
+    from dataclasses import replace
+
+    from tooltune import paths
+    from tooltune.demo import evaluate
+    from tooltune.errors import InputError
+    from tooltune.train.tiny import save_tiny_model
+
+    base = save_tiny_model(tmp_path / "tiny", vocab_size=300)
+    split = data_root / paths.COURSE_SPLIT
+    budget = replace(TINY, domain_vocab=True, eval_limit=2)
+    with pytest.raises(InputError, match="data.train"):
+        evaluate(base, split / "test.chatglm3.jsonl", tmp_path / "none", budget, str(data_root), format="llama2")
+    metrics = evaluate(base, split / "test.chatglm3.jsonl", tmp_path / "native", budget, str(data_root),
+                       format="llama2", observation="compact", train_file=split / "train.chatglm3.jsonl")
+    assert metrics["units"] == 2 and metrics["output_vocab"].endswith("ids of the training data + the prompt's")
+    assert len((tmp_path / "native" / "predictions.jsonl").read_text(encoding="utf-8").splitlines()) == 2

@@ -219,9 +219,10 @@ def stage_run(cfg: DemoConfig, base: Path, partial: Path) -> None:
 
 
 def evaluate(run: Path, data_file: Path, partial: Path, budget: Budget, data_dir: str | None = None,
-             format: str | None = None, observation: str | None = None) -> dict:
+             format: str | None = None, observation: str | None = None, train_file: Path | None = None) -> dict:
     """Turn-mode evaluation (the course's) of `run` on `data_file`; writes predictions.jsonl and metrics.json.
-    `format`/`observation` are needed only for a plain (untrained) model folder: a run knows its own."""
+    `format`/`observation` are needed only for a plain (untrained) model folder: a run knows its own. The domain
+    vocabulary (`budget.domain_vocab`) comes from `train_file`, by default the run's own training data."""
     from tooltune.evaluate.predictions import Row, write_predictions
     from tooltune.evaluate.report import write_metrics
     from tooltune.evaluate.score import hoteldb_search
@@ -235,7 +236,7 @@ def evaluate(run: Path, data_file: Path, partial: Path, budget: Budget, data_dir
     fmt = get_format(loaded.format)
     vocab = None
     if budget.domain_vocab:
-        vocab = domain_vocab(read_dialogues(training_data(run)), loaded.tokenizer, fmt, loaded.observation)
+        vocab = domain_vocab(read_dialogues(train_file or training_data(run)), loaded.tokenizer, fmt, loaded.observation)
     # A model with few positions (the own GPT-2) keeps the newest turns of a long prompt, leaving room to answer.
     positions = getattr(loaded.model.config, "n_positions", None) or loaded.model.config.max_position_embeddings
     gen = GenerationConfig(max_new_tokens=budget.max_new_tokens, batch_size=16, observation=loaded.observation,
