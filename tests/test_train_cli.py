@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import asdict
@@ -59,19 +60,31 @@ def test_train_command_writes_the_run_directory(setup):
     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), out)
 
 
-def test_two_cpu_processes_match_one_process_with_the_same_global_batch(setup):
+# accelerate 1.15's `--cpu` picks its single-process launcher, which starts several CPU processes only through MPI
+# (`--mpirun_hostfile`, Open MPI here); `--multi_gpu` starts them with torch's launcher, and tooltune joins them over
+# gloo when there is no CUDA.
+LAUNCHERS = {"multi_gpu": ["--multi_gpu"], "cpu_mpirun": ["--cpu", "--mpirun_hostfile", "HOSTFILE"]}
+
+
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_two_cpu_processes_match_one_process_with_the_same_global_batch(setup, launcher):
     root, model_dir = setup
+    if launcher == "cpu_mpirun" and not shutil.which("mpirun"):
+        pytest.skip("mpirun not found: `accelerate launch --cpu --num_processes 2` needs MPI (apt install openmpi-bin)")
     single = root / "one"
     if not (single / "run.json").exists():
         assert main(["train", str(_config(root, model_dir, single, batch_size=4))]) == 0
-    out = root / "two"
-    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
-    # accelerate 1.15's `--cpu` picks its single-process launcher (several CPU processes need mpirun there);
-    # `--multi_gpu` starts 2 processes and tooltune joins them over gloo when there is no CUDA.
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+    out = root / f"two-{launcher}"
+    hostfile = root / "hostfile"
+    hostfile.write_text("localhost slots=2\n")
+    # Open MPI refuses to start as root unless told it may (CI containers run as root).
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1", "OMPI_ALLOW_RUN_AS_ROOT": "1",
+           "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+    flags = [str(hostfile) if f == "HOSTFILE" else f for f in LAUNCHERS[launcher]]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *flags, "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "tooltune", "train",
            str(_config(root, model_dir, out, batch_size=2))]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     run = json.loads((out / "run.json").read_text())
     assert run["processes"] == 2
