@@ -7,7 +7,8 @@
 method trains into OUT/METHOD (skipped when its run.json exists), is evaluated into OUT/METHOD-SPLIT, and one table in
 the lecture's layout, with training seconds, trainable parameters and the hardware, replaces the part of
 `--results` between the markers below (the rest of the file is left alone). QLoRA runs only where CUDA is available.
-The "native" row is the base model untrained. Choose on dev; run test once per configuration you report.
+The "native" row is the base model untrained. On the whole test split the table starts with the rows to beat: the
+lecture's and the demo's rules baseline. Choose on dev; run test once per configuration you report.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 from pathlib import Path
 
 from tooltune import paths
-from tooltune.demo import DEFAULT, PYPI, finetune_tree, with_budget
+from tooltune.demo import DEFAULT, LECTURE_ROWS, PYPI, finetune_tree, with_budget
 from tooltune.errors import ToolTuneError
 
 METHODS = ("prompt", "ptuning", "prefix", "lora", "adalora", "full", "qlora")
@@ -122,7 +123,7 @@ def _run(args: argparse.Namespace) -> int:
     data_dir = paths.data_dir(args.data_dir)
     split_file = data_dir / paths.COURSE_SPLIT / f"{args.split}.chatglm3.jsonl"
     gpt2 = is_gpt2(model_dir)
-    budget = with_budget(DEFAULT if gpt2 else PYPI, eval_limit=args.limit, task_success=False)
+    budget = with_budget(DEFAULT if gpt2 else PYPI, eval_limit=args.limit)
     dirs, seconds = [], {}
     if args.native:
         native = args.out / f"native-{args.split}"
@@ -145,12 +146,18 @@ def _run(args: argparse.Namespace) -> int:
             evaluate(run_dir, split_file, eval_dir, budget, args.data_dir)
         dirs.append((method, eval_dir))
     runs = [read_metrics(d) for _, d in dirs]
-    lines = table_rows(runs)
+    lines = table_rows(runs, extra=True)
     lines[0] += ["train s", "trainable params"]
     for (method, _), line in zip(dirs, lines[1:]):
         trained = json.loads((args.out / method / "run.json").read_text()) if method in seconds else {}
         line += [f"{seconds[method]:.0f}" if method in seconds else "-", f"{trained.get('trainable_parameters', 0):,}"
                  if trained else "-"]
+    # The rows to beat: the lecture's (GPU, 6-7B models) and, where the demo made it, the rules baseline's.
+    blank = ["-"] * (len(lines[0]) - 6)
+    above = [[model, method, *(f"{v:.2f}" for v in values), *blank] for model, method, *values in LECTURE_ROWS]
+    if args.split == "test" and not args.limit and (args.demo / "rules" / "metrics.json").is_file():
+        above.append(table_rows([read_metrics(args.demo / "rules")], extra=True)[1] + ["-", "-"])
+    lines[1:1] = above
     limit = f", first {args.limit} units" if args.limit else ""
     section = "\n".join([BEGIN, f"Command: `PYTHONPATH=src python bench/quality.py {' '.join(sys.argv[1:])}`  ",
                          (f"Hardware: {hardware()}. Split: {args.split}{limit}, turn mode. Same base "
