@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from tooltune import paths
-from tooltune.demo import DEFAULT, LECTURE_ROWS, PYPI, finetune_tree, with_budget
+from tooltune.demo import DEFAULT, PYPI, finetune_tree, lecture_lines, with_budget
 from tooltune.errors import ToolTuneError
 
 METHODS = ("prompt", "ptuning", "prefix", "lora", "adalora", "full", "qlora")
@@ -153,8 +153,7 @@ def _run(args: argparse.Namespace) -> int:
         line += [f"{seconds[method]:.0f}" if method in seconds else "-", f"{trained.get('trainable_parameters', 0):,}"
                  if trained else "-"]
     # The rows to beat: the lecture's (GPU, 6-7B models) and, where the demo made it, the rules baseline's.
-    blank = ["-"] * (len(lines[0]) - 6)
-    above = [[model, method, *(f"{v:.2f}" for v in values), *blank] for model, method, *values in LECTURE_ROWS]
+    above = lecture_lines(len(lines[0]))
     if args.split == "test" and not args.limit and (args.demo / "rules" / "metrics.json").is_file():
         above.append(table_rows([read_metrics(args.demo / "rules")], extra=True)[1] + ["-", "-"])
     lines[1:1] = above

@@ -271,6 +271,12 @@ def stage_rules(cfg: DemoConfig, partial: Path) -> None:
     write_metrics(partial, rows, {"model": "rules + retrieval", "method": "none (no network)", "units": len(rows)})
 
 
+def lecture_lines(width: int = 6) -> list[list[str]]:
+    """The lecture's rows as table cells (`table_rows`' layout), "-" in the columns past the course's, up to `width`."""
+    return [[model, method, *(f"{v:.2f}" for v in values), *["-"] * (width - 2 - len(values))]
+            for model, method, *values in LECTURE_ROWS]
+
+
 def table(eval_dir: Path, rules_dir: Path | None, markdown: bool = False) -> str:
     """The lecture's rows, the rules baseline's and the demo's, in the lecture's layout."""
     from tooltune.evaluate.report import read_metrics, render_table, table_rows
@@ -278,8 +284,7 @@ def table(eval_dir: Path, rules_dir: Path | None, markdown: bool = False) -> str
     runs = [read_metrics(rules_dir)] if rules_dir else []
     runs.append(read_metrics(eval_dir))
     lines = table_rows(runs)
-    lecture = [[model, method, *(f"{v:.2f}" for v in values)] for model, method, *values in LECTURE_ROWS]
-    return render_table([lines[0], *lecture, *lines[1:]], markdown=markdown)
+    return render_table([lines[0], *lecture_lines(), *lines[1:]], markdown=markdown)
 
 
 def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> Path:
