@@ -167,11 +167,11 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_section(path: Path, section: str) -> None:
-    """Replace the marked section of `path` (appended when the file has none)."""
+def _write_section(path: Path, section: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replace the section of `path` between the markers `begin` and `end` (appended when the file has none)."""
     text = path.read_text(encoding="utf-8") if path.is_file() else "# Quality\n"
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + section + text[text.index(END) + len(END):]
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + section + text[text.index(end) + len(end):]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)

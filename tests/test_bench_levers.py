@@ -1,0 +1,52 @@
+"""bench/levers.py: every lever is the demo's LoRA config with exactly its own change, and builds a valid config."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import levers  # noqa: E402
+
+from tooltune.errors import ToolTuneError  # noqa: E402
+from tooltune.train.config import RunConfig, _build, config_to_dict  # noqa: E402
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_each_lever_changes_only_what_it_names(data_root: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "cache/tooltune/models/smollm2-135m").mkdir(parents=True)
+    (tmp_path / "cache/tooltune/models/smollm2-135m/config.json").write_text("{}")
+    model = tmp_path / "base"
+
+    def built(name: str) -> dict:
+        tree = levers.lever_tree(name, model, tmp_path / "out" / name, data_root, steps=40)
+        return _flat(config_to_dict(_build(RunConfig, tree, "")))
+
+    baseline = built("baseline")
+    assert baseline["method.name"] == "lora" and baseline["train.max_steps"] == 40 and baseline["train.seed"] == 0
+    for name, (_, overrides) in levers.LEVERS.items():
+        changed = {key for key, value in built(name).items() if baseline[key] != value} - {"train.out"}
+        assert changed == {o.partition("=")[0] for o in overrides}, name
+    # The rebalanced split is written once beside the runs, in the seed format, larger than the course's.
+    balanced = Path(built("balance")["data.train"])
+    assert balanced.parent == tmp_path / "out"
+    assert sum(1 for _ in balanced.open(encoding="utf-8")) > sum(
+        1 for _ in (data_root / "hotel/v3_chatglm3_llama2/train.chatglm3.jsonl").open(encoding="utf-8"))
+
+
+def test_a_missing_prepared_base_names_the_command_that_makes_it(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.raises(ToolTuneError, match="tooltune model prepare smollm2-135m"):
+        levers.lever_tree("smollm2", tmp_path / "base", tmp_path / "out/smollm2", tmp_path, steps=40)
