@@ -73,8 +73,31 @@ def test_generation_writes_only_allowed_or_prompt_ids():
 
     model.generate = recording
     gen.predict([tiny_dialogue().turns[:1]])
-    assert seen and set(seen) <= allowed | set(prompt) | {end, gen.pad_id}
+    assert seen and set(seen) <= allowed | set(prompt) | {end}
     assert not set(seen) <= set(prompt)  # the allowed ids are really used, not only the prompt's
+
+
+def test_padding_is_never_generated_even_where_the_model_prefers_it():
+    """An untrained prompt adapter or a base model can put its top logit on <pad> and fill the length limit with it;
+    the generator never emits it, with the whole head or a restricted one (finished rows are still padded)."""
+    fmt, tok = tokenizer_for("llama2")
+    tok.pad_token = "<pad>" if "<pad>" in tok.get_vocab() else tok.convert_ids_to_tokens(3)
+    model = tiny_llama(len(tok))
+    pad = tok.pad_token_id
+    assert pad != tok.eos_token_id
+
+    def prefer_pad(module, args, output):
+        output.logits[..., pad] += 1e4
+        return output
+
+    model.register_forward_hook(prefer_pad)
+    with torch.no_grad():
+        assert model(_prompt(Generator(model, tok, fmt))).logits[0, -1].argmax().item() == pad
+    history = [tiny_dialogue().turns[:1], tiny_dialogue().turns[:3]]
+    for vocab in (None, frozenset(range(len(tok)))):
+        gen = Generator(model, tok, fmt, config=GenerationConfig(max_new_tokens=12, output_vocab=vocab))
+        for pred in gen.predict(history):
+            assert pred.new_tokens > 0 and tok.pad_token not in pred.raw, pred.raw
 
 
 def test_a_wrapped_head_is_restricted_as_it_computes():

@@ -67,6 +67,9 @@ class Generator:
         self.end_ids = sorted(ids)
         self.text_stops = tuple(text_stops)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.end_ids[0]
+        # Padding is never an answer: a model that has not learned to stop (an untrained prompt adapter, a base
+        # model) would otherwise fill the length limit with it. Finished rows are still padded by `generate`.
+        self.suppressed = [] if self.pad_id in self.end_ids else [self.pad_id]
         # A prompt must leave room for the reply within the model's positions (GPT-2: n_positions).
         model_config = getattr(model, "config", None)
         positions = getattr(model_config, "max_position_embeddings", None) or getattr(model_config, "n_positions", None)
@@ -105,7 +108,7 @@ class Generator:
             bar = tqdm(total=len(prompts), desc="generate", unit="turn")
         allowed = None
         if self.config.output_vocab is not None:
-            allowed = set(self.config.output_vocab).union(self.end_ids, [self.pad_id], *prompts)
+            allowed = set(self.config.output_vocab).union(self.end_ids, *prompts) - set(self.suppressed)
         with restricted_head(self.model, allowed):
             for start in range(0, len(order), self.config.batch_size):
                 batch = order[start:start + self.config.batch_size]
@@ -128,6 +131,8 @@ class Generator:
         device = next(self.model.parameters()).device
         kwargs: dict[str, Any] = dict(max_new_tokens=self.config.max_new_tokens, do_sample=False, use_cache=True,
                                       eos_token_id=self.end_ids, pad_token_id=self.pad_id)
+        if self.suppressed:
+            kwargs["suppress_tokens"] = self.suppressed
         if self.text_stops:
             kwargs.update(stop_strings=list(self.text_stops), tokenizer=self.tokenizer)
         processors = self._logits_processors(tools, width)
