@@ -29,6 +29,8 @@ LEVERS = {
     "baseline": ("the demo's LoRA run", []),
     "seed": ("seed 1 instead of 0", ["train.seed=1"]),
     "lr": ("peak lr 1e-3 instead of 3e-4", ["train.lr=1e-3"]),
+    "lr-seed": ("peak lr 1e-3 and seed 1 (does the lr's effect hold on the other seed?)",
+                ["train.lr=1e-3", "train.seed=1"]),
     "rank": ("LoRA r=64, alpha 128 instead of r=16, alpha 32", ["method.r=64", "method.alpha=128"]),
     "observation": ("full observations instead of compact", ["data.observation=full"]),
     "chatglm3": ("ChatGLM3 role-token format instead of llama2", ["data.format=chatglm3"]),
