@@ -126,16 +126,18 @@ def _run(args: argparse.Namespace) -> int:
         last = [json.loads(row) for row in (run_dir / "log.jsonl").read_text(encoding="utf-8").splitlines()][-1]
         line[:2] = [name, LEVERS[name][0]]
         line += [(run_dir / "bench_seconds.txt").read_text().strip(), f"{last['tokens_per_s']:.0f}"]
-    # Slot F1 per key: what rebalancing is meant to move.
-    keys = sorted({k for _, _, m in rows for k in m["metrics"].get("slot_by_key", {})})
-    per_key = [["lever", *keys]] + [[name, *(f"{m['metrics']['slot_by_key'][k]['f1']:.1f}"
-                                             if k in m["metrics"].get("slot_by_key", {}) else "-" for k in keys)]
-                                    for name, _, m in rows]
+    # Slot F1 per key (what rebalancing is meant to move), with each key's gold slots in the scored units.
+    by_key = [m["metrics"].get("slot_by_key", {}) for _, _, m in rows]
+    gold = {k: v["gold"] for keys in by_key for k, v in keys.items()}
+    per_key = [["lever", "SLOT-F1", *(f"{k} ({gold[k]})" for k in sorted(gold))]]
+    per_key += [[name, f"{m['metrics']['slot_f1']:.1f}", *(f"{keys[k]['f1']:.1f}" if k in keys else "-"
+                                                           for k in sorted(gold))]
+                for (name, _, m), keys in zip(rows, by_key)]
     limit = f", first {args.limit} units" if args.limit else ""
     section = "\n".join([BEGIN, f"Command: `PYTHONPATH=src python bench/levers.py {' '.join(sys.argv[1:])}`  ",
                          (f"Hardware: {hardware()}. Split: {args.split}{limit}, turn mode. Base {model_dir.name} "
                           f"unless the row says otherwise, {args.steps} optimizer steps of 4 dialogues."), "",
-                         render_table(lines, markdown=True), "", "Slot F1 per key:", "",
+                         render_table(lines, markdown=True), "", "Slot F1 per key (gold slots in the scored units):", "",
                          render_table(per_key, markdown=True), END])
     print(section)
     _write_section(args.results, section, BEGIN, END)
