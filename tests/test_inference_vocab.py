@@ -100,6 +100,26 @@ def test_padding_is_never_generated_even_where_the_model_prefers_it():
             assert pred.new_tokens > 0 and tok.pad_token not in pred.raw, pred.raw
 
 
+def test_a_turn_ended_by_a_stop_string_the_prompt_began_is_empty_and_its_batch_padding_is_cut():
+    """llama2 prompts end in two newlines, so a model that writes "[Round" at once has ended its turn (the stop string
+    "\\n\\n[Round" straddles prompt and answer); `generate` then pads the row while the batch goes on. The answer
+    is empty, with no marker and no padding in it."""
+    from bot_support import ScriptedLM
+
+    fmt, tok = tokenizer_for("llama2")
+    tok.add_special_tokens({"pad_token": "<pad>"})
+    history = tiny_dialogue().turns[:3]  # ... a call and its result: the prompt ends with "\n\n"
+    model = ScriptedLM([tok.encode("[Round", add_special_tokens=False) + [tok.pad_token_id] * 5])
+    gen = Generator(model, tok, fmt, config=GenerationConfig(max_new_tokens=8))
+    assert tok.decode(gen.prompt_ids(history)).endswith("\n\n")
+    [pred] = gen.predict([history])
+    assert pred.raw == "" and pred.parsed.turn.content == ""
+    # A reply that only mentions a round is kept: the stop string must continue the prompt's own tail.
+    model.scripts.append(tok.encode("Round 2 好的", add_special_tokens=False) + [tok.pad_token_id])
+    [pred] = gen.predict([history])
+    assert pred.raw == "Round 2 好的"
+
+
 def test_a_wrapped_head_is_restricted_as_it_computes():
     """LoRA on lm_head: the restricted head uses the adapter's effective weights, not the bare base weights."""
     from peft import LoraConfig, get_peft_model

@@ -148,10 +148,14 @@ class Generator:
         self.unconstrained_calls += sum(getattr(p, "broken", 0) for p in processors)
         self.constraint_seconds += sum(getattr(p, "seconds", 0.0) for p in processors)
         new = generated[:, width:].tolist()
+        # A row ends at an end token, or at the padding `generate` puts after a row that met a stop string.
+        ends = set(self.end_ids).union(self.suppressed)
         preds = []
-        for ids in new:
-            cut = next((k for k, t in enumerate(ids) if t in self.end_ids), len(ids))
+        for prompt, ids in zip(prompts, new):
+            cut = next((k for k, t in enumerate(ids) if t in ends), len(ids))
             raw = self.tokenizer.decode(ids[:cut], skip_special_tokens=False)
+            if raw and self.text_stops and ended_at_once(self.tokenizer.decode(prompt[-8:]), raw, self.text_stops):
+                raw = ""
             preds.append(Prediction(self.fmt.parse(raw), raw, cut))
         return preds
 
@@ -160,6 +164,13 @@ class Generator:
         if self.constraint is None:
             return []
         return [self.constraint.processor(tools, width, self.end_ids, self.text_stops)]
+
+
+def ended_at_once(prompt_tail: str, raw: str, stops: Sequence[str]) -> bool:
+    """Whether `raw` begins by completing a stop string that the prompt began (llama2's "\\n\\n[Round" after a
+    prompt ending in two newlines): the model ended its turn at once, so its answer is empty."""
+    return any(prompt_tail.endswith(stop[:k]) and raw.startswith(stop[k:])
+               for stop in stops for k in range(1, len(stop)))
 
 
 def domain_vocab(dialogues: Sequence[Any], tokenizer: Any, fmt: ChatFormat, observation: str = "full") -> frozenset[int]:
