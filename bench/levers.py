@@ -18,7 +18,15 @@ import sys
 import time
 from pathlib import Path
 
-from quality import hardware, method_tree, _write_section
+from quality import (
+    _write_section,
+    common_arguments,
+    demo_base,
+    hardware,
+    method_tree,
+    run_main,
+    subset,
+)
 
 from tooltune import paths
 from tooltune.demo import PYPI, with_budget
@@ -75,20 +83,10 @@ def lever_tree(name: str, model_dir: Path, run_dir: Path, data_dir: Path, steps:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--demo", type=Path, required=True, help="a folder `tooltune demo` filled (its base/ is used)")
-    parser.add_argument("--out", type=Path, default=Path("runs/levers"), help="runs and evaluations go here")
+    common_arguments(parser, "runs/levers")
     parser.add_argument("--levers", default=",".join(LEVERS), help=f"comma-separated subset of {', '.join(LEVERS)}")
     parser.add_argument("--steps", type=int, default=PYPI.finetune_steps, help="optimizer steps for every row")
-    parser.add_argument("--split", choices=("dev", "test"), default="dev")
-    parser.add_argument("--limit", type=int, help="evaluate only the first N units")
-    parser.add_argument("--data-dir", help="data dir (default: $TOOLTUNE_DATA or ../shared/data)")
-    parser.add_argument("--results", type=Path, default=Path("bench/results/quality.md"))
-    args = parser.parse_args(argv)
-    try:
-        return _run(args)
-    except ToolTuneError as e:
-        print(f"levers: error: {e}", file=sys.stderr)
-        return 2
+    return run_main("levers", parser, _run, argv)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -97,14 +95,8 @@ def _run(args: argparse.Namespace) -> int:
     from tooltune.train.config import RunConfig, _build
     from tooltune.train.recipe import fine_tune
 
-    names = [n for n in args.levers.split(",") if n]
-    unknown = sorted(set(names) - set(LEVERS))
-    if unknown:
-        raise ToolTuneError(f"unknown levers {unknown}; known: {', '.join(LEVERS)}")
-    base = args.demo / "base"
-    if not (base / "DONE").is_file():
-        raise ToolTuneError(f"{base} is not a finished demo base stage: run `tooltune demo --out {args.demo}` first")
-    model_dir = base / (base / "DONE").read_text(encoding="utf-8").strip()
+    names = subset(args.levers, LEVERS, "levers")
+    model_dir = demo_base(args.demo)
     data_dir = paths.data_dir(args.data_dir)
     split_file = data_dir / paths.COURSE_SPLIT / f"{args.split}.chatglm3.jsonl"
     budget = with_budget(PYPI, eval_limit=args.limit)
@@ -130,14 +122,15 @@ def _run(args: argparse.Namespace) -> int:
     by_key = [m["metrics"].get("slot_by_key", {}) for _, _, m in rows]
     gold = {k: v["gold"] for keys in by_key for k, v in keys.items()}
     per_key = [["lever", "SLOT-F1", *(f"{k} ({gold[k]})" for k in sorted(gold))]]
-    per_key += [[name, f"{m['metrics']['slot_f1']:.1f}", *(f"{keys[k]['f1']:.1f}" if k in keys else "-"
-                                                           for k in sorted(gold))]
-                for (name, _, m), keys in zip(rows, by_key)]
+    for (name, _, m), keys in zip(rows, by_key):
+        per_key.append([name, f"{m['metrics']['slot_f1']:.1f}",
+                        *(f"{keys[k]['f1']:.1f}" if k in keys else "-" for k in sorted(gold))])
     limit = f", first {args.limit} units" if args.limit else ""
     section = "\n".join([BEGIN, f"Command: `PYTHONPATH=src python bench/levers.py {' '.join(sys.argv[1:])}`  ",
                          (f"Hardware: {hardware()}. Split: {args.split}{limit}, turn mode. Base {model_dir.name} "
                           f"unless the row says otherwise, {args.steps} optimizer steps of 4 dialogues."), "",
-                         render_table(lines, markdown=True), "", "Slot F1 per key (gold slots in the scored units):", "",
+                         render_table(lines, markdown=True), "",
+                         "Slot F1 per key (gold slots in the scored units):", "",
                          render_table(per_key, markdown=True), END])
     print(section)
     _write_section(args.results, section, BEGIN, END)

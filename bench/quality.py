@@ -84,23 +84,49 @@ def train_one(method: str, model_dir: Path, run_dir: Path, data_dir: Path, steps
     return seconds
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--demo", type=Path, required=True, help="the demo folder whose base/ is used")
-    parser.add_argument("--out", type=Path, default=Path("runs/quality"), help="runs and evaluations go here")
-    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {', '.join(METHODS)}")
-    parser.add_argument("--steps", type=int, default=DEFAULT.finetune_steps, help="optimizer steps for every method")
+def common_arguments(parser: argparse.ArgumentParser, out: str) -> None:
+    """The options this script shares with bench/levers.py."""
+    parser.add_argument("--demo", type=Path, required=True, help="a folder `tooltune demo` filled (its base/ is used)")
+    parser.add_argument("--out", type=Path, default=Path(out), help="runs and evaluations go here")
     parser.add_argument("--split", choices=("dev", "test"), default="dev")
     parser.add_argument("--limit", type=int, help="evaluate only the first N units")
-    parser.add_argument("--native", action="store_true", help="also evaluate the untrained base (the native row)")
     parser.add_argument("--data-dir", help="data dir (default: $TOOLTUNE_DATA or ../shared/data)")
     parser.add_argument("--results", type=Path, default=Path("bench/results/quality.md"))
-    args = parser.parse_args(argv)
+
+
+def run_main(name: str, parser: argparse.ArgumentParser, run, argv: list[str] | None) -> int:
+    """Parse `argv` and run `run(args)`; a ToolTuneError is printed as `NAME: error: ...` with exit status 2."""
     try:
-        return _run(args)
+        return run(parser.parse_args(argv))
     except ToolTuneError as e:
-        print(f"quality: error: {e}", file=sys.stderr)
+        print(f"{name}: error: {e}", file=sys.stderr)
         return 2
+
+
+def subset(text: str, known, what: str) -> list[str]:
+    """The comma-separated names of `text`, each one of `known`."""
+    names = [n for n in text.split(",") if n]
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise ToolTuneError(f"unknown {what} {unknown}; known: {', '.join(known)}")
+    return names
+
+
+def demo_base(demo: Path) -> Path:
+    """The base model folder of a finished demo base stage."""
+    base = demo / "base"
+    if not (base / "DONE").is_file():
+        raise ToolTuneError(f"{base} is not a finished demo base stage: run `tooltune demo --out {demo}` first")
+    return base / (base / "DONE").read_text(encoding="utf-8").strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    common_arguments(parser, "runs/quality")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {', '.join(METHODS)}")
+    parser.add_argument("--steps", type=int, default=DEFAULT.finetune_steps, help="optimizer steps for every method")
+    parser.add_argument("--native", action="store_true", help="also evaluate the untrained base (the native row)")
+    return run_main("quality", parser, _run, argv)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -109,17 +135,11 @@ def _run(args: argparse.Namespace) -> int:
     from tooltune.demo import evaluate
     from tooltune.evaluate.report import read_metrics, render_table, table_rows
 
-    methods = [m for m in args.methods.split(",") if m]
-    unknown = sorted(set(methods) - set(METHODS))
-    if unknown:
-        raise ToolTuneError(f"unknown methods {unknown}; known: {', '.join(METHODS)}")
+    methods = subset(args.methods, METHODS, "methods")
     if "qlora" in methods and not torch.cuda.is_available():
         print("[qlora] skipped: bitsandbytes 4-bit needs CUDA")
         methods.remove("qlora")
-    base = args.demo / "base"
-    if not (base / "DONE").is_file():
-        raise ToolTuneError(f"{base} is not a finished demo base stage: run `tooltune demo --out {args.demo}` first")
-    model_dir = base / (base / "DONE").read_text(encoding="utf-8").strip()
+    model_dir = demo_base(args.demo)
     data_dir = paths.data_dir(args.data_dir)
     split_file = data_dir / paths.COURSE_SPLIT / f"{args.split}.chatglm3.jsonl"
     gpt2 = is_gpt2(model_dir)

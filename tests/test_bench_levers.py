@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-import levers  # noqa: E402
+import levers
 
-from tooltune.errors import ToolTuneError  # noqa: E402
-from tooltune.train.config import RunConfig, _build, config_to_dict  # noqa: E402
+from tooltune.errors import ToolTuneError
+from tooltune.train.config import RunConfig, _build, config_to_dict
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
