@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
+from functools import partial
 from pathlib import Path
 
 from quality import (
@@ -26,13 +26,15 @@ from quality import (
     method_tree,
     run_main,
     subset,
+    train_timed,
 )
 
 from tooltune import paths
 from tooltune.demo import PYPI, with_budget
 from tooltune.errors import ToolTuneError
 
-# name: (what changes, config overrides on the baseline). The base model lever names its prepared alias instead.
+# name: (what changes, config overrides on the baseline). A value `@ALIAS` is the folder `tooltune model prepare
+# ALIAS` writes; `@balanced` is the rebalanced course train split (`balanced_train`).
 LEVERS = {
     "baseline": ("the demo's LoRA run", []),
     "seed": ("seed 1 instead of 0", ["train.seed=1"]),
@@ -92,8 +94,6 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     from tooltune.demo import evaluate
     from tooltune.evaluate.report import read_metrics, render_table, table_rows
-    from tooltune.train.config import RunConfig, _build
-    from tooltune.train.recipe import fine_tune
 
     names = subset(args.levers, LEVERS, "levers")
     model_dir = demo_base(args.demo)
@@ -103,10 +103,7 @@ def _run(args: argparse.Namespace) -> int:
     rows = []
     for name in names:
         run_dir = args.out / name
-        if not (run_dir / "run.json").is_file():
-            started = time.perf_counter()
-            fine_tune(_build(RunConfig, lever_tree(name, model_dir, run_dir, data_dir, args.steps), ""))
-            (run_dir / "bench_seconds.txt").write_text(f"{time.perf_counter() - started:.1f}\n", encoding="utf-8")
+        train_timed(name, run_dir, partial(lever_tree, name, model_dir, run_dir, data_dir, args.steps))
         eval_dir = args.out / f"{name}-{args.split}"
         if not (eval_dir / "metrics.json").is_file():
             evaluate(run_dir, split_file, eval_dir, budget, args.data_dir)

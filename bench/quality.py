@@ -18,6 +18,8 @@ import json
 import platform
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from tooltune import paths
@@ -69,19 +71,18 @@ def method_tree(method: str, model_dir: Path, run_dir: Path, data_dir: Path, ste
     return tree
 
 
-def train_one(method: str, model_dir: Path, run_dir: Path, data_dir: Path, steps: int, gpt2: bool) -> float | None:
-    """Seconds of training, or None when the run was already there."""
+def train_timed(name: str, run_dir: Path, make_tree: Callable[[], dict]) -> None:
+    """Train the config `make_tree()` builds into `run_dir`, writing its seconds to bench_seconds.txt; skipped (and
+    the tree not built) when the run is already there."""
     from tooltune.train.config import RunConfig, _build
     from tooltune.train.recipe import fine_tune
 
     if (run_dir / "run.json").is_file():
-        print(f"[{method}] trained already: {run_dir}")
-        return None
+        print(f"[{name}] trained already: {run_dir}")
+        return
     started = time.perf_counter()
-    fine_tune(_build(RunConfig, method_tree(method, model_dir, run_dir, data_dir, steps, gpt2), ""))
-    seconds = time.perf_counter() - started
-    (run_dir / "bench_seconds.txt").write_text(f"{seconds:.1f}\n", encoding="utf-8")
-    return seconds
+    fine_tune(_build(RunConfig, make_tree(), ""))
+    (run_dir / "bench_seconds.txt").write_text(f"{time.perf_counter() - started:.1f}\n", encoding="utf-8")
 
 
 def common_arguments(parser: argparse.ArgumentParser, out: str) -> None:
@@ -159,7 +160,7 @@ def _run(args: argparse.Namespace) -> int:
         dirs.append(("native", native))
     for method in methods:
         run_dir = args.out / method
-        train_one(method, model_dir, run_dir, data_dir, args.steps, gpt2)
+        train_timed(method, run_dir, partial(method_tree, method, model_dir, run_dir, data_dir, args.steps, gpt2))
         seconds[method] = float((run_dir / "bench_seconds.txt").read_text())
         eval_dir = args.out / f"{method}-{args.split}"
         if not (eval_dir / "metrics.json").is_file():

@@ -67,8 +67,8 @@ class Generator:
         self.end_ids = sorted(ids)
         self.text_stops = tuple(text_stops)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.end_ids[0]
-        # Padding is never an answer: a model that has not learned to stop (an untrained prompt adapter, a base
-        # model) would otherwise fill the length limit with it. Finished rows are still padded by `generate`.
+        # Padding is never an answer (no training target holds it), so it is never generated; `generate` still
+        # pads the rows that finished before the others, and the cut below removes that padding.
         self.suppressed = [] if self.pad_id in self.end_ids else [self.pad_id]
         # A prompt must leave room for the reply within the model's positions (GPT-2: n_positions).
         model_config = getattr(model, "config", None)
