@@ -7,7 +7,8 @@ cross-entropy dominate, as they do for real Gemma fine-tuning on dialogues where
 synthetic examples with the course data's shape: median ~460 tokens, ~13% trained targets. Both sides train LoRA
 (q_proj, v_proj) with the same batch size and number of optimizer steps; HF uses the default padding collator
 (DataCollatorForSeq2Seq) and computes the full logits, tooltune groups by length and computes the head only at
-trained positions. Repeats alternate the two sides. Tokens/s counts non-padding tokens.
+trained positions. Repeats alternate the sides. Tokens/s counts non-padding tokens; `--skip N` leaves each run's first
+N optimizer steps out of the timing on every side (kernel selection, and compilation for `--compile`'s side).
 """
 
 from __future__ import annotations
@@ -74,7 +75,14 @@ def course_examples(path: str, format_name: str, tokenizer, n: int, vocab: int) 
     return [Example(e.input_ids, e.labels) for e in report.examples]
 
 
-def run_tooltune(model_dir: Path, tokenizer, examples, args) -> tuple[float, float, float]:
+def rates(tokens: list[float], trained: list[float], ends: list[float], start: float, skip: int):
+    """(tokens/s, trained tokens/s, seconds) over the steps after the first `skip`, from per-step counts and end times."""
+    begin = ends[skip - 1] if skip else start
+    wall = ends[-1] - begin
+    return sum(tokens[skip:]) / wall, sum(trained[skip:]) / wall, wall
+
+
+def run_tooltune(model_dir: Path, tokenizer, examples, args, compile: bool = False) -> tuple[float, float, float]:
     from transformers import AutoModelForCausalLM
     from tooltune.train.loop import run_training
     from tooltune.train import methods
@@ -82,17 +90,20 @@ def run_tooltune(model_dir: Path, tokenizer, examples, args) -> tuple[float, flo
                             "method": {"name": args.method, "r": 8, "alpha": 16, "dropout": 0.0},
                             "data": {"group_by_length": True, "max_length": 8192},
                             "train": {"out": tempfile.mkdtemp(), "max_steps": args.steps, "batch_size": args.batch,
-                                      "lr": 1e-4, "warmup_steps": 0, "log_every": 1000,
+                                      "lr": 1e-4, "warmup_steps": 0, "log_every": 1, "compile": compile,
                                       "mixed_precision": "bf16" if args.bf16 else "no"}})
     dtype = torch.bfloat16 if args.bf16 else torch.float32
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, **methods.load_kwargs(args.method, dtype))
     if torch.cuda.is_available() and args.method != "qlora":
         model.cuda()
     run_training(cfg, model, tokenizer, examples, [])
-    # The loop's log: tokens and time from the start of the first step to the end of the last (setup excluded).
+    # The loop's log, one line per step: cumulative tokens and time since the start of the first step.
     import json
-    last = json.loads((Path(cfg.train.out) / "log.jsonl").read_text().splitlines()[-1])
-    return last["tokens"] / last["elapsed_s"], last["trained_tokens"] / last["elapsed_s"], last["elapsed_s"]
+    log = [json.loads(line) for line in (Path(cfg.train.out) / "log.jsonl").read_text().splitlines()]
+    log = [e for e in log if "tokens" in e]
+    steps = [(e["tokens"] - p["tokens"], e["trained_tokens"] - p["trained_tokens"])
+             for p, e in zip([{"tokens": 0, "trained_tokens": 0}] + log, log)]
+    return rates([t for t, _ in steps], [t for _, t in steps], [e["elapsed_s"] for e in log], 0.0, args.skip)
 
 
 def run_hf_trainer(model_dir: Path, tokenizer, examples, args) -> tuple[float, float, float]:
@@ -100,12 +111,21 @@ def run_hf_trainer(model_dir: Path, tokenizer, examples, args) -> tuple[float, f
     from transformers import (AutoModelForCausalLM, DataCollatorForSeq2Seq, Trainer, TrainerCallback,
                               TrainingArguments)
 
-    class Clock(TrainerCallback):  # the same span as tooltune's: first step start to last step end
+    class Clock(TrainerCallback):  # the same span as tooltune's: first step start to each step's end
+        ends: list[float]
+
         def on_step_begin(self, args, state, control, **kw):
             self.start = getattr(self, "start", None) or time.perf_counter()
 
         def on_step_end(self, args, state, control, **kw):
-            self.end = time.perf_counter()
+            self.ends.append(time.perf_counter())
+
+    class Counting(Trainer):  # each step's non-padding and trained tokens, whatever order the sampler chose
+        counts: list[tuple[int, int]]
+
+        def training_step(self, model, inputs, *rest, **kw):
+            self.counts.append((int(inputs["attention_mask"].sum()), int((inputs["labels"][:, 1:] != IGNORE).sum())))
+            return super().training_step(model, inputs, *rest, **kw)
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16 if args.bf16 else torch.float32)
     model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", r=8, lora_alpha=16, lora_dropout=0.0,
@@ -117,15 +137,14 @@ def run_hf_trainer(model_dir: Path, tokenizer, examples, args) -> tuple[float, f
                               max_steps=args.steps, learning_rate=1e-4, warmup_steps=0, logging_steps=1000,
                               save_strategy="no", report_to=[], dataloader_num_workers=0, seed=0,
                               disable_tqdm=True, use_cpu=not torch.cuda.is_available(), bf16=args.bf16)
-    trainer = Trainer(model=model, args=targs, train_dataset=used,
-                      data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True))
+    trainer = Counting(model=model, args=targs, train_dataset=used,
+                       data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True))
+    trainer.counts = []
     clock = Clock()
+    clock.ends = []
     trainer.add_callback(clock)
     trainer.train()
-    wall = clock.end - clock.start
-    tokens = sum(len(r["input_ids"]) for r in used)
-    trained = sum(sum(1 for t in r["labels"][1:] if t != IGNORE) for r in used)
-    return tokens / wall, trained / wall, wall
+    return rates([t for t, _ in trainer.counts], [t for _, t in trainer.counts], clock.ends, clock.start, args.skip)
 
 
 def main() -> int:
@@ -145,6 +164,10 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=0,
                         help="untimed warm-up runs before the timed ones (1: one, of the first side; use 1 on a GPU)")
     parser.add_argument("--sides", default="tooltune,hf", help="which loops to run, comma-separated")
+    parser.add_argument("--compile", action="store_true",
+                        help="add a side: tooltune with train.compile=true (decoder blocks compiled)")
+    parser.add_argument("--skip", type=int, default=0,
+                        help="optimizer steps at the start of each run left out of the timing (warm-up, compilation)")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "train.md"))
     parser.add_argument("--data", help="real dialogues instead of synthetic rows, e.g. the course's train.chatglm3.jsonl")
     parser.add_argument("--format", default="llama2", help="chat format rendering --data")
@@ -175,25 +198,29 @@ def main() -> int:
     lengths = sorted(len(e.input_ids) for e in examples)
     trained_share = sum(e.trained for e in examples) / sum(lengths)
 
+    runners = {"tooltune": run_tooltune, "hf": run_hf_trainer,
+               "tooltune-compiled": lambda *a: run_tooltune(*a, compile=True)}
     sides = [s for s in ("tooltune", "hf") if s in args.sides.split(",")]
     if args.method == "qlora":
         sides = ["tooltune"]
+    if args.compile:
+        sides.insert(1, "tooltune-compiled")
     results = {side: [] for side in sides}
-    for side in sides[:args.warmup]:  # untimed: CUDA context, kernel selection and caches warm up for both sides
-        fn = run_tooltune if side == "tooltune" else run_hf_trainer
-        print(f"warm-up {side}: {fn(model_dir, tokenizer, examples[:2 * args.batch], args)[0]:.0f} tok/s (not counted)",
-              flush=True)
+    # Untimed: CUDA context, kernel selection, compilation caches and the like warm up for every side.
+    for side in sides[:len(sides) if args.warmup else 0]:
+        tps = runners[side](model_dir, tokenizer, examples[:2 * args.batch], argparse.Namespace(**{**vars(args),
+                                                                                                 "skip": 0}))[0]
+        print(f"warm-up {side}: {tps:.0f} tok/s (not counted)", flush=True)
     for r in range(args.repeats):
         for side in (sides if r % 2 == 0 else sides[::-1]):
-            fn = run_tooltune if side == "tooltune" else run_hf_trainer
-            results[side].append(fn(model_dir, tokenizer, examples, args))
+            results[side].append(runners[side](model_dir, tokenizer, examples, args))
             tps, ttps, wall = results[side][-1]
-            print(f"repeat {r} {side:9s} {tps:9.0f} tok/s {ttps:8.0f} trained tok/s  {wall:6.1f} s", flush=True)
+            print(f"repeat {r} {side:17s} {tps:9.0f} tok/s {ttps:8.0f} trained tok/s  {wall:6.1f} s", flush=True)
 
     def med(side, i):
         return statistics.median(x[i] for x in results[side])
 
-    speedup = med("tooltune", 0) / med("hf", 0) if len(sides) == 2 else None
+    speedups = {side: med(side, 0) / med("hf", 0) for side in sides if side != "hf" and "hf" in sides}
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
     cmd = "python bench/train_throughput.py " + " ".join(sys.argv[1:])
     model_desc = args.model or (f"Gemma-3-shaped, vocab {args.vocab}, hidden {args.hidden}, {args.layers} layers, "
@@ -206,7 +233,8 @@ def main() -> int:
         f"so compare the two columns of one run, not absolute numbers across runs.  ",
         f"Model: {model_desc}. {args.method} r=8 on q_proj, v_proj{', bf16' if args.bf16 else ''}, batch {args.batch}, {args.steps} optimizer steps, "
         f"{args.repeats} repeats alternating sides (median reported)"
-        f"{', after an untimed warm-up run' if args.warmup else ''}.  ",
+        f"{', after an untimed warm-up run of each side' if args.warmup else ''}"
+        f"{f'; the first {args.skip} steps of each run are not timed' if args.skip else ''}.  ",
         f"Data: {len(examples)} {'dialogues of ' + Path(args.data).name + ' (' + args.format + ' format)' if args.data else 'synthetic examples'}, "
         f"median length {lengths[len(lengths) // 2]} tokens, "
         f"{100 * trained_share:.1f}% trained targets.",
@@ -215,12 +243,14 @@ def main() -> int:
         "| --- | ---: | ---: | --- |",
     ]
     for side, name in (("hf", "HF Trainer + PEFT, DataCollatorForSeq2Seq padding"),
-                       ("tooltune", "tooltune (head at trained positions, length-grouped)")):
+                       ("tooltune", "tooltune (head at trained positions, length-grouped)"),
+                       ("tooltune-compiled", "tooltune, train.compile=true (decoder blocks compiled)")):
         if side not in results:
             continue
         runs = ", ".join(f"{x[0]:.0f}" for x in results[side])
         lines.append(f"| {name} | {med(side, 0):.0f} | {med(side, 1):.0f} | {runs} |")
-    lines += ["", f"Speed-up (tokens/s): **{speedup:.2f}x**" if speedup else "", ""]
+    lines += ["", "Speed-up over HF (tokens/s): " + ", ".join(f"{side} **{x:.2f}x**" for side, x in speedups.items())
+              if speedups else "", ""]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines), encoding="utf-8")
     print("\n".join(lines))

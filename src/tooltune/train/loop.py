@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,7 +107,12 @@ def _train_step(accelerator, loss_module, window, pad_id: int, extra_loss) -> tu
             loss = s * scale
             if last and extra_loss is not None:
                 loss = loss + extra_loss()
-            accelerator.backward(loss)
+            if accelerator.distributed_type == DistributedType.DEEPSPEED:
+                # One engine step per window: the boundary is the window's last micro-batch, where the engine
+                # reduces, clips and steps (accelerate's backward would step after every micro-batch).
+                accelerator.deepspeed_engine_wrapped.backward(loss, sync_gradients=last)
+            else:
+                accelerator.backward(loss)
         loss_sum += float(s.detach())
     return _sum_over_processes(accelerator, loss_sum) / trained, trained, tokens
 
@@ -156,14 +162,17 @@ def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: li
     # "no" defers to the launcher (accelerate config / ACCELERATE_MIXED_PRECISION), which defaults to no.
     # cpu=True without CUDA: processes started by `accelerate launch --multi_gpu` / torchrun then join over gloo
     # (MULTI_CPU); accelerate only picks that mode when told it runs on the CPU.
+    # DeepSpeed runs on the CPU too, through its own CPU accelerator, so a DeepSpeed launch is never forced to cpu=True.
     accelerator = Accelerator(mixed_precision=None if cfg.train.mixed_precision == "no" else cfg.train.mixed_precision,
-                              cpu=not torch.cuda.is_available())
+                              cpu=not torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_DEEPSPEED") != "true")
     set_seed(cfg.train.seed)
     run_dir = Path(cfg.train.out)
     _check_run_dir(cfg, run_dir, resume)
     plan_ = plan(len(train), cfg, accelerator.num_processes)
     model = methods.wrap(model, cfg.method, plan_.total_steps, cfg.model.gradient_checkpointing, new_token_ids)
     model.train()
+    if cfg.train.compile:
+        compile_blocks(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = methods.make_optimizer(cfg.method.name, trainable, cfg.train.lr, cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.train, plan_.total_steps))
@@ -172,6 +181,9 @@ def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: li
     loss_module = TokenLoss(model, plain=methods.METHODS[cfg.method.name].virtual_tokens)
     # The scheduler is stepped here once per optimizer step, so it is not handed to accelerate (which would step it
     # once per process).
+    deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
+    if deepspeed:
+        _configure_deepspeed(accelerator, cfg)
     loss_module, optimizer = accelerator.prepare(loss_module, optimizer)
     loss_path = _choose_loss_path(accelerator, loss_module, train[:cfg.train.batch_size], tokenizer)
     # FSDP shards parameters in place (DTensors, re-registered at its lazy init on the first forward): accelerate
@@ -213,10 +225,13 @@ def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: li
         for window in windows[prog.window:]:
             loss, trained, tokens = _train_step(accelerator, loss_module, window, pad_id, extra_loss)
             grad_norm = None
-            if cfg.train.max_grad_norm > 0:
+            if deepspeed:  # the engine has clipped and stepped at the window's last backward
+                grad_norm = accelerator.deepspeed_engine_wrapped.get_global_grad_norm()
+                grad_norm = None if grad_norm is None else float(grad_norm)
+            elif cfg.train.max_grad_norm > 0:
                 grad_norm = float(accelerator.clip_grad_norm_(
                     list(loss_module.parameters()) if sharded else trainable, cfg.train.max_grad_norm))
-            optimizer.step()
+            optimizer.step()  # a no-op under DeepSpeed
             scheduler.step()
             prog.step, prog.window = prog.step + 1, prog.window + 1
             method_log = methods.after_optimizer_step(cfg.method.name, model, prog.step)
@@ -245,11 +260,48 @@ def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: li
         if prog.step < plan_.total_steps and not stopped_early:
             prog.epoch, prog.window = prog.epoch + 1, 0
     bar.close()
-    summary.update(_finish(accelerator, model, tokenizer, dev, run_dir, prog, stopped_early))
+    summary.update(_finish(accelerator, loss_module, model, tokenizer, dev, run_dir, prog, stopped_early))
     if accelerator.is_main_process:
         (run_dir / "run.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False), encoding="utf-8")
     accelerator.wait_for_everyone()
     return TrainResult(summary, model)
+
+
+def compile_blocks(model) -> int:
+    """Compile every decoder block of `model` in place; returns how many.
+
+    The blocks are the classes a transformers model names in `_no_split_modules` (LlamaDecoderLayer, ...). Their
+    forward is one code object, so one compiled graph serves all of them, and `Module.compile` compiles in place, so
+    parameter names (and so checkpoints and the saved adapter) stay as they are. The rest of the model runs eagerly.
+    """
+    causal_lm = transformers_model(model)
+    names = set(getattr(causal_lm, "_no_split_modules", None) or ())
+    blocks = [m for m in causal_lm.modules() if type(m).__name__ in names]
+    if not blocks:
+        raise ToolTuneError(f"train.compile: {type(causal_lm).__name__} names no repeated blocks to compile "
+                            f"(_no_split_modules); set train.compile=false")
+    for block in blocks:
+        block.compile()
+    return len(blocks)
+
+
+def _configure_deepspeed(accelerator, cfg: RunConfig) -> None:
+    """Hand DeepSpeed what it needs from the run config before `prepare` (there is no dataloader to read it from).
+
+    tooltune accumulates micro-batches itself, normalising by the trained tokens of the whole window, so the DeepSpeed
+    config must not accumulate too; clipping is the run config's, applied by the engine at the window's end.
+    """
+    ds = accelerator.state.deepspeed_plugin.deepspeed_config
+    accum = ds.get("gradient_accumulation_steps", 1)
+    if accum not in (1, "auto"):
+        raise ToolTuneError(f"the DeepSpeed config sets gradient_accumulation_steps: {accum}; tooltune accumulates "
+                            f"itself: set it to 1 and use train.grad_accum={accum} instead")
+    if methods.METHODS[cfg.method.name].allocates_ranks:
+        raise ToolTuneError(f"method {cfg.method.name} reads its matrices' gradients after every step, which "
+                            f"DeepSpeed ZeRO partitions away: run it with DDP (accelerate launch --multi_gpu)")
+    ds["gradient_accumulation_steps"] = 1
+    ds["train_micro_batch_size_per_gpu"] = cfg.train.batch_size
+    ds["gradient_clipping"] = cfg.train.max_grad_norm
 
 
 def _choose_loss_path(accelerator, loss_module, examples, tokenizer) -> str:
@@ -301,27 +353,33 @@ def _evaluate_and_keep_best(accelerator, loss_module, model, tokenizer, dev, cfg
     log({"step": prog.step, "dev_loss": dev_loss, "dev_perplexity": math.exp(min(dev_loss, 50))})
     if prog.best_dev is None or dev_loss < prog.best_dev:
         prog.best_dev, prog.bad_evals = dev_loss, 0
-        _save_model(accelerator, model, tokenizer, run_dir)
+        _save_model(accelerator, loss_module, model, tokenizer, run_dir)
         return False
     prog.bad_evals += 1
     return bool(cfg.train.early_stopping) and prog.bad_evals >= cfg.train.early_stopping
 
 
-def _save_model(accelerator, model, tokenizer, run_dir: Path) -> None:
+def _save_model(accelerator, loss_module, model, tokenizer, run_dir: Path) -> None:
     """The adapter (or full model) and tokenizer into the run dir: PeftModel.from_pretrained(base, run_dir) loads it."""
     accelerator.wait_for_everyone()
     # Sharded (FSDP/DeepSpeed ZeRO-3) weights are gathered into a full state dict first, on every process.
-    state_dict = (accelerator.get_state_dict(model)
-                  if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED) else None)
+    state_dict = None
+    if accelerator.distributed_type == DistributedType.FSDP:
+        state_dict = accelerator.get_state_dict(model)
+    elif accelerator.distributed_type == DistributedType.DEEPSPEED:
+        # Only the engine (the prepared TokenLoss) can gather ZeRO-3 partitions; its keys start with "model.".
+        gathered = accelerator.get_state_dict(loss_module)
+        state_dict = {k.removeprefix("model."): v for k, v in gathered.items()}
     if accelerator.is_main_process:
         accelerator.unwrap_model(model).save_pretrained(run_dir, state_dict=state_dict)
         tokenizer.save_pretrained(run_dir)
     accelerator.wait_for_everyone()
 
 
-def _finish(accelerator, model, tokenizer, dev, run_dir: Path, prog: Progress, stopped_early: bool) -> dict:
+def _finish(accelerator, loss_module, model, tokenizer, dev, run_dir: Path, prog: Progress,
+            stopped_early: bool) -> dict:
     if not dev:  # with a dev set the best-dev model is already saved
-        _save_model(accelerator, model, tokenizer, run_dir)
+        _save_model(accelerator, loss_module, model, tokenizer, run_dir)
     train_losses = [e["loss"] for e in prog.history if "loss" in e]
     result = {"steps": prog.step, "final_train_loss": train_losses[-1] if train_losses else None,
               "best_dev_loss": prog.best_dev, "stopped_early": stopped_early,
