@@ -229,8 +229,8 @@ def main() -> int:
         "# Training throughput: tooltune loop vs Hugging Face Trainer + PEFT",
         "",
         f"Command: `{cmd.strip()}`  ",
-        f"Hardware: {device}, torch {torch.__version__}, {platform.python_version()}; machine shared with other jobs, "
-        f"so compare the two columns of one run, not absolute numbers across runs.  ",
+        f"Hardware: {device}, torch {torch.__version__}, {platform.python_version()}"
+        f"{'' if torch.cuda.is_available() else '; machine shared with other jobs, so compare the columns of one run, not absolute numbers across runs'}.  ",
         f"Model: {model_desc}. {args.method} r=8 on q_proj, v_proj{', bf16' if args.bf16 else ''}, batch {args.batch}, {args.steps} optimizer steps, "
         f"{args.repeats} repeats alternating sides (median reported)"
         f"{', after an untimed warm-up run of each side' if args.warmup else ''}"

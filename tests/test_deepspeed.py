@@ -31,35 +31,42 @@ needs_deepspeed = pytest.mark.skipif(importlib.util.find_spec("deepspeed") is No
                                             "deepspeed; .ci/run installs it)")
 
 
-def _train(tmp_path: Path, name: str, run: dict, launch: list[str]) -> Path:
+def _train(tmp_path: Path, name: str, run: dict, launch: list[str], *extra: str, **train) -> tuple[Path, str]:
     config = tmp_path / f"{name}.yaml"
     out = tmp_path / name
-    config.write_text(yaml.safe_dump({**run, "train": {**run["train"], "out": str(out)}}))
+    config.write_text(yaml.safe_dump({**run, "train": {**run["train"], **train, "out": str(out)}}))
     path = os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH")) if p)
-    done = subprocess.run([sys.executable, *launch, "-m", "tooltune", "train", str(config)], check=False,
+    done = subprocess.run([sys.executable, *launch, "-m", "tooltune", "train", str(config), *extra], check=False,
                           env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    return out
+    return out, done.stdout
 
 
 @needs_deepspeed
 @pytest.mark.parametrize("stage", [2, 3])
-def test_deepspeed_trains_exactly_like_the_plain_loop(tmp_path, stage):
+def test_deepspeed_trains_and_resumes_exactly_like_the_plain_loop(tmp_path, stage):
     model_dir = save_tiny_model(tmp_path / "model")
     rows = [{"input_ids": e.input_ids, "labels": e.labels} for e in synthetic_examples(16, 200, seed=1)]
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     # Two micro-batches per step and a clipping norm below every step's gradient norm (~0.15-0.3): a DeepSpeed engine
     # that stepped after each micro-batch, or clipped at its config's 1.0, would end elsewhere. float32 on both sides.
+    # The DeepSpeed run is interrupted after 2 steps and resumed from its step-1 checkpoint (accelerate's save_state
+    # of the engine): it must still end where the uninterrupted plain run does. Constant lr: the cut run's max_steps
+    # must not change the schedule.
     run = {"model": {"path": str(model_dir)}, "method": {"name": "lora"},
            "data": {"train": str(tmp_path / "train.jsonl")},
-           "train": {"max_steps": 3, "batch_size": 2, "grad_accum": 2, "lr": 1e-2, "max_grad_norm": 0.05}}
+           "train": {"max_steps": 3, "batch_size": 2, "grad_accum": 2, "lr": 1e-2, "max_grad_norm": 0.05,
+                     "schedule": "constant", "save_every": 1}}
     accelerate_config = yaml.safe_load((ROOT / f"configs/accelerate/deepspeed_zero{stage}.yaml").read_text())
     accelerate_config.update(num_processes=1, mixed_precision="no")
     (tmp_path / "ds.yaml").write_text(yaml.safe_dump(accelerate_config))
 
-    plain = _train(tmp_path, "plain", run, [])
-    deepspeed = _train(tmp_path, "deepspeed", run, ["-m", "accelerate.commands.launch", "--config_file",
-                                                    str(tmp_path / "ds.yaml")])
+    plain, _ = _train(tmp_path, "plain", run, [])
+    launch = ["-m", "accelerate.commands.launch", "--config_file", str(tmp_path / "ds.yaml")]
+    _train(tmp_path, "deepspeed", run, launch, max_steps=2)
+    assert (tmp_path / "deepspeed" / "checkpoints" / "step-1" / "accelerate").is_dir()
+    deepspeed, printed = _train(tmp_path, "deepspeed", run, launch, "--resume")
+    assert "resuming from" in printed and "(step 1)" in printed
 
     summary = json.loads((deepspeed / "run.json").read_text())
     assert summary["distributed_type"] == "DEEPSPEED" and summary["steps"] == 3
