@@ -83,17 +83,20 @@ def tiny_model(directory: Path, texts: list[str], vocab: int = 1500, hidden: int
 
 
 def train(args, model: Path, data: list[Dialogue], out: Path, seed: int, dev_file: Path) -> tuple[Path, float]:
-    from tooltune.train.config import config_from_dict
+    from tooltune.train.config import config_from_dict, config_to_dict, load_config
     from tooltune.train.recipe import fine_tune
 
     out.mkdir(parents=True, exist_ok=True)
     write_dialogues(data, out / "train.jsonl", "seed")
+    start = config_to_dict(load_config(args.config)) if args.config else {
+        "method": {}, "data": {"format": "chatglm3", "observation": "compact"}, "train": {}}
     cfg = config_from_dict({
-        "model": {"path": str(model)}, "method": {"name": args.method},
-        "data": {"train": str(out / "train.jsonl"), "dev": str(dev_file), "format": "chatglm3", "observation": "compact",
-                 "max_length": args.max_length},
-        "train": {"out": str(out / "run"), "max_steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
-                  "warmup_steps": args.steps // 10, "seed": seed, "log_every": 50}})
+        **start, "model": {**start.get("model", {}), "path": str(model)},
+        "method": {**start["method"], "name": args.method},
+        "data": {**start["data"], "train": str(out / "train.jsonl"), "dev": str(dev_file), "max_length": args.max_length},
+        "train": {**start["train"], "out": str(out / "run"), "max_steps": args.steps, "batch_size": args.batch_size,
+                  "grad_accum": 1, "lr": args.lr, "warmup_steps": args.steps // 10, "seed": seed, "log_every": 50,
+                  "eval_every": 0, "save_every": 0, "compile": args.compile}})
     return out / "run", fine_tune(cfg)["best_dev_loss"]
 
 
@@ -142,6 +145,10 @@ def main() -> None:
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--by", default="mean", choices=("mean", "min", "disagree"))
     p.add_argument("--model", default=None, help="a base model directory (default: a tiny Llama built here)")
+    p.add_argument("--config", default=None,
+                   help="a run config to start from (e.g. configs/demo.yaml: format, observation, LoRA rank and "
+                        "targets); the options above override its method name, steps, batch, lr and paths")
+    p.add_argument("--compile", action="store_true", help="train.compile=true (decoder blocks compiled)")
     p.add_argument("--work", default="/tmp/tooltune-active-learning")
     p.add_argument("--out", default="bench/results/loop.md")
     args = p.parse_args()
@@ -185,7 +192,8 @@ def write_results(args, counts: dict, rows: list[dict], seconds: float) -> None:
     lines = ["# Data loop: active vs random selection of extra training dialogues", "",
              f"Command: `{cmd}` ({seconds / 60:.0f} min on this machine's CPU).", "",
              "Pool (raw `unused` dialogues): " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".", "",
-             f"Model: {args.model or 'tiny Llama (2 layers, random init, tokenizer trained here), full fine-tuning'}; "
+             f"Model: {args.model or 'tiny Llama (2 layers, random init, tokenizer trained here), full fine-tuning'}"
+             f"{', config ' + args.config if args.config else ''}, method {args.method}; "
              f"{args.steps} steps x batch {args.batch_size}, lr {args.lr}; dev: "
              f"{'first ' + str(args.dev_limit) + ' turn units' if args.dev_limit else 'all turn units'}; "
              f"selection by `{args.by}`.", "",
