@@ -51,12 +51,12 @@ def test_deepspeed_trains_and_resumes_exactly_like_the_plain_loop(tmp_path, stag
     # Two micro-batches per step and a clipping norm below every step's gradient norm (~0.15-0.3): a DeepSpeed engine
     # that stepped after each micro-batch, or clipped at its config's 1.0, would end elsewhere. float32 on both sides.
     # The DeepSpeed run is interrupted after 2 steps and resumed from its step-1 checkpoint (accelerate's save_state
-    # of the engine): it must still end where the uninterrupted plain run does. Constant lr: the cut run's max_steps
-    # must not change the schedule.
+    # of the engine): it must still end where the uninterrupted plain run does. The lr rises through a warm-up as long
+    # as the run, so the schedule is exercised and the cut run's max_steps does not change it.
     run = {"model": {"path": str(model_dir)}, "method": {"name": "lora"},
            "data": {"train": str(tmp_path / "train.jsonl")},
            "train": {"max_steps": 3, "batch_size": 2, "grad_accum": 2, "lr": 1e-2, "max_grad_norm": 0.05,
-                     "schedule": "constant", "save_every": 1}}
+                     "warmup_steps": 3, "schedule": "constant", "save_every": 1}}
     accelerate_config = yaml.safe_load((ROOT / f"configs/accelerate/deepspeed_zero{stage}.yaml").read_text())
     accelerate_config.update(num_processes=1, mixed_precision="no")
     (tmp_path / "ds.yaml").write_text(yaml.safe_dump(accelerate_config))
@@ -71,7 +71,9 @@ def test_deepspeed_trains_and_resumes_exactly_like_the_plain_loop(tmp_path, stag
     summary = json.loads((deepspeed / "run.json").read_text())
     assert summary["distributed_type"] == "DEEPSPEED" and summary["steps"] == 3
     logs = [[json.loads(line) for line in (d / "log.jsonl").read_text().splitlines()] for d in (plain, deepspeed)]
+    assert [e["lr"] for e in logs[1]] == pytest.approx([1e-2 * 2 / 3, 1e-2, 1e-2])  # after steps 1, 2, 3
     for ours, theirs in zip(*logs, strict=True):
+        assert ours["lr"] == theirs["lr"]
         assert ours["loss"] == pytest.approx(theirs["loss"], rel=1e-5)
         assert ours["grad_norm"] == pytest.approx(theirs["grad_norm"], rel=1e-4)
     want, got = (load_file(d / "adapter_model.safetensors") for d in (plain, deepspeed))

@@ -171,8 +171,7 @@ def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: li
     plan_ = plan(len(train), cfg, accelerator.num_processes)
     model = methods.wrap(model, cfg.method, plan_.total_steps, cfg.model.gradient_checkpointing, new_token_ids)
     model.train()
-    if cfg.train.compile:
-        compile_blocks(model)
+    compiled_blocks = compile_blocks(model) if cfg.train.compile else 0
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = methods.make_optimizer(cfg.method.name, trainable, cfg.train.lr, cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.train, plan_.total_steps))
@@ -181,8 +180,8 @@ def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: li
     loss_module = TokenLoss(model, plain=methods.METHODS[cfg.method.name].virtual_tokens)
     # The scheduler is stepped here once per optimizer step, so it is not handed to accelerate (which would step it
     # once per process).
-    deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
-    if deepspeed:
+    on_deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
+    if on_deepspeed:
         _configure_deepspeed(accelerator, cfg)
     loss_module, optimizer = accelerator.prepare(loss_module, optimizer)
     loss_path = _choose_loss_path(accelerator, loss_module, train[:cfg.train.batch_size], tokenizer)
@@ -209,7 +208,8 @@ def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: li
                "dev_examples": len(dev), "total_steps": plan_.total_steps, "processes": accelerator.num_processes,
                "distributed_type": str(accelerator.distributed_type.value), "device": str(accelerator.device),
                "dropped_batches_per_epoch": plan_.dropped_batches,
-               "trainable_parameters": sum(p.numel() for p in trainable), "loss_path": loss_path, **(meta or {})}
+               "trainable_parameters": sum(p.numel() for p in trainable), "loss_path": loss_path,
+               "compiled_blocks": compiled_blocks, **(meta or {})}
     bar = _progress_bar(accelerator, plan_.total_steps, prog.step)
     started, seen_tokens, seen_trained = time.perf_counter(), 0.0, 0.0
     stopped_early = False
@@ -225,7 +225,7 @@ def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: li
         for window in windows[prog.window:]:
             loss, trained, tokens = _train_step(accelerator, loss_module, window, pad_id, extra_loss)
             grad_norm = None
-            if deepspeed:  # the engine has clipped and stepped at the window's last backward
+            if on_deepspeed:  # the engine has clipped and stepped at the window's last backward
                 grad_norm = accelerator.deepspeed_engine_wrapped.get_global_grad_norm()
                 grad_norm = None if grad_norm is None else float(grad_norm)
             elif cfg.train.max_grad_norm > 0:
