@@ -162,7 +162,7 @@ def main() -> int:
     parser.add_argument("--bf16", action="store_true", help="bf16 weights and autocast on both sides (GPU)")
     parser.add_argument("--method", default="lora", choices=["lora", "qlora"], help="qlora: tooltune side only")
     parser.add_argument("--warmup", type=int, default=0,
-                        help="untimed warm-up runs before the timed ones (1: one, of the first side; use 1 on a GPU)")
+                        help="1: an untimed warm-up run of every side before the timed ones (use it on a GPU)")
     parser.add_argument("--sides", default="tooltune,hf", help="which loops to run, comma-separated")
     parser.add_argument("--compile", action="store_true",
                         help="add a side: tooltune with train.compile=true (decoder blocks compiled)")
