@@ -89,9 +89,9 @@ def train(args, model: Path, data: list[Dialogue], out: Path, seed: int, dev_fil
     out.mkdir(parents=True, exist_ok=True)
     write_dialogues(data, out / "train.jsonl", "seed")
     start = config_to_dict(load_config(args.config)) if args.config else {
-        "method": {}, "data": {"format": "chatglm3", "observation": "compact"}, "train": {}}
+        "model": {}, "method": {}, "data": {"format": "chatglm3", "observation": "compact"}, "train": {}}
     cfg = config_from_dict({
-        **start, "model": {**start.get("model", {}), "path": str(model)},
+        **start, "model": {**start["model"], "path": str(model)},
         "method": {**start["method"], "name": args.method},
         "data": {**start["data"], "train": str(out / "train.jsonl"), "dev": str(dev_file), "max_length": args.max_length},
         "train": {**start["train"], "out": str(out / "run"), "max_steps": args.steps, "batch_size": args.batch_size,

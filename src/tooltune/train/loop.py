@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator, DistributedType
-from accelerate.utils import set_seed
+from accelerate.utils import parse_flag_from_env, set_seed
 
 from tooltune.errors import ToolTuneError
 from tooltune.train import checkpoint, methods
@@ -164,7 +163,7 @@ def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: li
     # (MULTI_CPU); accelerate only picks that mode when told it runs on the CPU.
     # DeepSpeed runs on the CPU too, through its own CPU accelerator, so a DeepSpeed launch is never forced to cpu=True.
     accelerator = Accelerator(mixed_precision=None if cfg.train.mixed_precision == "no" else cfg.train.mixed_precision,
-                              cpu=not torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_DEEPSPEED") != "true")
+                              cpu=not torch.cuda.is_available() and not parse_flag_from_env("ACCELERATE_USE_DEEPSPEED"))
     set_seed(cfg.train.seed)
     run_dir = Path(cfg.train.out)
     _check_run_dir(cfg, run_dir, resume)
