@@ -102,13 +102,12 @@ def train(args, model: Path, data: list[Dialogue], out: Path, seed: int, dev_fil
 
 def generator_for(run: Path, max_new_tokens: int):
     from tooltune.formats import get_format
-    from tooltune.inference import GenerationConfig, Generator
+    from tooltune.inference import Generator
     from tooltune.runs import load_for_inference
 
     loaded = load_for_inference(run)
     return Generator(loaded.model, loaded.tokenizer, get_format(loaded.format),
-                     config=GenerationConfig(max_new_tokens=max_new_tokens, batch_size=16,
-                                             observation=loaded.observation))
+                     config=loaded.generation(max_new_tokens=max_new_tokens, batch_size=16))
 
 
 def dev_metrics(run: Path, dev: list[Dialogue], limit: int, max_new_tokens: int) -> dict[str, float]:

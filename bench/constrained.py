@@ -29,7 +29,7 @@ from tooltune.evaluate.score import course_metrics
 from tooltune.evaluate.units import eval_units
 from tooltune.files import read_dialogues
 from tooltune.formats import get_format
-from tooltune.inference import GenerationConfig, Generator
+from tooltune.inference import Generator
 from tooltune.paths import data_file
 from tooltune.runs import load_for_inference
 from tooltune.schema import argument_problems
@@ -45,9 +45,8 @@ def spread(items: list, limit: int | None) -> list:
 
 
 def measure(loaded, units, constrained: bool, args) -> dict:
-    config = GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                              max_prompt_tokens=args.max_prompt_tokens, observation=loaded.observation,
-                              constrained=constrained)
+    config = loaded.generation(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                               max_prompt_tokens=args.max_prompt_tokens, constrained=constrained)
     gen = Generator(loaded.model, loaded.tokenizer, get_format(loaded.format), config=config)
     started = time.perf_counter()
     preds = gen.predict([u.history for u in units], [u.tools for u in units], progress=True)

@@ -229,7 +229,7 @@ def evaluate(run: Path, data_file: Path, partial: Path, budget: Budget, data_dir
     from tooltune.evaluate.units import eval_units
     from tooltune.files import read_dialogues
     from tooltune.formats import get_format
-    from tooltune.inference import GenerationConfig, Generator, domain_vocab
+    from tooltune.inference import Generator, domain_vocab
     from tooltune.runs import load_for_inference, training_data
 
     loaded = load_for_inference(run, format=format, observation=observation)
@@ -239,8 +239,8 @@ def evaluate(run: Path, data_file: Path, partial: Path, budget: Budget, data_dir
         vocab = domain_vocab(read_dialogues(train_file or training_data(run)), loaded.tokenizer, fmt, loaded.observation)
     # A model with few positions (the own GPT-2) keeps the newest turns of a long prompt, leaving room to answer.
     positions = getattr(loaded.model.config, "n_positions", None) or loaded.model.config.max_position_embeddings
-    gen = GenerationConfig(max_new_tokens=budget.max_new_tokens, batch_size=16, observation=loaded.observation,
-                           max_prompt_tokens=min(2048, positions - budget.max_new_tokens), output_vocab=vocab)
+    gen = loaded.generation(max_new_tokens=budget.max_new_tokens, batch_size=16,
+                            max_prompt_tokens=min(2048, positions - budget.max_new_tokens), output_vocab=vocab)
     generator = Generator(loaded.model, loaded.tokenizer, fmt, config=gen)
     units = eval_units(read_dialogues(data_file), split=data_file.name.split(".")[0])[:budget.eval_limit]
     started = time.perf_counter()

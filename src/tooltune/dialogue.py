@@ -8,7 +8,8 @@ of a turn; `turn_to_seed` / `turn_from_seed` convert, and predictions files use 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Union
 
 from tooltune.errors import InputError
@@ -146,6 +147,32 @@ def check_order(turns: tuple[Turn, ...] | list[Turn], where: str | None = None) 
 # ---- the seed format: the canonical JSON form of a turn -------------------------------------------------------
 
 SEED_ROLES = {"user": User, "search": Call, "return": Result, "assistant": Assistant}
+
+
+ARGUMENT_ORDERS = ("as-written", "schema")
+"""How a call's arguments are laid out when rendered: as the data wrote them, or in the tool schema's order."""
+
+
+def order_arguments(turns: Sequence[Turn], tools: Sequence[Tool], order: str) -> tuple[Turn, ...]:
+    """`turns` with each call's arguments in `order`. "schema": the keys in the order the call's tool declares its
+    properties (keys it does not declare follow, as written); "as-written": unchanged.
+
+    Why it matters: a model decides each optional key where the key's place comes. The course's calls list keys
+    alphabetically, so `type` comes last, after the numbers, far from the words that decide it (bench/results/quality.md).
+    """
+    if order not in ARGUMENT_ORDERS:
+        raise ValueError(f"argument order must be one of {', '.join(ARGUMENT_ORDERS)}, not {order!r}")
+    if order == "as-written":
+        return tuple(turns)
+    declared = {tool.name: list(tool.parameters.get("properties", {})) for tool in tools}
+    out: list[Turn] = []
+    for turn in turns:
+        if isinstance(turn, Call) and turn.name in declared:
+            args = {k: turn.arguments[k] for k in declared[turn.name] if k in turn.arguments}
+            args.update((k, v) for k, v in turn.arguments.items() if k not in args)
+            turn = replace(turn, arguments=args)
+        out.append(turn)
+    return tuple(out)
 
 
 def turn_to_seed(turn: Turn) -> dict[str, Any]:

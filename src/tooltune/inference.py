@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from tooltune.dialogue import HOTEL_TOOL, Tool, Turn
+from tooltune.dialogue import HOTEL_TOOL, Tool, Turn, order_arguments
 from tooltune.formats import ChatFormat, ParsedTurn, SampleTooLong, encode
 from tooltune.formats.base import single_id
 
@@ -32,6 +32,9 @@ class GenerationConfig:
     model's positions minus `max_new_tokens`."""
     observation: str = "full"
     """How results are rendered in the prompt; must match what the model was trained with."""
+    argument_order: str = "as-written"
+    """How earlier calls' arguments are laid out in the prompt (`tooltune.dialogue.order_arguments`); must match
+    the training's `data.argument_order`."""
     constrained: bool = False
     """Once the model opens a call, generate its arguments under the tool's schema (`tooltune.constrained`;
     needs the `constrained` extra). Replies are never touched."""
@@ -88,7 +91,9 @@ class Generator:
         """Time spent constraining (watching for call openers, grammar steps, masks), over all batches."""
 
     def prompt_ids(self, history: Sequence[Turn], tools: Sequence[Tool] | None = None) -> list[int]:
-        segments = self.fmt.prompt(history, tools or self.tools, observation=self.config.observation)
+        tools = tools or self.tools
+        history = order_arguments(history, tools, self.config.argument_order)
+        segments = self.fmt.prompt(history, tools, observation=self.config.observation)
         try:
             return encode(segments, self.tokenizer, max_length=self.max_prompt).input_ids
         except SampleTooLong:  # the last segment alone (a long tool result) is over the limit: keep its last tokens

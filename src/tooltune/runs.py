@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from tooltune.errors import InputError, ToolTuneError
+
+if TYPE_CHECKING:
+    from tooltune.inference import GenerationConfig
 
 
 @dataclass
@@ -27,6 +30,14 @@ class Loaded:
     """What the report's Model column shows (the base model's folder name)."""
     method: str
     """What the report's Method column shows (`native` for an untrained base)."""
+    argument_order: str = "as-written"
+    """How the run laid out calls' arguments in training (`data.argument_order`); prompts must do the same."""
+
+    def generation(self, **options: Any) -> GenerationConfig:
+        """Generation settings that render prompts the way this run was trained (observation, argument order)."""
+        from tooltune.inference import GenerationConfig
+
+        return GenerationConfig(observation=self.observation, argument_order=self.argument_order, **options)
 
 
 def _dtype(name: str):
@@ -111,6 +122,7 @@ def load_for_inference(path: str | Path, *, format: str | None = None, observati
         data = cfg.get("data", {})
         fmt_name = format or data.get("format") or run_info.get("format")
         obs = observation or data.get("observation") or "full"
+        order = data.get("argument_order") or "as-written"
         base = cfg.get("model", {}).get("path", "")
         tokenizer = AutoTokenizer.from_pretrained(path)
         if (path / "adapter_config.json").is_file():
@@ -127,6 +139,7 @@ def load_for_inference(path: str | Path, *, format: str | None = None, observati
         info = _read_json(path / RUN_FILE) if (path / RUN_FILE).is_file() else {}
         fmt_name = format or info.get("format")
         obs = observation or info.get("observation") or "full"
+        order = info.get("argument_order") or "as-written"
         method = info.get("method", "native")
         name = path.name
         _check_format(fmt_name, path)  # before the (slow) loading
@@ -148,4 +161,4 @@ def load_for_inference(path: str | Path, *, format: str | None = None, observati
     if missing and ensure_special_tokens(tokenizer, chat_format.special_tokens):
         model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
     model.eval()
-    return Loaded(model, tokenizer, fmt_name, obs, name, method)
+    return Loaded(model, tokenizer, fmt_name, obs, name, method, order)

@@ -56,13 +56,12 @@ def load_policy(path: str | Path, fmt: str | None = None, device: str | None = N
     import torch
 
     from tooltune.formats import get_format
-    from tooltune.inference import GenerationConfig, Generator
+    from tooltune.inference import Generator
     from tooltune.runs import load_for_inference
 
     loaded = load_for_inference(path, format=fmt, add_missing_tokens=False)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     loaded.model.to(device)
-    config = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=1, observation=loaded.observation,
-                              constrained=constrained)
+    config = loaded.generation(max_new_tokens=max_new_tokens, batch_size=1, constrained=constrained)
     generator = Generator(loaded.model, loaded.tokenizer, get_format(loaded.format), config=config)
     return GeneratorPolicy(generator, name=Path(path).resolve().name)

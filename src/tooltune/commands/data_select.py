@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from tooltune.errors import InputError
     from tooltune.files import read_dialogues, write_dialogues
     from tooltune.formats import get_format
-    from tooltune.inference import GenerationConfig, Generator
+    from tooltune.inference import Generator
     from tooltune.loop.annotate import label_studio_task
     from tooltune.loop.select import select_top, uncertainties
     from tooltune.runs import load_for_inference
@@ -46,8 +46,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("no dialogues", where=args.pool)
     loaded = load_for_inference(args.model, format=args.format)
     generator = Generator(loaded.model, loaded.tokenizer, get_format(loaded.format),
-                          config=GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                                                  observation=loaded.observation))
+                          config=loaded.generation(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size))
     scored = uncertainties(generator, pool, seed=args.seed)
     top = select_top(scored, args.n, args.by)
     no_point = sum(u.points == 0 for u in scored)

@@ -9,6 +9,7 @@ HELP = "print a dialogue as a chat format renders it for training, with the trai
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from tooltune.dialogue import ARGUMENT_ORDERS
     from tooltune.formats import FORMATS, OBSERVATIONS, POLICIES
 
     parser.add_argument("file", metavar="FILE", help="a dialogue file (any format `tooltune data convert` reads)")
@@ -17,6 +18,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="which model turns are trained: every one (all) or the last (default: all)")
     parser.add_argument("--observation", default="full", choices=OBSERVATIONS,
                         help="tool results in full (as the course) or compact (default: full)")
+    parser.add_argument("--argument-order", default="as-written", choices=ARGUMENT_ORDERS,
+                        help="calls' arguments as the data wrote them or in the tool schema's order "
+                             "(training's data.argument_order; default: as-written)")
     parser.add_argument("--index", type=int, default=0, help="which dialogue of the file, from 0 (default: 0)")
     parser.add_argument("--from", dest="source_format", help="the file's format (default: detected)")
     parser.add_argument("--tokenizer", metavar="DIR",
@@ -26,6 +30,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from tooltune.dialogue import order_arguments
     from tooltune.errors import InputError
     from tooltune.files import read_dialogues
     from tooltune.formats import FORMATS, encode, ensure_special_tokens, show
@@ -35,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--index {args.index} is out of range: the file has {len(dialogues)} dialogues",
                          where=args.file, field="index")
     dialogue = dialogues[args.index]
+    dialogue = replace(dialogue, turns=order_arguments(dialogue.turns, dialogue.tools, args.argument_order))
     fmt = FORMATS[args.format]
     tokenizer = _tokenizer(args.tokenizer) if args.tokenizer else None
     if tokenizer is not None:

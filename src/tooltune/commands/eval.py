@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from tooltune.evaluate.units import Prediction, eval_units, predict_dialogues
     from tooltune.files import read_dialogues
     from tooltune.formats import get_format
-    from tooltune.inference import GenerationConfig, Generator, domain_vocab
+    from tooltune.inference import Generator, domain_vocab
     from tooltune.runs import load_for_inference, training_data
 
     if args.limit is not None and args.limit <= 0:
@@ -54,9 +54,8 @@ def run(args: argparse.Namespace) -> int:
         vocab = domain_vocab(read_dialogues(train_file), loaded.tokenizer, fmt, loaded.observation)
         print(f"output vocabulary: {len(vocab):,} token ids of {train_file}, plus each prompt's own")
     generator = Generator(loaded.model, loaded.tokenizer, fmt,
-                          config=GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                                                  observation=loaded.observation,
-                                                  constrained=args.constrained, output_vocab=vocab))
+                          config=loaded.generation(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                                                   constrained=args.constrained, output_vocab=vocab))
     started = time.perf_counter()
     if args.mode == "turn":
         units = eval_units(dialogues, split=split)[:args.limit]

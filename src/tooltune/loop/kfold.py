@@ -34,13 +34,12 @@ def fold_metrics(run_dir: Path, dev: list[Dialogue], limit: int, batch_size: int
     from tooltune.evaluate.score import course_metrics
     from tooltune.evaluate.units import eval_units
     from tooltune.formats import get_format
-    from tooltune.inference import GenerationConfig, Generator
+    from tooltune.inference import Generator
     from tooltune.runs import load_for_inference
 
     loaded = load_for_inference(run_dir)
     generator = Generator(loaded.model, loaded.tokenizer, get_format(loaded.format),
-                          config=GenerationConfig(max_new_tokens=96, batch_size=batch_size,
-                                                  observation=loaded.observation))
+                          config=loaded.generation(max_new_tokens=96, batch_size=batch_size))
     units = eval_units(dev, split="dev")[:limit]
     preds = generator.predict([u.history for u in units], [u.tools for u in units])
     m = course_metrics([Row(u.id, u.gold, p.parsed.turn, p.raw) for u, p in zip(units, preds)])

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from tooltune.dialogue import ARGUMENT_ORDERS
 from tooltune.errors import InputError
 
 DTYPES = ("float32", "bfloat16", "float16", "auto")
@@ -113,6 +114,10 @@ class DataConfig:
     """Weight each training dialogue's token losses by its category (slot-keys, turn-type or facility; empty: none):
     w = n / (C * n_c), so every category weighs the same in total and the weights average 1 (tooltune.loop.balance)."""
 
+    argument_order: str = "as-written"
+    """How calls' arguments are rendered: as-written (the data's order) or schema (the tool schema's property order,
+    which puts the course's `type` right after `name` instead of last). Inference renders earlier calls the same way."""
+
     def __post_init__(self):
         _check(self.max_length > 1, "data.max_length", "must be > 1")
         _check(self.policy in ("all", "last"), "data.policy", f"must be all or last, not {self.policy!r}")
@@ -120,6 +125,8 @@ class DataConfig:
                f"must be full or compact, not {self.observation!r}")
         _check(self.loss_weights in ("", "slot-keys", "turn-type", "facility"), "data.loss_weights",
                f"must be empty, slot-keys, turn-type or facility, not {self.loss_weights!r}")
+        _check(self.argument_order in ARGUMENT_ORDERS, "data.argument_order",
+               f"must be {' or '.join(ARGUMENT_ORDERS)}, not {self.argument_order!r}")
 
 
 @dataclass(frozen=True)

@@ -129,7 +129,9 @@ def fine_tune(cfg: RunConfig, *, resume: bool = False) -> dict:
                else "not trainable by this method" if method.virtual_tokens else "trained with the adapter")
         print(f"tooltune train: {len(fixed_ids)} special-token rows were new or never trained by the base checkpoint "
               f"({names}); re-initialised and {how}")
-    meta = {"format": cfg.data.format or None, "dropped_train": str(dropped_train),
+    # format, observation and argument order travel with an export (tooltune_run.json) so inference renders alike
+    meta = {"format": cfg.data.format or None, "observation": cfg.data.observation,
+            "argument_order": cfg.data.argument_order, "dropped_train": str(dropped_train),
             "dropped_dev": str(dropped_dev) if dropped_dev else None, "new_special_tokens": len(new_ids),
             "prepared_special_rows": tokenizer.convert_ids_to_tokens(fixed_ids),
             "packed_rows": cfg.data.packing}
