@@ -98,3 +98,23 @@ def test_data_show_renders_the_chosen_order(tmp_path, capsys):
         assert main(["data", "show", str(path), "--format", "llama2", "--argument-order", order, "--color", "never"]) == 0
         out = capsys.readouterr().out
         assert (out.index('"type"') < out.index('"facilities"')) == (order == "schema"), out
+
+
+def test_the_domain_vocabulary_is_read_from_the_rendering_the_run_trained_on():
+    from tooltune.inference import domain_vocab
+
+    class Recording:  # a format that notes the key order of each call it is asked to render
+        def __init__(self):
+            self.keys = []
+
+        def for_tokenizer(self, tokenizer):
+            return self
+
+        def render(self, dialogue, observation):
+            self.keys += [list(turn.arguments) for turn in dialogue.turns if isinstance(turn, Call)]
+            return []
+
+    for order, first in (("schema", "type"), ("as-written", "facilities")):
+        fmt = Recording()
+        domain_vocab([dialogue()], None, fmt, "full", order)
+        assert [keys[0] for keys in fmt.keys] == [first], order

@@ -236,7 +236,8 @@ def evaluate(run: Path, data_file: Path, partial: Path, budget: Budget, data_dir
     fmt = get_format(loaded.format)
     vocab = None
     if budget.domain_vocab:
-        vocab = domain_vocab(read_dialogues(train_file or training_data(run)), loaded.tokenizer, fmt, loaded.observation)
+        vocab = domain_vocab(read_dialogues(train_file or training_data(run)), loaded.tokenizer, fmt, loaded.observation,
+                             loaded.argument_order)
     # A model with few positions (the own GPT-2) keeps the newest turns of a long prompt, leaving room to answer.
     positions = getattr(loaded.model.config, "n_positions", None) or loaded.model.config.max_position_embeddings
     gen = loaded.generation(max_new_tokens=budget.max_new_tokens, batch_size=16,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -178,13 +178,15 @@ def ended_at_once(prompt_tail: str, raw: str, stops: Sequence[str]) -> bool:
                for stop in stops for k in range(1, len(stop)))
 
 
-def domain_vocab(dialogues: Sequence[Any], tokenizer: Any, fmt: ChatFormat, observation: str = "full") -> frozenset[int]:
-    """Every token id of `dialogues` rendered in `fmt` (prompts, calls, replies, results): what a model fine-tuned on
-    them has seen. With the ids of the prompt being answered (added per `Generator.predict`), the usual
-    `GenerationConfig.output_vocab` for a fine-tuned run: its training data."""
+def domain_vocab(dialogues: Sequence[Any], tokenizer: Any, fmt: ChatFormat, observation: str = "full",
+                 argument_order: str = "as-written") -> frozenset[int]:
+    """Every token id of `dialogues` rendered in `fmt` (prompts, calls, replies, results) as the run rendered them:
+    what a model fine-tuned on them has seen. With the ids of the prompt being answered (added per
+    `Generator.predict`), the usual `GenerationConfig.output_vocab` for a fine-tuned run: its training data."""
     fmt = fmt.for_tokenizer(tokenizer)
     ids: set[int] = set()
     for dialogue in dialogues:
+        dialogue = replace(dialogue, turns=order_arguments(dialogue.turns, dialogue.tools, argument_order))
         for sample in fmt.render(dialogue, observation=observation):
             ids.update(encode(sample, tokenizer).input_ids)
     return frozenset(ids)

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     fmt = get_format(loaded.format)
     vocab = None
     if train_file is not None:
-        vocab = domain_vocab(read_dialogues(train_file), loaded.tokenizer, fmt, loaded.observation)
+        vocab = domain_vocab(read_dialogues(train_file), loaded.tokenizer, fmt, loaded.observation, loaded.argument_order)
         print(f"output vocabulary: {len(vocab):,} token ids of {train_file}, plus each prompt's own")
     generator = Generator(loaded.model, loaded.tokenizer, fmt,
                           config=loaded.generation(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     write_predictions(out / "predictions.jsonl", rows)
     meta = {"model": loaded.model_name, "method": loaded.method, "mode": args.mode, "run": str(args.run),
             "data": str(args.data), "format": loaded.format, "observation": loaded.observation,
+            "argument_order": loaded.argument_order,
             "generation_seconds": round(seconds, 1), "units": len(rows),
             "prompts_cut_inside_a_segment": generator.prompts_cut_inside, "constrained": args.constrained,
             "output_vocab": f"{len(vocab)} ids of {train_file} + the prompt's" if vocab is not None else "all"}
