@@ -175,6 +175,11 @@ def order_arguments(turns: Sequence[Turn], tools: Sequence[Tool], order: str) ->
     return tuple(out)
 
 
+def with_argument_order(dialogue: Dialogue, order: str) -> Dialogue:
+    """`dialogue` with its calls' arguments in `order` (see `order_arguments`), for rendering."""
+    return replace(dialogue, turns=order_arguments(dialogue.turns, dialogue.tools, order))
+
+
 def turn_to_seed(turn: Turn) -> dict[str, Any]:
     """A turn as the lecture writes it: `{"role": "search", "arguments": {...}}` and so on."""
     if isinstance(turn, User):

@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from tooltune.dialogue import HOTEL_TOOL, Tool, Turn, order_arguments
+from tooltune.dialogue import (
+    HOTEL_TOOL,
+    Tool,
+    Turn,
+    order_arguments,
+    with_argument_order,
+)
 from tooltune.formats import ChatFormat, ParsedTurn, SampleTooLong, encode
 from tooltune.formats.base import single_id
 
@@ -186,8 +192,7 @@ def domain_vocab(dialogues: Sequence[Any], tokenizer: Any, fmt: ChatFormat, obse
     fmt = fmt.for_tokenizer(tokenizer)
     ids: set[int] = set()
     for dialogue in dialogues:
-        dialogue = replace(dialogue, turns=order_arguments(dialogue.turns, dialogue.tools, argument_order))
-        for sample in fmt.render(dialogue, observation=observation):
+        for sample in fmt.render(with_argument_order(dialogue, argument_order), observation=observation):
             ids.update(encode(sample, tokenizer).input_ids)
     return frozenset(ids)
 

@@ -30,9 +30,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from tooltune.dialogue import order_arguments
+    from tooltune.dialogue import with_argument_order
     from tooltune.errors import InputError
     from tooltune.files import read_dialogues
     from tooltune.formats import FORMATS, encode, ensure_special_tokens, show
@@ -42,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--index {args.index} is out of range: the file has {len(dialogues)} dialogues",
                          where=args.file, field="index")
     dialogue = dialogues[args.index]
-    dialogue = replace(dialogue, turns=order_arguments(dialogue.turns, dialogue.tools, args.argument_order))
+    dialogue = with_argument_order(dialogue, args.argument_order)
     fmt = FORMATS[args.format]
     tokenizer = _tokenizer(args.tokenizer) if args.tokenizer else None
     if tokenizer is not None:

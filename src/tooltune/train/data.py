@@ -7,7 +7,7 @@ An example is `{"input_ids": [int], "labels": [int]}` with labels = -100 where n
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -100,7 +100,7 @@ def read_examples(path: str | Path) -> tuple[list[Example], list[str]]:
 def render_dialogues(path: str | Path, data_cfg, tokenizer, weighted: bool = False) -> tuple[list[Example], Dropped]:
     """Dialogues read by `tooltune.files`, rendered by the chat format `data_cfg.format` and encoded: the one step
     that joins the formats to training. The tokenizer gets the format's special tokens (see `new_token_ids`)."""
-    from tooltune.dialogue import order_arguments
+    from tooltune.dialogue import with_argument_order
     from tooltune.files import read_dialogues
     from tooltune.formats import encode_all, ensure_special_tokens, get_format
 
@@ -113,8 +113,7 @@ def render_dialogues(path: str | Path, data_cfg, tokenizer, weighted: bool = Fal
         from tooltune.loop.balance import loss_weights
         per_dialogue = loss_weights(dialogues, data_cfg.loss_weights)
     for i, dialogue in enumerate(dialogues):
-        dialogue = replace(dialogue, turns=order_arguments(dialogue.turns, dialogue.tools, data_cfg.argument_order))
-        for sample in fmt.render(dialogue, policy=data_cfg.policy, observation=data_cfg.observation):
+        for sample in fmt.render(with_argument_order(dialogue, data_cfg.argument_order), policy=data_cfg.policy, observation=data_cfg.observation):
             samples.append(sample)
             places.append(f"{path}: dialogue {i + 1}")
             weights.append(per_dialogue[i])  # every sample of a dialogue carries its dialogue's weight
