@@ -39,8 +39,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.index < len(dialogues):
         raise InputError(f"--index {args.index} is out of range: the file has {len(dialogues)} dialogues",
                          where=args.file, field="index")
-    dialogue = dialogues[args.index]
-    dialogue = with_argument_order(dialogue, args.argument_order)
+    dialogue = with_argument_order(dialogues[args.index], args.argument_order)
     fmt = FORMATS[args.format]
     tokenizer = _tokenizer(args.tokenizer) if args.tokenizer else None
     if tokenizer is not None:

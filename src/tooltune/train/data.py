@@ -113,7 +113,8 @@ def render_dialogues(path: str | Path, data_cfg, tokenizer, weighted: bool = Fal
         from tooltune.loop.balance import loss_weights
         per_dialogue = loss_weights(dialogues, data_cfg.loss_weights)
     for i, dialogue in enumerate(dialogues):
-        for sample in fmt.render(with_argument_order(dialogue, data_cfg.argument_order), policy=data_cfg.policy, observation=data_cfg.observation):
+        ordered = with_argument_order(dialogue, data_cfg.argument_order)
+        for sample in fmt.render(ordered, policy=data_cfg.policy, observation=data_cfg.observation):
             samples.append(sample)
             places.append(f"{path}: dialogue {i + 1}")
             weights.append(per_dialogue[i])  # every sample of a dialogue carries its dialogue's weight
