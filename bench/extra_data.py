@@ -19,9 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from active_learning import unused_pool  # noqa: E402
 
-from tooltune.build.clean import normalise  # noqa: E402
-from tooltune.build.exclude import user_texts  # noqa: E402
-from tooltune.dialogue import User  # noqa: E402
+from tooltune.build.exclude import remove_overlap, user_texts  # noqa: E402
+from tooltune.build.items import Item  # noqa: E402
 from tooltune.files import read_dialogues, write_dialogues  # noqa: E402
 from tooltune.paths import data_dir  # noqa: E402
 
@@ -35,12 +34,11 @@ def main() -> None:
     split = root / "hotel" / "v3_chatglm3_llama2"
     pool, counts = unused_pool(root)
     held_out = user_texts([split / "dev.chatglm3.jsonl", split / "test.chatglm3.jsonl"])
-    kept = [d for d in pool if not any(len(k) >= 8 and k in held_out
-                                       for t in d.turns if isinstance(t, User) for k in [normalise(t.content)])]
-    counts["sharing a user sentence with dev/test"] = len(pool) - len(kept)
+    kept, removed = remove_overlap([Item(d, "unused", str(i)) for i, d in enumerate(pool)], held_out)
+    counts["sharing a user sentence with dev/test"] = len(removed)
     train = read_dialogues(split / "train.chatglm3.jsonl")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    write_dialogues(train + kept, args.out, "chatglm3")
+    write_dialogues(train + [item.dialogue for item in kept], args.out, "chatglm3")
     print(", ".join(f"{k} {v}" for k, v in counts.items()))
     print(f"wrote {len(train)} train + {len(kept)} unused = {len(train) + len(kept)} dialogues to {args.out}")
 
