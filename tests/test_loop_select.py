@@ -121,3 +121,46 @@ def test_kfold_trains_each_fold_on_stratified_parts(setup, course_dir, tmp_path,
     assert result["mean"]["dev_loss"] == pytest.approx(sum(losses) / 2) and all(x > 0 for x in losses)
     assert {"slot_f1", "bleu4"} <= set(result["mean"]) and "mean +- std" in capsys.readouterr().out
     assert main(["train", LORA, f"model.path={model}", f"data.train={data}", "--kfold", "1"]) == 2
+
+
+def test_select_by_loss_is_the_model_loss_on_each_dialogues_own_turns(setup, tmp_path, capsys):
+    """`--by loss` decodes nothing: each pool dialogue's score is the run's mean token loss on its assistant turns,
+    rendered as training renders them; here checked against a plain forward pass of the same model."""
+    import torch
+    import torch.nn.functional as F
+
+    from tooltune.dialogue import with_argument_order
+    from tooltune.formats import get_format
+    from tooltune.formats.base import IGNORE_INDEX, encode
+    from tooltune.runs import load_for_inference
+
+    root, _ = setup
+    pool = read_dialogues(root / "pool.jsonl")
+    sel, scores = tmp_path / "sel.jsonl", tmp_path / "scores.jsonl"
+    assert main(["data", "select", "--model", str(root / "run"), "--pool", str(root / "pool.jsonl"), "--n", "3",
+                 "--out", str(sel), "--scores", str(scores), "--by", "loss"]) == 0
+    assert "1 without an assistant turn score 0" in capsys.readouterr().out
+    rows = [json.loads(line) for line in scores.read_text().splitlines()]
+    loaded = load_for_inference(root / "run")
+    fmt = get_format(loaded.format).for_tokenizer(loaded.tokenizer)
+    for row, d in zip(rows, pool):
+        total, count = 0.0, 0
+        for sample in fmt.render(with_argument_order(d, loaded.argument_order), observation=loaded.observation):
+            ex = encode(sample, loaded.tokenizer)
+            with torch.no_grad():
+                logits = loaded.model(input_ids=torch.tensor([ex.input_ids])).logits[0, :-1]
+            labels = torch.tensor(ex.labels[1:])
+            keep = labels != IGNORE_INDEX
+            total += F.cross_entropy(logits[keep].float(), labels[keep], reduction="sum").item()
+            count += int(keep.sum())
+        assert row["loss"] == (pytest.approx(total / count, rel=1e-4) if count else 0.0)
+        assert row["mean"] == row["disagree"] == 0.0  # nothing decoded
+    assert rows[-1]["loss"] == 0.0 and min(r["loss"] for r in rows[:-1]) > 0  # the unlabelled one scores 0
+    chosen = sorted(range(len(pool)), key=lambda i: (-rows[i]["loss"], i))[:3]
+    assert [dialogue_to_seed(d) for d in read_dialogues(sel)] == [dialogue_to_seed(pool[i]) for i in chosen]
+
+    unlabelled = tmp_path / "unlabelled.jsonl"
+    write_dialogues(pool[-1:], unlabelled, "seed")
+    assert main(["data", "select", "--model", str(root / "run"), "--pool", str(unlabelled), "--n", "1",
+                 "--out", str(tmp_path / "none.jsonl"), "--by", "loss"]) == 2
+    assert f"{unlabelled}" in capsys.readouterr().err and not (tmp_path / "none.jsonl").exists()
