@@ -3,8 +3,8 @@
     python bench/extra_data.py --out runs/data/train-plus-unused.chatglm3.jsonl [--data DIR]
 
 The pool is `bench/active_learning.py`'s (`raw/split_map.json` "unused", exact duplicates of dev/test and repeats
-removed), then held out more strictly, as `data build --exclude` does: a pool dialogue is dropped when one of its user
-sentences (normalised, 8 characters or more) is a user sentence of dev or test. Written in the course's chatglm3
+removed, and held out as `data build --exclude` does: a pool dialogue is dropped when one of its user sentences
+(normalised, 8 characters or more) is a user sentence of dev or test). Written in the course's chatglm3
 format after the train split's dialogues; the counts are printed.
 """
 
@@ -19,8 +19,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from active_learning import unused_pool  # noqa: E402
 
-from tooltune.build.exclude import remove_overlap, user_texts  # noqa: E402
-from tooltune.build.items import Item  # noqa: E402
 from tooltune.files import read_dialogues, write_dialogues  # noqa: E402
 from tooltune.paths import data_dir  # noqa: E402
 
@@ -33,14 +31,11 @@ def main() -> None:
     root = data_dir(args.data)
     split = root / "hotel" / "v3_chatglm3_llama2"
     pool, counts = unused_pool(root)
-    held_out = user_texts([split / "dev.chatglm3.jsonl", split / "test.chatglm3.jsonl"])
-    kept, removed = remove_overlap([Item(d, "unused", str(i)) for i, d in enumerate(pool)], held_out)
-    counts["sharing a user sentence with dev/test"] = len(removed)
     train = read_dialogues(split / "train.chatglm3.jsonl")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    write_dialogues(train + [item.dialogue for item in kept], args.out, "chatglm3")
+    write_dialogues(train + pool, args.out, "chatglm3")
     print(", ".join(f"{k} {v}" for k, v in counts.items()))
-    print(f"wrote {len(train)} train + {len(kept)} unused = {len(train) + len(kept)} dialogues to {args.out}")
+    print(f"wrote {len(train)} train + {len(pool)} unused = {len(train) + len(pool)} dialogues to {args.out}")
 
 
 if __name__ == "__main__":
