@@ -3,8 +3,9 @@
     PYTHONPATH=src python bench/levers.py --demo demo --out runs/levers --limit 150
     PYTHONPATH=src python bench/levers.py --demo /tmp/d --out /tmp/lv --steps 2 --limit 4 --levers baseline,lr  # smoke
 
-The baseline is the demo's fine-tuning config (LoRA r=16 on every linear layer, lr 3e-4, llama2 format, compact
-observations, 40 steps of 4 dialogues, seed 0); every other row changes one thing. "seed 1" changes only the seed:
+The baseline is the demo's fine-tuning config as it was when these levers were measured (LoRA r=16 on every linear
+layer, lr 3e-4, arguments as written, llama2 format, compact observations, 40 steps of 4 dialogues, seed 0; the demo
+now runs the "order" row's lr 1e-3 and schema order); every other row changes one thing. "seed 1" changes only the seed:
 the difference it makes is the noise against which the other rows are read. Each row trains into OUT/NAME (skipped
 when its run.json exists), is evaluated into OUT/NAME-SPLIT with the demo's decoding, and the table replaces the
 marked section of `--results`. Choose on dev; run test once per configuration you report.
