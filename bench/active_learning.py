@@ -103,7 +103,8 @@ def train(args, model: Path, data: list[Dialogue], out: Path, seed: int, dev_fil
     start = config_to_dict(load_config(args.config)) if args.config else {
         "model": {}, "method": {}, "data": {"format": "chatglm3", "observation": "compact"}, "train": {}}
     cfg = config_from_dict({
-        **start, "model": {**start["model"], "path": str(model), **({"dtype": args.dtype} if args.dtype else {})},
+        **start,
+        "model": {**start["model"], "path": str(model), **({"dtype": args.dtype} if args.dtype else {})},
         "method": {**start["method"], "name": args.method},
         "data": {**start["data"], "train": str(out / "train.jsonl"), "dev": str(dev_file), "max_length": args.max_length},
         "train": {**start["train"], "out": str(out / "run"), "max_steps": args.steps, "batch_size": args.batch_size,
@@ -180,8 +181,8 @@ def main() -> None:
                    help="a run config to start from (e.g. configs/demo.yaml: format, observation, LoRA rank and "
                         "targets); the options above override its method name, steps, batch, lr and paths")
     p.add_argument("--dtype", default=None, choices=("float32", "bfloat16"),
-                   help="model dtype for training, pool scoring and dev generation (default: the config's, float32 "
-                        "for scoring and generation); bfloat16 is ~2x faster on CPUs with native bf16 (AVX512-BF16/AMX)")
+                   help="model dtype for training, pool scoring and dev generation (default: the config's for "
+                        "training, float32 for the rest); bfloat16 only where bf16 is native (a GPU, AVX512-BF16/AMX)")
     p.add_argument("--compile", action="store_true", help="train.compile=true (decoder blocks compiled)")
     p.add_argument("--work", default="/tmp/tooltune-active-learning")
     p.add_argument("--out", default="bench/results/loop.md")

@@ -81,7 +81,8 @@ DEFAULT = Budget()
 """The own GPT-2's 30 minutes: 150 pre-training steps, one epoch of fine-tuning."""
 PYPI = Budget(finetune_steps=40, finetune_lr=1e-3, argument_order="schema", max_new_tokens=128, domain_vocab=True)
 """A PyPI base's 30 minutes on 2 CPU cores (float32): 40 LoRA steps of 4 dialogues (8 to 15 s each) and the whole
-test set generated with the domain vocabulary; measured from clean clones at 17 and 24 minutes (bench/results/quality.md)."""
+test set generated with the domain vocabulary; measured from clean clones at 17 and 24 minutes
+(bench/results/quality.md)."""
 FAST = Budget(build_limit=60, corpus_documents=1500, vocab_size=3000, n_layer=2, n_embd=64, context=1280,
               pretrain_steps=20, finetune_steps=40, eval_limit=40, max_new_tokens=64, task_success=False)
 
