@@ -9,9 +9,10 @@ dialogue with a user sentence of dev or test (augmented variants of held-out dia
 in the output. The base set:
 `--base` dialogues drawn (per seed) from the course train split. Per seed: train on the base set, rank the pool with
 `tooltune.loop.select` (by `--by`, default mean token log-prob of the calls; `loss`, the model's loss on each
-dialogue's own labelled turns, scores the whole pool in minutes), then train base + the `--add` most
-uncertain and base + `--add` drawn at random, and score all three on the first `--dev-limit` turn units of dev
-(turn mode: slot P/R/F1 and BLEU-4 as `tooltune eval` computes them). Same config, same steps for every run.
+dialogue's own labelled turns, scored the whole pool of 1370 in 17 minutes with Gemma-3-270M on 2 CPU cores), then
+train base + the `--add` most uncertain and base + `--add` drawn at random, and score all three on the first
+`--dev-limit` turn units of dev (turn mode: slot P/R/F1 and BLEU-4 as `tooltune eval` computes them). Same config,
+same steps for every run.
 
 Without `--model` the base model is a tiny Llama (random init, a byte-level BPE tokenizer trained here on the
 training text) trained by full fine-tuning: a CPU-sized stand-in that says whether the loop runs and in which
