@@ -114,7 +114,8 @@ def train(args, model: Path, data: list[Dialogue], out: Path, seed: int, dev_fil
     return out / "run", fine_tune(cfg)["best_dev_loss"]
 
 
-def generator_for(run: Path, max_new_tokens: int, vocab_of: list[Dialogue] | None = None, dtype: str = "float32"):
+def generator_for(run: Path, max_new_tokens: int, vocab_of: list[Dialogue] | None = None, dtype: str = "float32",
+                  batch_size: int = 16):
     """The run's generator; with `vocab_of`, generating only the tokens of those dialogues and the prompt (the
     demo's `--domain-vocab`; the same dialogues for every run, so every run chooses among the same tokens)."""
     from tooltune.formats import get_format
@@ -126,7 +127,8 @@ def generator_for(run: Path, max_new_tokens: int, vocab_of: list[Dialogue] | Non
     vocab = domain_vocab(vocab_of, loaded.tokenizer, fmt, loaded.observation, loaded.argument_order) \
         if vocab_of else None
     return Generator(loaded.model, loaded.tokenizer, fmt,
-                     config=loaded.generation(max_new_tokens=max_new_tokens, batch_size=16, output_vocab=vocab))
+                     config=loaded.generation(max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                                     output_vocab=vocab))
 
 
 def pool_losses(run: Path, pool: list[Dialogue], max_length: int, dtype: str = "float32"):
@@ -141,12 +143,13 @@ def pool_losses(run: Path, pool: list[Dialogue], max_length: int, dtype: str = "
 
 
 def dev_metrics(run: Path, dev: list[Dialogue], limit: int, max_new_tokens: int,
-                vocab_of: list[Dialogue] | None = None, dtype: str = "float32") -> dict[str, float]:
+                vocab_of: list[Dialogue] | None = None, dtype: str = "float32", batch_size: int = 16
+                ) -> dict[str, float]:
     from tooltune.evaluate.predictions import Row
     from tooltune.evaluate.score import course_metrics
     from tooltune.evaluate.units import eval_units
 
-    gen = generator_for(run, max_new_tokens, vocab_of, dtype)
+    gen = generator_for(run, max_new_tokens, vocab_of, dtype, batch_size)
     units = eval_units(dev, split="dev")
     units = units[:limit] if limit else units
     preds = gen.predict([u.history for u in units], [u.tools for u in units])
@@ -173,6 +176,8 @@ def main() -> None:
     p.add_argument("--max-length", type=int, default=1024)
     p.add_argument("--dev-limit", type=int, default=0, help="score the first N dev turn units (0: all)")
     p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--gen-batch", type=int, default=16,
+                   help="dev units decoded together (left-padded); larger is faster on a GPU")
     p.add_argument("--by", default="mean", choices=("mean", "min", "disagree", "loss"))
     p.add_argument("--domain-vocab", action="store_true",
                    help="generate dev answers only from the tokens of the course train split + the pool + the prompt "
@@ -217,7 +222,8 @@ def main() -> None:
         clock = time.time()
         dtype = args.dtype or "float32"
         scored = pool_losses(base_run, pool, args.max_length, dtype) if args.by == "loss" else \
-            uncertainties(generator_for(base_run, args.max_new_tokens, dtype=dtype), pool, seed=seed)
+            uncertainties(generator_for(base_run, args.max_new_tokens, dtype=dtype, batch_size=args.gen_batch), pool,
+                          seed=seed)
         timings[f"seed {seed}: scoring {len(pool)} pool dialogues"] = time.time() - clock
         active = [pool[u.index] for u in select_top(scored, args.add, args.by)]
         chosen = {"base": base, "+active": base + active, "+random": base + rng.sample(pool, args.add)}
@@ -228,17 +234,23 @@ def main() -> None:
             if name != "base":
                 timings[f"seed {seed}: {name} run"] = time.time() - clock
             clock = time.time()
-            m = dev_metrics(run, dev, args.dev_limit, args.max_new_tokens, vocab_of, dtype)
+            m = dev_metrics(run, dev, args.dev_limit, args.max_new_tokens, vocab_of, dtype, args.gen_batch)
             timings[f"seed {seed}: {name} dev scoring"] = time.time() - clock
             rows.append({"seed": seed, "set": name, "train": len(data), "dev_loss": loss, **m})
             print(rows[-1], flush=True)
         write_results(args, counts, rows, time.time() - started, timings)  # after every seed: a stopped run keeps it
 
 
+def machine() -> str:
+    """Where the run ran, for the results file."""
+    import torch
+    return f"one {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "this machine's CPU"
+
+
 def write_results(args, counts: dict, rows: list[dict], seconds: float, timings: dict[str, float]) -> None:
     cmd = "python bench/active_learning.py " + " ".join(a for a in sys.argv[1:])
     lines = ["# Data loop: active vs random selection of extra training dialogues", "",
-             f"Command: `{cmd}` ({seconds / 60:.0f} min on this machine's CPU).", "",
+             f"Command: `{cmd}` ({seconds / 60:.0f} min on {machine()}).", "",
              "Pool (raw `unused` dialogues): " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".", "",
              f"Model: {args.model or 'tiny Llama (2 layers, random init, tokenizer trained here), full fine-tuning'}"
              f"{', config ' + args.config if args.config else ''}, method {args.method}; "

@@ -21,6 +21,18 @@ def test_a_pretraining_run_is_a_base_model(tmp_path):
     assert (loaded.method, loaded.format, loaded.model_name) == ("native", "llama2", "gpt")
 
 
+def test_inference_goes_to_the_default_device_unless_told(tmp_path, monkeypatch):
+    # A GPU machine must generate on its GPU (`tooltune eval`, `data select`, the server): the default device is
+    # where the model lands. "meta" stands in for "cuda" here, which this machine lacks.
+    import tooltune.runs
+
+    model_dir = save_tiny_model(tmp_path / "gpt", vocab_size=300)
+    assert next(load_for_inference(model_dir, format="llama2").model.parameters()).device.type == "cpu"
+    monkeypatch.setattr(tooltune.runs, "default_device", lambda: "meta")
+    assert next(load_for_inference(model_dir, format="llama2").model.parameters()).device.type == "meta"
+    assert next(load_for_inference(model_dir, format="llama2", device="cpu").model.parameters()).device.type == "cpu"
+
+
 def test_prompts_leave_room_for_the_reply_and_long_results_are_cut_not_dropped():
     tokenizer = tiny_tokenizer(vocab_size=300)
     model = tiny_llama(len(tokenizer))

@@ -40,6 +40,13 @@ class Loaded:
         return GenerationConfig(observation=self.observation, argument_order=self.argument_order, **options)
 
 
+def default_device() -> str:
+    """Where inference runs unless told: a CUDA GPU when there is one, else the CPU."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def _dtype(name: str):
     import torch
 
@@ -99,8 +106,10 @@ def _check_format(name: str | None, path: Path):
 
 
 def load_for_inference(path: str | Path, *, format: str | None = None, observation: str | None = None,
-                       dtype: str = "float32", add_missing_tokens: bool = True) -> Loaded:
+                       dtype: str = "float32", add_missing_tokens: bool = True, device: str | None = None) -> Loaded:
     """The model, tokenizer and chat format behind `path` (a run directory or a model directory).
+
+    `device`: where the model is put; default a CUDA GPU when there is one, else the CPU.
 
     `add_missing_tokens`: a plain model that lacks the format's special tokens gets them (new embedding rows, the
     lecture's "native" row evaluates a base model so); False refuses instead (a chat with untrained role tokens
@@ -160,5 +169,6 @@ def load_for_inference(path: str | Path, *, format: str | None = None, observati
                          f"model trained with this format?", where=str(path))
     if missing and ensure_special_tokens(tokenizer, chat_format.special_tokens):
         model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    model.to(device or default_device())
     model.eval()
     return Loaded(model, tokenizer, fmt_name, obs, name, method, order)

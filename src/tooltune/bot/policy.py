@@ -53,15 +53,11 @@ def load_policy(path: str | Path, fmt: str | None = None, device: str | None = N
     `constrained`: call bodies under the tool's schema (`GenerationConfig.constrained`).
 
     A model whose tokenizer lacks the format's special tokens is refused: its role tokens would be untrained."""
-    import torch
-
     from tooltune.formats import get_format
     from tooltune.inference import Generator
     from tooltune.runs import load_for_inference
 
-    loaded = load_for_inference(path, format=fmt, add_missing_tokens=False)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    loaded.model.to(device)
+    loaded = load_for_inference(path, format=fmt, add_missing_tokens=False, device=device)
     config = loaded.generation(max_new_tokens=max_new_tokens, batch_size=1, constrained=constrained)
     generator = Generator(loaded.model, loaded.tokenizer, get_format(loaded.format), config=config)
     return GeneratorPolicy(generator, name=Path(path).resolve().name)
