@@ -1,5 +1,6 @@
 """What only a CUDA machine can check (skipped elsewhere; `bench/gpu.sh` runs this file): QLoRA trains and saves
-loadably, and the FSDP config of configs/accelerate/ runs the same `tooltune train` command."""
+loadably, the FSDP config of configs/accelerate/ runs the same `tooltune train` command, and generation (constrained,
+domain vocabulary) works with the model on the GPU, where `load_for_inference` puts it."""
 
 from __future__ import annotations
 
@@ -77,3 +78,40 @@ def test_fsdp_config_runs_the_train_command(tiny, tmp_path, method):
     assert done.returncode == 0, done.stderr[-3000:]
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     assert run["distributed_type"] == "FSDP" and run["steps"] == 3
+
+
+@cuda
+@pytest.mark.parametrize("name", ["llama2", "chat_template"])
+def test_constrained_calls_are_valid_with_the_model_on_the_gpu(name):
+    # The grammar's token mask is built on the CPU; the scores it masks live where the model is.
+    pytest.importorskip("llguidance", reason="the 'constrained' extra (llguidance) is not installed")
+    from test_constrained import generator, histories
+
+    from tooltune.dialogue import HOTEL_TOOL, Call
+    from tooltune.schema import argument_problems
+
+    gen = generator(name, constrained=True, opening=True)
+    gen.model.to("cuda")
+    preds = gen.predict(histories())
+    for p in preds:
+        assert isinstance(p.parsed.turn, Call) and not p.parsed.malformed, p.raw
+        assert argument_problems(HOTEL_TOOL, p.parsed.turn.arguments) == [], p.raw
+
+
+@cuda
+def test_domain_vocab_generation_on_the_gpu_matches_the_cpu():
+    from formats_support import tiny_dialogue
+
+    from tooltune.formats import get_format
+    from tooltune.inference import GenerationConfig, Generator, domain_vocab
+    from tooltune.train.tiny import tiny_llama
+
+    tokenizer = tiny_tokenizer()
+    fmt = get_format("llama2")
+    model = tiny_llama(len(tokenizer))
+    vocab = domain_vocab([tiny_dialogue()], tokenizer, fmt, "compact", "as-written")
+    config = GenerationConfig(max_new_tokens=16, batch_size=4, output_vocab=vocab)
+    histories = [list(tiny_dialogue().turns)[:1]] * 3
+    on_cpu = [p.raw for p in Generator(model, tokenizer, fmt, config=config).predict(histories)]
+    on_gpu = [p.raw for p in Generator(model.to("cuda"), tokenizer, fmt, config=config).predict(histories)]
+    assert on_gpu == on_cpu

@@ -320,6 +320,7 @@ class CallConstraint:
     def _mask(self, row: Row, scores: torch.Tensor) -> None:
         bits = torch.frombuffer(bytearray(row.matcher.compute_bitmask()), dtype=torch.uint8)
         allowed = ((bits.unsqueeze(1) >> torch.arange(8, dtype=torch.uint8)) & 1).flatten().bool()  # little-endian
+        allowed = allowed.to(scores.device)  # the bitmask is built on the CPU; the scores may be on a GPU
         width = min(len(allowed), scores.shape[0])
         scores[:width].masked_fill_(~allowed[:width], float("-inf"))
         scores[width:] = float("-inf")
