@@ -32,6 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from quality import hardware  # noqa: E402  (bench/ is the script's own folder)
+
 from tooltune.dialogue import Dialogue, dialogue_to_seed  # noqa: E402
 from tooltune.files import read_dialogues, write_dialogues  # noqa: E402
 from tooltune.paths import data_dir  # noqa: E402
@@ -128,7 +130,7 @@ def generator_for(run: Path, max_new_tokens: int, vocab_of: list[Dialogue] | Non
         if vocab_of else None
     return Generator(loaded.model, loaded.tokenizer, fmt,
                      config=loaded.generation(max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                                     output_vocab=vocab))
+                                              output_vocab=vocab))
 
 
 def pool_losses(run: Path, pool: list[Dialogue], max_length: int, dtype: str = "float32"):
@@ -241,16 +243,10 @@ def main() -> None:
         write_results(args, counts, rows, time.time() - started, timings)  # after every seed: a stopped run keeps it
 
 
-def machine() -> str:
-    """Where the run ran, for the results file."""
-    import torch
-    return f"one {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "this machine's CPU"
-
-
 def write_results(args, counts: dict, rows: list[dict], seconds: float, timings: dict[str, float]) -> None:
     cmd = "python bench/active_learning.py " + " ".join(a for a in sys.argv[1:])
     lines = ["# Data loop: active vs random selection of extra training dialogues", "",
-             f"Command: `{cmd}` ({seconds / 60:.0f} min on {machine()}).", "",
+             f"Command: `{cmd}` ({seconds / 60:.0f} min; {hardware()}).", "",
              "Pool (raw `unused` dialogues): " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".", "",
              f"Model: {args.model or 'tiny Llama (2 layers, random init, tokenizer trained here), full fine-tuning'}"
              f"{', config ' + args.config if args.config else ''}, method {args.method}; "

@@ -26,6 +26,7 @@ import torch
 
 from tooltune import paths
 from tooltune.models import load_base, prepare_embeddings, trainable_token_config, untrained_mask
+from tooltune.runs import default_device
 
 CALL_PREFACE = "我需要使用search_hotels工具来查询酒店"
 
@@ -57,7 +58,7 @@ def run(fix: bool, train, evaluate, args) -> dict:
 
     torch.manual_seed(0)
     model, tokenizer = load_base("gemma3-270m", dtype="float32")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = default_device()
     model.to(device)
     eot = tokenizer.convert_tokens_to_ids("<end_of_turn>")
     extra = {}
