@@ -6,7 +6,9 @@
 `--demo DIR` is a folder `tooltune demo` filled (its base/ stage is used; the demo runs it first when missing). Each
 method trains into OUT/METHOD (skipped when its run.json exists), is evaluated into OUT/METHOD-SPLIT, and one table in
 the lecture's layout, with training seconds, trainable parameters and the hardware, replaces the part of
-`--results` between the markers below (the rest of the file is left alone). QLoRA runs only where CUDA is available.
+`--results` between the markers below (the rest of the file is left alone; `--section NAME` writes between markers
+of its own instead). QLoRA runs where bitsandbytes can: on a CUDA GPU, or on the CPU with bitsandbytes>=0.50; it is
+the LoRA row's adapters on the base loaded in 4 bits.
 The "native" row is the base model untrained. On the whole test split the table starts with the rows to beat: the
 lecture's and the demo's rules baseline. Choose on dev; run test once per configuration you report.
 """
@@ -28,6 +30,12 @@ from tooltune.errors import ToolTuneError
 
 METHODS = ("prompt", "ptuning", "prefix", "lora", "adalora", "full", "qlora")
 BEGIN, END = "<!-- bench/quality.py: begin -->", "<!-- bench/quality.py: end -->"
+
+
+def markers(section: str) -> tuple[str, str]:
+    """The markers around the table `--section NAME` writes (no name: the main methods table)."""
+    name = f" {section}" if section else ""
+    return f"<!-- bench/quality.py{name}: begin -->", f"<!-- bench/quality.py{name}: end -->"
 
 
 def hardware() -> str:
@@ -60,12 +68,15 @@ def method_tree(method: str, model_dir: Path, run_dir: Path, data_dir: Path, ste
     # Arguments as written, as when the methods table and the levers were measured (the demo has since moved to the
     # schema order, which bench/levers.py measures as its "order" row).
     budget = with_budget(DEFAULT if gpt2 else PYPI, finetune_steps=steps, argument_order="as-written")
-    tree = finetune_tree(model_dir, run_dir, data_dir, budget, method="lora" if method == "lora" else "full", own=gpt2)
-    if method not in ("full", "lora") or gpt2:
+    lora_like = method in ("lora", "qlora")
+    tree = finetune_tree(model_dir, run_dir, data_dir, budget, method="lora" if lora_like else "full", own=gpt2)
+    if method == "qlora" and not gpt2:  # the LoRA row's adapters (rank, alpha, layers) on the 4-bit base
+        tree["method"]["name"] = "qlora"
+    elif method not in ("full", "lora") or gpt2:
         tree["method"] = {"name": method}
         if gpt2 and method != "full":
             tree["method"]["target_modules"] = ["c_attn"]
-        elif method in ("dora", "adalora", "qlora"):
+        elif method in ("dora", "adalora"):
             tree["method"]["target_modules"] = ["all-linear"]
     tree["train"]["lr"] = (LR_OWN if gpt2 else LR_PRETRAINED)[method]
     if method == "adalora":
@@ -129,19 +140,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {', '.join(METHODS)}")
     parser.add_argument("--steps", type=int, default=DEFAULT.finetune_steps, help="optimizer steps for every method")
     parser.add_argument("--native", action="store_true", help="also evaluate the untrained base (the native row)")
+    parser.add_argument("--section", default="", help="write the table between markers with this name, leaving the "
+                        "main methods table alone (for a method measured later)")
     return run_main("quality", parser, _run, argv)
 
 
 def _run(args: argparse.Namespace) -> int:
-    import torch
-
     from tooltune.demo import evaluate
     from tooltune.evaluate.report import read_metrics, render_table, table_rows
+    from tooltune.train.methods import check_supported
 
     methods = subset(args.methods, METHODS, "methods")
-    if "qlora" in methods and not torch.cuda.is_available():
-        print("[qlora] skipped: bitsandbytes 4-bit needs CUDA")
-        methods.remove("qlora")
+    if "qlora" in methods:
+        try:
+            check_supported("qlora", gradient_checkpointing=False)
+        except ToolTuneError as e:
+            print(f"[qlora] skipped: {e}")
+            methods.remove("qlora")
     model_dir = demo_base(args.demo)
     data_dir = paths.data_dir(args.data_dir)
     split_file = data_dir / paths.COURSE_SPLIT / f"{args.split}.chatglm3.jsonl"
@@ -181,12 +196,13 @@ def _run(args: argparse.Namespace) -> int:
         above.append(table_rows([read_metrics(args.demo / "rules")], extra=True)[1] + ["-", "-"])
     lines[1:1] = above
     limit = f", first {args.limit} units" if args.limit else ""
-    section = "\n".join([BEGIN, f"Command: `PYTHONPATH=src python bench/quality.py {' '.join(sys.argv[1:])}`  ",
+    begin, end = markers(args.section)
+    section = "\n".join([begin, f"Command: `PYTHONPATH=src python bench/quality.py {' '.join(sys.argv[1:])}`  ",
                          (f"Hardware: {hardware()}. Split: {args.split}{limit}, turn mode. Same base "
                           f"({model_dir.name}), {args.steps} optimizer steps of 4 dialogues for every method."), "",
-                         render_table(lines, markdown=True), END])
+                         render_table(lines, markdown=True), end])
     print(section)
-    _write_section(args.results, section)
+    _write_section(args.results, section, *markers(args.section))
     return 0
 
 

@@ -3,6 +3,7 @@ save + load gives identical logits; AdaLoRA really reallocates ranks; what canno
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import re
@@ -83,11 +84,81 @@ def test_adalora_reallocates_ranks_and_logs_the_budget(tiny, tmp_path):
     assert budgets[0] > budgets[-1] == 2 * modules
 
 
-def test_qlora_without_bitsandbytes_is_refused_with_the_reason():
-    if importlib.util.find_spec("bitsandbytes") is not None and torch.cuda.is_available():
-        pytest.skip("bitsandbytes and CUDA are here: QLoRA can run")
-    with pytest.raises(ToolTuneError, match="bitsandbytes|CUDA"):
+def test_qlora_without_bitsandbytes_is_refused_with_the_reason(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
+    with pytest.raises(ToolTuneError, match=r"needs bitsandbytes.*tooltune\[qlora\]"):
         methods.check_supported("qlora", gradient_checkpointing=False)
+
+
+def test_qlora_on_a_cpu_needs_a_bitsandbytes_with_cpu_kernels(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "bitsandbytes" else real(name, *a))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.45.1")
+    with pytest.raises(ToolTuneError, match=r"without a CUDA GPU needs bitsandbytes>=0\.50.*0\.45\.1 is installed"):
+        methods.check_supported("qlora", gradient_checkpointing=False)
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.50.2")
+    methods.check_supported("qlora", gradient_checkpointing=False)
+    assert methods.load_kwargs("qlora", torch.float32)["device_map"] == {"": "cpu"}
+
+
+def _qlora_runs_here() -> bool:
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return False
+    try:
+        methods.check_supported("qlora", gradient_checkpointing=False)
+    except ToolTuneError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _qlora_runs_here(), reason="needs bitsandbytes (>=0.50 without CUDA)")
+def test_qlora_trains_adapters_on_a_4bit_base_and_inference_loads_that_base(tmp_path):
+    import bitsandbytes as bnb
+
+    from tooltune.runs import load_for_inference
+
+    model_dir = save_tiny_model(tmp_path / "tiny", hidden=128)  # 4-bit blocks need multiples of 64
+    tokenizer = tiny_tokenizer()
+    cfg = config_from_dict({"model": {"path": str(model_dir)}, "method": {"name": "qlora", "dropout": 0.0},
+                            "data": {"format": "llama2"},
+                            "train": {"out": str(tmp_path / "run"), "max_steps": 3, "batch_size": 4, "lr": 1e-2,
+                                      "warmup_steps": 0, "schedule": "constant", "eval_every": 1, "log_every": 1}})
+    base = AutoModelForCausalLM.from_pretrained(model_dir, **methods.load_kwargs("qlora", torch.float32))
+    before = {}
+    # A dev evaluation after every step: an eval-mode forward must not cost the 4-bit layers their backward.
+    result = run_training(cfg, base, tokenizer, synthetic_examples(8, len(tokenizer), seed=3),
+                          synthetic_examples(4, len(tokenizer), seed=4),
+                          on_start=lambda m: before.update({n: p.detach().clone() for n, p in m.named_parameters()}))
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    steps = [e for e in log if "grad_norm" in e]
+    assert [e["step"] for e in steps] == [1, 2, 3] and all(e["grad_norm"] > 0 for e in steps), steps
+    model = result.model.eval()
+    assert any(type(m).__name__ == "Linear4bit" for m in model.modules())
+    trained = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trained and all("lora_" in n for n in trained)
+    assert all(not torch.equal(p.detach(), before[n]) for n, p in model.named_parameters() if p.requires_grad)
+    assert isinstance(methods.make_optimizer("qlora", [torch.nn.Parameter(torch.zeros(2))], 1e-3, 0.0),
+                      bnb.optim.PagedAdamW)
+
+    # `tooltune eval`/`chat` load the run onto the same 4-bit base; on a CPU its NF4 weights are decoded once into
+    # plain layers (a 4-bit matmul there dequantises at every decoding step): the same values, and the trained logits.
+    loaded = load_for_inference(tmp_path / "run", device="cpu")
+    assert loaded.method == "qlora"
+    assert not any(type(m).__name__ == "Linear4bit" for m in loaded.model.modules())
+    trained_q = model.get_base_model().model.layers[0].mlp.up_proj.weight
+    loaded_q = loaded.model.get_base_model().model.layers[0].mlp.up_proj.weight
+    assert torch.equal(loaded_q, bnb.functional.dequantize_4bit(trained_q.data, trained_q.quant_state).float())
+    plain_q = AutoModelForCausalLM.from_pretrained(model_dir).model.layers[0].mlp.up_proj.weight
+    assert not torch.equal(loaded_q, plain_q)
+    ids = torch.tensor([[5, 17, 33, 8, 90, 41]])
+    with torch.no_grad():
+        want = model(input_ids=ids).logits.float()
+        got = loaded.model(input_ids=ids).logits.float()[..., :want.shape[-1]]
+        plain = AutoModelForCausalLM.from_pretrained(model_dir)(input_ids=ids).logits.float()
+    assert torch.allclose(got, want, atol=1e-2)  # bf16 4-bit kernels: the same weights, other rounding
+    assert not torch.allclose(plain, want, atol=1e-2)  # the adapter and the 4-bit base both count
 
 
 def test_prefix_with_gradient_checkpointing_is_refused():

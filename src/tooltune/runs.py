@@ -123,6 +123,7 @@ def load_for_inference(path: str | Path, *, format: str | None = None, observati
     path = Path(path)
     if not path.is_dir():
         raise InputError("not a directory (expected a training run or a saved model)", where=str(path))
+    placed = False
     cfg = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) if (path / "config.yaml").is_file() else None
     run_info = _read_json(path / "run.json") if (path / "run.json").is_file() else {}
     pretrained = str(run_info.get("kind", "")).startswith("pretrain")  # `tooltune pretrain model`: a base model
@@ -137,7 +138,22 @@ def load_for_inference(path: str | Path, *, format: str | None = None, observati
         if (path / "adapter_config.json").is_file():
             from peft import PeftModel
 
-            model = AutoModelForCausalLM.from_pretrained(_base_dir(base, path), dtype=_dtype(dtype))
+            from tooltune.train import methods as train_methods
+
+            quantized = method in train_methods.METHODS and train_methods.METHODS[method].quantized
+            kwargs: dict = {}
+            if quantized:
+                # The adapter was trained on the 4-bit base: it is applied to the base quantised the same way.
+                train_methods.check_supported(method, gradient_checkpointing=False)
+                trained_dtype = _dtype(cfg.get("model", {}).get("dtype") or dtype)
+                kwargs = {**train_methods.load_kwargs(method, trained_dtype),
+                          "device_map": {"": device or default_device()}}
+            model = AutoModelForCausalLM.from_pretrained(_base_dir(base, path), dtype=_dtype(dtype), **kwargs)
+            if quantized and model.device.type == "cpu":
+                # On a CPU every 4-bit matmul dequantises its weight again (each decoding step): the same NF4 values
+                # are decoded once into plain weights instead.
+                model = model.dequantize(dtype=_dtype(dtype))
+            placed = quantized and model.device.type != "cpu"
             if len(tokenizer) > model.get_input_embeddings().num_embeddings:
                 model.resize_token_embeddings(len(tokenizer), mean_resizing=False)  # rows come from the adapter
             model = PeftModel.from_pretrained(model, path)
@@ -169,6 +185,7 @@ def load_for_inference(path: str | Path, *, format: str | None = None, observati
                          f"model trained with this format?", where=str(path))
     if missing and ensure_special_tokens(tokenizer, chat_format.special_tokens):
         model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
-    model.to(device or default_device())
+    if not placed:  # a 4-bit base was loaded onto its device and cannot be moved
+        model.to(device or default_device())
     model.eval()
     return Loaded(model, tokenizer, fmt_name, obs, name, method, order)

@@ -5,7 +5,9 @@ The loop never branches on a method's name; it asks the table entry (`Method`) i
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -25,7 +27,8 @@ class Method:
     no_checkpointing: str = ""
     """Why gradient checkpointing cannot be used with it (empty: it can)."""
     quantized: bool = False
-    """Loads the base in 4 bits (bitsandbytes, CUDA) and uses a paged optimizer; merging is refused."""
+    """Loads the base in 4 bits (bitsandbytes: on a CUDA GPU, or on the CPU from `QLORA_CPU_BNB` on) and uses a
+    paged optimizer; merging is refused."""
     allocates_ranks: bool = False
     """AdaLoRA: call update_and_allocate after every optimizer step and add the orthogonality regulariser."""
 
@@ -88,6 +91,15 @@ METHODS: dict[str, Method] = {
 }
 
 
+QLORA_CPU_BNB = (0, 50)
+"""The bitsandbytes release from which QLoRA runs here without CUDA: its 4-bit layers and paged AdamW have CPU
+implementations (measured with 0.50.2: tests/test_train_methods.py trains, saves and reloads a 4-bit tiny model)."""
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
+
+
 def check_supported(method_name: str, gradient_checkpointing: bool) -> None:
     """Refuse, with the reason, what the method and this machine cannot do."""
     method = METHODS[method_name]
@@ -97,10 +109,13 @@ def check_supported(method_name: str, gradient_checkpointing: bool) -> None:
     if method.quantized:
         if importlib.util.find_spec("bitsandbytes") is None:
             raise ToolTuneError(f"method {method_name} needs bitsandbytes (4-bit NF4 weights, paged AdamW), which is "
-                                f"not installed: `pip install bitsandbytes` on a CUDA machine, or use method.name=lora")
-        if not torch.cuda.is_available():
-            raise ToolTuneError(f"method {method_name} needs a CUDA GPU: bitsandbytes 4-bit layers do not run on CPU "
-                                f"here; use method.name=lora")
+                                f"not installed: pip install 'tooltune[qlora]', or use method.name=lora")
+        installed = importlib.metadata.version("bitsandbytes")
+        if not torch.cuda.is_available() and _version(installed) < QLORA_CPU_BNB:
+            need = ".".join(map(str, QLORA_CPU_BNB))
+            raise ToolTuneError(f"method {method_name} without a CUDA GPU needs bitsandbytes>={need}, whose 4-bit "
+                                f"layers run on the CPU; {installed} is installed: pip install 'bitsandbytes>={need}', "
+                                f"or use method.name=lora")
 
 
 def load_kwargs(method_name: str, dtype: torch.dtype) -> dict:
@@ -110,10 +125,11 @@ def load_kwargs(method_name: str, dtype: torch.dtype) -> dict:
     from accelerate import PartialState
     from transformers import BitsAndBytesConfig
     compute = dtype if dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
-    # 4-bit weights are quantised as they load onto the GPU; each process loads its own copy onto its own GPU.
+    # 4-bit weights are quantised as they load onto their device; each process loads its own copy onto its own GPU.
+    device = PartialState().local_process_index if torch.cuda.is_available() else "cpu"
     return {"quantization_config": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                                       bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute),
-            "device_map": {"": PartialState().local_process_index}}
+            "device_map": {"": device}}
 
 
 def wrap(model, cfg, total_steps: int, gradient_checkpointing: bool = False, new_token_ids: list[int] = ()):
@@ -127,6 +143,7 @@ def wrap(model, cfg, total_steps: int, gradient_checkpointing: bool = False, new
     if method.quantized:
         from peft import prepare_model_for_kbit_training
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+        keep_trainable_4bit_layout(model)
     elif gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if method.peft_config is None:
@@ -138,6 +155,19 @@ def wrap(model, cfg, total_steps: int, gradient_checkpointing: bool = False, new
         from tooltune.models import trainable_token_config
         peft_config.trainable_token_indices = trainable_token_config(new_token_ids, model)["trainable_token_indices"]
     return get_peft_model(model, peft_config)
+
+
+def keep_trainable_4bit_layout(model) -> int:
+    """Stop bitsandbytes from repacking CPU 4-bit weights for inference; returns the layers told so.
+
+    On a CPU with AVX512-BF16, a `Linear4bit` repacks its weight into an inference layout at its first forward in
+    eval mode without gradients (the loop's loss-path probe, every dev evaluation). From then on its matmul has no
+    backward, so the gradients of every adapter below it are silently zero and training stops learning
+    (bitsandbytes 0.50.2; tests/test_train_methods.py checks that every step still has a gradient)."""
+    layers = [m for m in model.modules() if hasattr(m, "support_avx512bf16_for_cpu")]
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = False
+    return len(layers)
 
 
 def make_optimizer(method_name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
