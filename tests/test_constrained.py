@@ -17,7 +17,7 @@ pytest.importorskip("llguidance", reason="the 'constrained' extra (llguidance) i
 
 from bot_support import tiny_llama, tokenizer_for, written_ids  # noqa: E402
 from formats_support import tiny_dialogue  # noqa: E402
-from tooltune.constrained import CALL_STYLES, Constraint  # noqa: E402
+from tooltune.constrained import CALL_STYLES, Constraint, Copy, span_regex  # noqa: E402
 from tooltune.dialogue import HOTEL_TOOL, Call, Result, User  # noqa: E402
 from tooltune.errors import ToolTuneError  # noqa: E402
 from tooltune.formats import FORMATS  # noqa: E402
@@ -61,8 +61,8 @@ class Opening:
 class OpeningGenerator(Generator):
     opener_ids: list[int] = []
 
-    def _logits_processors(self, tools: Sequence[Sequence[Any]], width: int) -> list[Any]:
-        return [Opening(self.opener_ids, width)] + super()._logits_processors(tools, width)
+    def _logits_processors(self, tools: Sequence[Sequence[Any]], width: int, copies: Sequence[Any] = ()) -> list[Any]:
+        return [Opening(self.opener_ids, width)] + super()._logits_processors(tools, width, copies)
 
 
 def generator(name: str, constrained: bool, opening: bool) -> Generator:
@@ -136,13 +136,13 @@ def body_after_opener(name: str, call: Call) -> tuple[Constraint, Any, str]:
     return gen.constraint, tok, text[found.end():]
 
 
-def accepts(constraint: Constraint, body: str) -> bool:
+def accepts(constraint: Constraint, body: str, copy: Copy | None = None) -> bool:
     """Whether the grammar takes the whole body and then allows the format's end token."""
     end = constraint.end_id
     body = body.split(constraint.tokenizer.convert_ids_to_tokens(end), 1)[0]
     for stop in ("<|im_end|>",):
         body = body.split(stop, 1)[0]
-    m = constraint.matcher([HOTEL_TOOL])
+    m = constraint.matcher([HOTEL_TOOL], copy)
     ids = constraint.lltok.tokenize_str(body)
     return m.try_consume_tokens(ids) == len(ids) and m.is_accepting()
 
@@ -155,6 +155,71 @@ def test_grammar_accepts_the_formats_own_calls_and_refuses_wrong_ones(name):
     for call in WRONG_CALLS:
         constraint, _, body = body_after_opener(name, call)
         assert not accepts(constraint, body), (name, body)
+
+
+USER_WORDS = ("我想找有无烟房和wifi的酒店", "要'安静'一点，北京\\的")
+KNOWN = (("facilities", ("24小时供应热水",)),)
+COPIED_CALLS = [
+    Call({"facilities": ["无烟房"]}),
+    Call({"facilities": ["wifi", "24小时供应热水"], "type": "豪华型"}),  # a span, a known value, an enum
+    Call({"name": "酒店"}),
+    Call({"name": "安静"}),  # inside the quotes
+    Call({"price_range_upper": 300}),
+]
+UNCOPIED_CALLS = [
+    Call({"facilities": ["无烟房间"]}),  # reworded
+    Call({"facilities": ["24小时热水"]}),  # a part of a known value is not that value
+    Call({"name": "北京酒店"}),
+    Call({"name": "无烟房和wifi的酒店要"}),  # spans do not run from one turn into the next
+    Call({"facilities": [""]}),
+]
+
+
+@pytest.mark.parametrize("name", list(CALL_STYLES))
+def test_copy_takes_spans_of_the_users_words_and_known_values_only(name):
+    copy = Copy(USER_WORDS, KNOWN)
+    for call in COPIED_CALLS:
+        constraint, _, body = body_after_opener(name, call)
+        assert accepts(constraint, body, copy), (name, body)
+    for call in UNCOPIED_CALLS:
+        constraint, _, body = body_after_opener(name, call)
+        assert accepts(constraint, body) and not accepts(constraint, body, copy), (name, body)
+
+
+def test_span_regex_is_every_span_up_to_the_cap():
+    import re
+
+    texts, cap = ("abcab", "xy"), 3
+    pattern = re.compile(span_regex(texts, ["long-value"], cap, '"').replace("\\x{", "\\x").replace("}", ""))
+    # (Python spells a code point escape without braces; the tests use 2-digit ones only)
+    spans = {t[i:j] for t in texts for i in range(len(t)) for j in range(i + 1, min(len(t), i + cap) + 1)}
+    candidates = {a + b + c for a in "abcxy-" for b in ["", *"abcxy"] for c in ["", *"abcxy"]}
+    assert {c for c in candidates if pattern.fullmatch(c)} == spans
+    assert pattern.fullmatch("long-value") and not pattern.fullmatch("long")
+    assert span_regex(['"'], [], 3, '"') is None
+
+
+def test_copied_calls_of_a_random_model_hold_only_the_users_words():
+    gen = generator("llama2", constrained=True, opening=True)
+    gen.config = GenerationConfig(max_new_tokens=MAX_NEW, max_prompt_tokens=8192, constrained=True, batch_size=4,
+                                  copy_values=KNOWN)
+    preds = gen.predict(histories())
+    strings = 0
+    for history, p in zip(histories(), preds):
+        assert isinstance(p.parsed.turn, Call) and not p.parsed.malformed, p.raw
+        assert argument_problems(HOTEL_TOOL, p.parsed.turn.arguments) == [], p.raw
+        words = [t.content for t in history if isinstance(t, User)]
+        args = p.parsed.turn.arguments
+        for value in list(args.get("facilities", [])) + ([args["name"]] if "name" in args else []):
+            strings += 1
+            assert value in KNOWN[0][1] or any(value in w for w in words), (value, words)
+    assert strings, "a random model should write some strings"
+
+
+def test_copying_needs_constrained_decoding():
+    fmt, tok = tokenizer_for("llama2")
+    with pytest.raises(ToolTuneError, match="copy_values.*constrained"):
+        Generator(torch.nn.Linear(1, 1), tok, fmt, config=GenerationConfig(copy_values=()))
 
 
 def test_duplicate_key_is_refused():
@@ -186,7 +251,22 @@ def test_eval_command_passes_constrained(tmp_path, data_root, capsys):
             "--limit", "2", "--max-new-tokens", "4", "--no-task-success", "--constrained"]
     assert cli.main(argv) == 0
     meta = json.loads((tmp_path / "out/metrics.json").read_text(encoding="utf-8"))
-    assert meta["constrained"] is True and meta["units"] == 2
+    assert meta["constrained"] is True and meta["units"] == 2 and meta["copy"] is False
+    db = ["--db", str(tmp_path / "h.sqlite")]
+    assert cli.main(argv[:-1] + ["--copy"] + db) == 2
+    assert "--copy works through constrained decoding" in capsys.readouterr().err
+    assert cli.main(argv + ["--copy"] + db) == 0
+    meta = json.loads((tmp_path / "out/metrics.json").read_text(encoding="utf-8"))
+    assert meta["constrained"] is True and meta["copy"] is True
+
+
+def test_the_hotel_database_knows_facility_and_hotel_names(tmp_path, data_root):
+    from tooltune.db import HotelDB
+
+    known = dict(HotelDB.open(tmp_path / "h.sqlite", data_root).known_values())
+    assert set(known) == {"facilities", "name"}
+    assert "24小时热水" in known["facilities"] and "24小时供应热水" not in known["facilities"]
+    assert len(known["name"]) == len(set(known["name"])) > 100
 
 
 @pytest.mark.parametrize("command", ["chat", "serve"])

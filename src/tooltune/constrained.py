@@ -12,6 +12,13 @@ chose it (per-token mask cost, schema bounds, any key order, install size) over 
 outlines-core. It needs a fast (Rust) Hugging Face tokenizer whose decoder it reads (byte-level BPE; Llama/Gemma's
 `▁`-replace + byte-fallback decoder; not a bare Metaspace one, nor ChatGLM3's slow remote-code tokenizer).
 
+Copying (`Copy`, `GenerationConfig.copy_values`): a free string of a call (no enum: the hotel tool's `name` and each
+of its `facilities`) may further be limited to a span of the user's own words in the dialogue so far, or one of the
+values the tool knows (the hotel database's facility and hotel names). The course's labels keep the user's words (148
+of 156 facility values on test are spans of the user's turns; the rest are database names), and a fine-tuned model's
+wrong facilities are mostly the user's words reordered or reworded. The grammar then differs per dialogue, so each
+row compiles its own (a trie of the spans as one regex).
+
 `LENGTH_CAPS`: the schema says nothing about length, but an unbounded string or number lets a model (a random one
 surely) write until `max_new_tokens` and leave the call unclosed. The grammar therefore caps free strings, lists and
 digits, far above anything in the course's data (longest facility 21 characters, at most 2 facilities, prices up to
@@ -106,6 +113,61 @@ def lit(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
+@dataclass(frozen=True)
+class Copy:
+    """Where a row's free strings come from: spans of `texts` (the user's turns) or whole `known` values per key."""
+
+    texts: tuple[str, ...]
+    known: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """(key, values) pairs: the values a free string under that key (or in that key's list) may also be."""
+
+    def values(self, key: str) -> tuple[str, ...]:
+        return next((values for k, values in self.known if k == key), ())
+
+
+def _char(ch: str) -> str:
+    """One character in a regex: letters, digits and CJK as they are, anything else as a code point escape."""
+    return ch if ch.isalnum() else f"\\x{{{ord(ch):X}}}"
+
+
+def span_regex(texts: Sequence[str], known: Sequence[str], cap: int, quote: str) -> str | None:
+    """A regex matching any non-empty span of at most `cap` characters of `texts`, or any of `known` whole; None
+    when there is none. Spans never cross the quote, a backslash or a control character (string rules have no
+    escapes). Built as a trie: every prefix of every suffix of a text is a span."""
+    bad = re.compile(f"[{re.escape(quote)}\\\\\x00-\x1f]")
+    root: dict[str, Any] = {}
+
+    def insert(text: str, every_prefix: bool) -> None:
+        node = root
+        for ch in text:
+            node = node.setdefault(ch, {})
+            if every_prefix:
+                node[""] = True  # "" marks where a value may end
+        node[""] = True
+
+    for text in texts:
+        for piece in bad.split(text):
+            for start in range(len(piece)):
+                insert(piece[start:start + cap], every_prefix=True)
+    for value in known:
+        if value and not bad.search(value):
+            insert(value, every_prefix=False)
+
+    def alternatives(node: dict[str, Any]) -> str | None:
+        parts = []
+        for ch, child in node.items():
+            if ch == "":
+                continue
+            rest = alternatives(child)
+            if rest is None:
+                parts.append(_char(ch))
+            else:
+                parts.append(f"{_char(ch)}(?:{rest}){'?' if child.get('') else ''}")
+        return "|".join(parts) or None
+
+    return alternatives(root)
+
+
 def capped(schema: dict[str, Any]) -> dict[str, Any]:
     """`schema` with `LENGTH_CAPS` where it sets no bound of its own."""
     out = dict(schema)
@@ -122,19 +184,23 @@ def capped(schema: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def string_rule(schema: dict[str, Any], python: bool) -> str:
+def string_rule(schema: dict[str, Any], python: bool, copy: Copy | None = None, key: str = "") -> str:
     quote = "'" if python else '"'
     if "enum" in schema:
         return " | ".join(lit(repr(v) if python else json.dumps(v, ensure_ascii=False)) for v in schema["enum"])
+    if copy is not None:
+        spans = span_regex(copy.texts, copy.values(key), schema["maxLength"], quote)
+        if spans is not None:  # (None: nothing to copy from, so the string is left free)
+            return f"/{quote}(?:{spans}){quote}/"
     # no escapes at all: nothing the course's strings need, and the same text in JSON and Python
     return f"/{quote}[^{quote}\\\\\\x00-\\x1f]{{0,{schema['maxLength']}}}{quote}/"
 
 
-def value_rule(schema: dict[str, Any], layout: Layout, where: str) -> str:
-    """A Lark expression for one argument value."""
+def value_rule(schema: dict[str, Any], layout: Layout, where: str, copy: Copy | None = None) -> str:
+    """A Lark expression for one argument value (`copy`: free strings copied, see `Copy`)."""
     kind = schema.get("type")
     if kind == "string":
-        return string_rule(schema, layout.python)
+        return string_rule(schema, layout.python, copy, where.removesuffix("[]"))
     if kind in ("number", "integer"):
         # a number is spelled alike in JSON and Python; llguidance enforces minimum/maximum/multipleOf
         bounds = {k: schema[k] for k in ("type", "minimum", "maximum", "multipleOf", "exclusiveMinimum",
@@ -143,7 +209,7 @@ def value_rule(schema: dict[str, Any], layout: Layout, where: str) -> str:
     if kind == "boolean":
         return '"True" | "False"' if layout.python else '"true" | "false"'
     if kind == "array":
-        item = value_rule(schema["items"], layout, where + "[]")
+        item = value_rule(schema["items"], layout, where + "[]", copy)
         items = ""
         for _ in range(max(0, schema["maxItems"] - 1)):  # unrolled: 1..maxItems items
             items = f"({lit(layout.list_sep)} ({item}){' ' + items if items else ''})?"
@@ -153,7 +219,7 @@ def value_rule(schema: dict[str, Any], layout: Layout, where: str) -> str:
     raise InputError(f"the chatglm3 call grammar cannot spell a {kind or 'untyped'} value", field=where)
 
 
-def object_rules(tool: Tool, layout: Layout, prefix: str) -> tuple[str, list[str]]:
+def object_rules(tool: Tool, layout: Layout, prefix: str, copy: Copy | None = None) -> tuple[str, list[str]]:
     """(start expression, rules) for the arguments object: each key at most once, in any order.
 
     Rule `{prefix}_{used}` continues after the keys in bit set `used`; with n keys there are 2^n such rules, so
@@ -162,7 +228,7 @@ def object_rules(tool: Tool, layout: Layout, prefix: str) -> tuple[str, list[str
     keys = list(props)
     required = set(tool.parameters.get("required", []))
     values = [f"{prefix}_v{i}" for i in range(len(keys))]
-    rules = [f"{v}: {value_rule(capped(props[k]), layout, k)}" for v, k in zip(values, keys)]
+    rules = [f"{v}: {value_rule(capped(props[k]), layout, k, copy)}" for v, k in zip(values, keys)]
     pair = [f"{lit(layout.key.format(key=k))} {v}" for k, v in zip(keys, values)]
     any_order = len(keys) <= 8
 
@@ -189,11 +255,11 @@ def object_rules(tool: Tool, layout: Layout, prefix: str) -> tuple[str, list[str
     return start, rules
 
 
-def body_grammar(style: CallStyle, tools: Sequence[Tool]) -> str:
+def body_grammar(style: CallStyle, tools: Sequence[Tool], copy: Copy | None = None) -> str:
     """The Lark grammar of everything after the opener, for a call to one of `tools`."""
     rules, alts = [], []
     for n, tool in enumerate(tools):
-        obj, obj_rules = object_rules(tool, style.layout, f"t{n}")
+        obj, obj_rules = object_rules(tool, style.layout, f"t{n}", copy)
         rules += obj_rules
         head, tail, close = lit(style.head.format(name=tool.name)), lit(style.tail), lit(style.close)
         if style.loose_newlines:
@@ -237,10 +303,12 @@ class Constraint:
     def opener(self, tools: Sequence[Tool]) -> re.Pattern[str]:
         return re.compile(self.style.opener.replace("{name}", "|".join(re.escape(t.name) for t in tools)))
 
-    def matcher(self, tools: Sequence[Tool]) -> Any:
-        key = tuple(json.dumps(t.to_dict(), sort_keys=True) for t in tools)
+    def matcher(self, tools: Sequence[Tool], copy: Copy | None = None) -> Any:
+        key = (tuple(json.dumps(t.to_dict(), sort_keys=True) for t in tools), copy)
         if key not in self._fresh:
-            grammar = self.llg.LLMatcher.grammar_from_lark(body_grammar(self.style, tools))
+            if copy is not None and len(self._fresh) > 256:  # per-dialogue grammars: keep the cache small
+                self._fresh = {k: m for k, m in self._fresh.items() if k[1] is None}
+            grammar = self.llg.LLMatcher.grammar_from_lark(body_grammar(self.style, tools, copy))
             m = self.llg.LLMatcher(self.lltok, grammar)
             if m.is_error():
                 raise InputError(f"the call grammar does not compile: {m.get_error()}", field="tools")
@@ -248,8 +316,8 @@ class Constraint:
         return self._fresh[key].deep_copy()
 
     def processor(self, tools_per_row: Sequence[Sequence[Tool]], prompt_width: int, end_ids: Sequence[int],
-                  text_stops: Sequence[str]) -> "CallConstraint":
-        return CallConstraint(self, tools_per_row, prompt_width, end_ids, text_stops)
+                  text_stops: Sequence[str], copies: Sequence[Copy | None] | None = None) -> "CallConstraint":
+        return CallConstraint(self, tools_per_row, prompt_width, end_ids, text_stops, copies)
 
 
 @dataclass
@@ -258,6 +326,8 @@ class Row:
 
     tools: Sequence[Tool]
     ids: list[int]
+    copy: Copy | None = None
+    """Where the row's free strings come from (None: anywhere)."""
     matcher: Any = None
     done: bool = False
     broken: bool = False
@@ -268,10 +338,10 @@ class CallConstraint:
     """A `transformers` LogitsProcessor for one `generate` call (its rows' states live here)."""
 
     def __init__(self, owner: Constraint, tools_per_row: Sequence[Sequence[Tool]], prompt_width: int,
-                 end_ids: Sequence[int], text_stops: Sequence[str]):
+                 end_ids: Sequence[int], text_stops: Sequence[str], copies: Sequence[Copy | None] | None = None):
         self.owner, self.width = owner, prompt_width
         self.end_ids, self.text_stops = set(end_ids), tuple(text_stops)
-        self.rows = [Row(tools, []) for tools in tools_per_row]
+        self.rows = [Row(tools, [], copy=copies[r] if copies else None) for r, tools in enumerate(tools_per_row)]
         self.openers = [owner.opener(tools) for tools in tools_per_row]
         self.constrained_steps = 0
         """Token positions whose logits were masked (for the latency benchmark)."""
@@ -310,7 +380,7 @@ class CallConstraint:
         tools = row.tools
         if "name" in found.groupdict():
             tools = [t for t in row.tools if t.name == found.group("name")]
-        row.matcher = self.owner.matcher(tools)
+        row.matcher = self.owner.matcher(tools, row.copy)
         rest = text[found.end():]  # the opener's last token may carry the body's first characters
         if rest:
             ids = self.owner.lltok.tokenize_str(rest)

@@ -286,6 +286,12 @@ class HotelDB:
             self._local.con = con
         return con
 
+    def known_values(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """(key, values) of `search_hotels` arguments that this database names: its facilities and hotel names,
+        what a copied call may hold besides the user's own words (`GenerationConfig.copy_values`)."""
+        names = tuple(r[0] for r in self._connection().execute("SELECT name FROM hotels ORDER BY hotel_id"))
+        return (("facilities", self.facility_names), ("name", names))
+
     def map_facilities(self, phrases: list[str]) -> dict[str, str | None]:
         return {p: self.matcher.match(p) for p in phrases}
 

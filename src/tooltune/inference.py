@@ -20,9 +20,11 @@ from tooltune.dialogue import (
     HOTEL_TOOL,
     Tool,
     Turn,
+    User,
     order_arguments,
     with_argument_order,
 )
+from tooltune.errors import InputError
 from tooltune.formats import ChatFormat, ParsedTurn, SampleTooLong, encode
 from tooltune.formats.base import single_id
 
@@ -44,6 +46,10 @@ class GenerationConfig:
     constrained: bool = False
     """Once the model opens a call, generate its arguments under the tool's schema (`tooltune.constrained`;
     needs the `constrained` extra). Replies are never touched."""
+    copy_values: tuple[tuple[str, tuple[str, ...]], ...] | None = None
+    """With `constrained`: None, free strings are free; else each free string of a call (no enum) is a span of the
+    user's turns so far or, under a key listed here as (key, values), one of those values
+    (`tooltune.constrained.Copy`; `()`: spans only)."""
     output_vocab: frozenset[int] | None = None
     """Token ids the model may generate, besides every id of the prompts being answered and the end tokens (see
     `domain_vocab`). The output layer then computes only those rows: with Gemma's 262k-entry vocabulary the head is
@@ -88,6 +94,9 @@ class Generator:
         if positions:
             self.max_prompt = min(self.max_prompt, positions - config.max_new_tokens)
         self.constraint = None
+        if config.copy_values is not None and not config.constrained:
+            raise InputError("copying call values (copy_values) works through constrained decoding: set "
+                             "constrained too", field="copy_values")
         if config.constrained:  # built now: a missing extra or an unsupported tokenizer fails before any work
             from tooltune.constrained import Constraint
             self.constraint = Constraint(self.fmt, tokenizer, self.end_ids)
@@ -123,7 +132,9 @@ class Generator:
         with restricted_head(self.model, allowed):
             for start in range(0, len(order), self.config.batch_size):
                 batch = order[start:start + self.config.batch_size]
-                for i, pred in zip(batch, self._generate([prompts[i] for i in batch], [row_tools[i] for i in batch])):
+                copies = [self._copy(histories[i]) for i in batch]
+                for i, pred in zip(batch, self._generate([prompts[i] for i in batch], [row_tools[i] for i in batch],
+                                                         copies)):
                     out[i] = pred
                 if bar is not None:
                     bar.update(len(batch))
@@ -131,8 +142,16 @@ class Generator:
             bar.close()
         return out  # type: ignore[return-value]
 
+    def _copy(self, history: Sequence[Turn]) -> Any:
+        """What a row's free strings are copied from (`GenerationConfig.copy_values`), or None."""
+        if self.config.copy_values is None:
+            return None
+        from tooltune.constrained import Copy
+        return Copy(tuple(t.content for t in history if isinstance(t, User)), tuple(self.config.copy_values))
+
     @torch.inference_mode()
-    def _generate(self, prompts: list[list[int]], tools: Sequence[Sequence[Tool]]) -> list[Prediction]:
+    def _generate(self, prompts: list[list[int]], tools: Sequence[Sequence[Tool]],
+                  copies: Sequence[Any] = ()) -> list[Prediction]:
         width = max(len(p) for p in prompts)
         input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -146,7 +165,7 @@ class Generator:
             kwargs["suppress_tokens"] = self.suppressed
         if self.text_stops:
             kwargs.update(stop_strings=list(self.text_stops), tokenizer=self.tokenizer)
-        processors = self._logits_processors(tools, width)
+        processors = self._logits_processors(tools, width, copies)
         if processors:
             from transformers import LogitsProcessorList
             kwargs["logits_processor"] = LogitsProcessorList(processors)
@@ -170,11 +189,11 @@ class Generator:
             preds.append(Prediction(self.fmt.parse(raw), raw, cut))
         return preds
 
-    def _logits_processors(self, tools: Sequence[Sequence[Tool]], width: int) -> list[Any]:
-        """Processors for one batch (rows' tools, prompt width): the call constraint when it is on."""
+    def _logits_processors(self, tools: Sequence[Sequence[Tool]], width: int, copies: Sequence[Any] = ()) -> list[Any]:
+        """Processors for one batch (rows' tools, prompt width, what rows copy from): the call constraint when on."""
         if self.constraint is None:
             return []
-        return [self.constraint.processor(tools, width, self.end_ids, self.text_stops)]
+        return [self.constraint.processor(tools, width, self.end_ids, self.text_stops, copies)]
 
 
 def ended_at_once(prompt_tail: str, raw: str, stops: Sequence[str]) -> bool:

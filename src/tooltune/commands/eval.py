@@ -23,6 +23,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="float32")
     p.add_argument("--constrained", action="store_true",
                    help="generate call arguments under the tool's schema (needs the 'constrained' extra)")
+    p.add_argument("--copy", action="store_true",
+                   help="with --constrained: each free string of a call (the hotel tool's name and facilities) is a "
+                        "span of the user's own words or a facility or hotel name of the hotel database")
+    p.add_argument("--db", default=None, help="the hotel database for --copy and task success (default: the cache's, "
+                                              "built from the data dir on first use)")
     p.add_argument("--domain-vocab", action="store_true",
                    help="generate only tokens of the run's training data or of the prompt (its output layer then "
                         "computes those rows only: faster decoding with a large vocabulary; recorded in metrics.json)")
@@ -44,6 +49,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.limit is not None and args.limit <= 0:
         raise ToolTuneError("--limit must be a positive number")
+    if args.copy and not args.constrained:
+        raise ToolTuneError("--copy works through constrained decoding: add --constrained")
+    copy_values = None
+    if args.copy:
+        from tooltune.db import HotelDB
+        copy_values = HotelDB.open(args.db).known_values()
     train_file = training_data(args.run) if args.domain_vocab else None  # before any (slow) loading
     dialogues = read_dialogues(args.data)
     split = args.split or Path(args.data).name.split(".")[0]
@@ -55,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"output vocabulary: {len(vocab):,} token ids of {train_file}, plus each prompt's own")
     generator = Generator(loaded.model, loaded.tokenizer, fmt,
                           config=loaded.generation(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                                                   constrained=args.constrained, output_vocab=vocab))
+                                                   constrained=args.constrained, copy_values=copy_values,
+                                                   output_vocab=vocab))
     started = time.perf_counter()
     if args.mode == "turn":
         units = eval_units(dialogues, split=split)[:args.limit]
@@ -75,8 +87,9 @@ def run(args: argparse.Namespace) -> int:
             "argument_order": loaded.argument_order,
             "generation_seconds": round(seconds, 1), "units": len(rows),
             "prompts_cut_inside_a_segment": generator.prompts_cut_inside, "constrained": args.constrained,
+            "copy": args.copy,
             "output_vocab": f"{len(vocab)} ids of {train_file} + the prompt's" if vocab is not None else "all"}
-    search = None if args.no_task_success else hoteldb_search()
+    search = None if args.no_task_success else hoteldb_search(args.db)
     content = write_metrics(out, rows, meta, search=search)
     m = content["metrics"]
     print(f"{loaded.model_name} {loaded.method}: BLEU-4 {m['bleu4']:.2f}  SLOT-P {m['slot_p']:.2f}  "
