@@ -114,7 +114,7 @@ def _qlora_runs_here() -> bool:
 
 
 @pytest.mark.skipif(not _qlora_runs_here(), reason="needs bitsandbytes (>=0.50 without CUDA)")
-def test_qlora_trains_adapters_on_a_4bit_base_and_inference_loads_that_base(tmp_path):
+def test_qlora_trains_adapters_on_a_4bit_base_and_inference_loads_that_base(tmp_path, monkeypatch):
     import bitsandbytes as bnb
 
     from tooltune.runs import load_for_inference
@@ -142,23 +142,28 @@ def test_qlora_trains_adapters_on_a_4bit_base_and_inference_loads_that_base(tmp_
     assert isinstance(methods.make_optimizer("qlora", [torch.nn.Parameter(torch.zeros(2))], 1e-3, 0.0),
                       bnb.optim.PagedAdamW)
 
-    # `tooltune eval`/`chat` load the run onto the same 4-bit base; on a CPU its NF4 weights are decoded once into
-    # plain layers (a 4-bit matmul there dequantises at every decoding step): the same values, and the trained logits.
-    loaded = load_for_inference(tmp_path / "run", device="cpu")
-    assert loaded.method == "qlora"
-    assert not any(type(m).__name__ == "Linear4bit" for m in loaded.model.modules())
-    trained_q = model.get_base_model().model.layers[0].mlp.up_proj.weight
-    loaded_q = loaded.model.get_base_model().model.layers[0].mlp.up_proj.weight
-    assert torch.equal(loaded_q, bnb.functional.dequantize_4bit(trained_q.data, trained_q.quant_state).float())
-    plain_q = AutoModelForCausalLM.from_pretrained(model_dir).model.layers[0].mlp.up_proj.weight
-    assert not torch.equal(loaded_q, plain_q)
+    # `tooltune eval`/`chat` load the run onto the same 4-bit base: 4-bit layers where bitsandbytes has a fused kernel
+    # for them (a GPU; a CPU with AVX512-BF16), else its NF4 weights decoded once into plain layers (a 4-bit matmul
+    # would dequantise again at every decoding step). Either way the logits are the trained model's.
+    import tooltune.runs
+
     ids = torch.tensor([[5, 17, 33, 8, 90, 41]])
     with torch.no_grad():
         want = model(input_ids=ids).logits.float()
-        got = loaded.model(input_ids=ids).logits.float()[..., :want.shape[-1]]
         plain = AutoModelForCausalLM.from_pretrained(model_dir)(input_ids=ids).logits.float()
-    assert torch.allclose(got, want, atol=1e-2)  # bf16 4-bit kernels: the same weights, other rounding
     assert not torch.allclose(plain, want, atol=1e-2)  # the adapter and the 4-bit base both count
+    trained_q = model.get_base_model().model.layers[0].mlp.up_proj.weight
+    nf4 = bnb.functional.dequantize_4bit(trained_q.data, trained_q.quant_state).float()
+    for kernel in (True, False):
+        monkeypatch.setattr(tooltune.runs, "cpu_4bit_kernel", lambda m, kernel=kernel: kernel)
+        loaded = load_for_inference(tmp_path / "run", device="cpu")
+        assert loaded.method == "qlora"
+        assert any(type(m).__name__ == "Linear4bit" for m in loaded.model.modules()) == kernel
+        if not kernel:
+            assert torch.equal(loaded.model.get_base_model().model.layers[0].mlp.up_proj.weight, nf4)
+        with torch.no_grad():
+            got = loaded.model(input_ids=ids).logits.float()[..., :want.shape[-1]]
+        assert torch.allclose(got, want, atol=1e-2), kernel  # bf16 4-bit kernels: the same weights, other rounding
 
 
 def test_prefix_with_gradient_checkpointing_is_refused():
