@@ -29,13 +29,15 @@ from tooltune.demo import DEFAULT, PYPI, finetune_tree, lecture_lines, with_budg
 from tooltune.errors import ToolTuneError
 
 METHODS = ("prompt", "ptuning", "prefix", "lora", "adalora", "full", "qlora")
-BEGIN, END = "<!-- bench/quality.py: begin -->", "<!-- bench/quality.py: end -->"
 
 
 def markers(section: str) -> tuple[str, str]:
     """The markers around the table `--section NAME` writes (no name: the main methods table)."""
     name = f" {section}" if section else ""
     return f"<!-- bench/quality.py{name}: begin -->", f"<!-- bench/quality.py{name}: end -->"
+
+
+BEGIN, END = markers("")
 
 
 def hardware() -> str:
@@ -202,7 +204,7 @@ def _run(args: argparse.Namespace) -> int:
                           f"({model_dir.name}), {args.steps} optimizer steps of 4 dialogues for every method."), "",
                          render_table(lines, markdown=True), end])
     print(section)
-    _write_section(args.results, section, *markers(args.section))
+    _write_section(args.results, section, begin, end)
     return 0
 
 

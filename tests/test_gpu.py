@@ -1,6 +1,7 @@
 """What only a CUDA machine can check (skipped elsewhere; `bench/gpu.sh` runs this file): QLoRA trains in bf16 on
-the GPU and saves loadably (its CPU path is in test_train_methods.py), the FSDP config of configs/accelerate/ runs the same `tooltune train` command, and generation (constrained,
-domain vocabulary) works with the model on the GPU, where `load_for_inference` puts it."""
+the GPU and saves loadably (its CPU path is in test_train_methods.py), the FSDP config of configs/accelerate/ runs
+the same `tooltune train` command, and generation (constrained, domain vocabulary) works with the model on the GPU,
+where `load_for_inference` puts it."""
 
 from __future__ import annotations
 

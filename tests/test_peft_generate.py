@@ -10,22 +10,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_train_methods import qlora_runs_here
 from transformers import AutoModelForCausalLM
 
-from tooltune.errors import ToolTuneError
 from tooltune.train import methods
 from tooltune.train.config import MethodConfig
 from tooltune.train.tiny import tiny_llama
 
 VOCAB, EOS, NEW_TOKENS = 96, 2, 8
-
-
-def _qlora_runs_here() -> bool:
-    try:
-        methods.check_supported("qlora", gradient_checkpointing=False)
-    except ToolTuneError:
-        return False
-    return True
 
 
 def _base(name: str, tmp_path):
@@ -63,7 +55,7 @@ def _argmax_decode(model, prompt: torch.Tensor) -> list[int]:
 
 @pytest.mark.parametrize("name", list(methods.METHODS))
 def test_greedy_generate_equals_argmax_forward_decode(name, tmp_path):
-    if methods.METHODS[name].quantized and not _qlora_runs_here():
+    if methods.METHODS[name].quantized and not qlora_runs_here():
         pytest.skip("qlora needs bitsandbytes (>=0.50 without CUDA)")
     model = _wrapped(name, tmp_path)
     prompt = torch.tensor([[5, 40, 11, 73, 28, 60]])

@@ -103,9 +103,8 @@ def test_qlora_on_a_cpu_needs_a_bitsandbytes_with_cpu_kernels(monkeypatch):
     assert methods.load_kwargs("qlora", torch.float32)["device_map"] == {"": "cpu"}
 
 
-def _qlora_runs_here() -> bool:
-    if importlib.util.find_spec("bitsandbytes") is None:
-        return False
+def qlora_runs_here() -> bool:
+    """Whether this machine can run QLoRA (bitsandbytes, >=0.50 without CUDA); test_peft_generate.py asks too."""
     try:
         methods.check_supported("qlora", gradient_checkpointing=False)
     except ToolTuneError:
@@ -113,7 +112,7 @@ def _qlora_runs_here() -> bool:
     return True
 
 
-@pytest.mark.skipif(not _qlora_runs_here(), reason="needs bitsandbytes (>=0.50 without CUDA)")
+@pytest.mark.skipif(not qlora_runs_here(), reason="needs bitsandbytes (>=0.50 without CUDA)")
 def test_qlora_trains_adapters_on_a_4bit_base_and_inference_loads_that_base(tmp_path, monkeypatch):
     import bitsandbytes as bnb
 
