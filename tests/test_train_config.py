@@ -65,16 +65,57 @@ def test_cli_reports_config_errors_in_one_line(tmp_path, capsys):
     assert "model.path" in capsys.readouterr().err
 
 
-def test_bf16_on_a_cpu_without_native_bf16_is_warned_about(monkeypatch):
+from tooltune.hardware import cpu_flags as read_cpu_flags  # noqa: E402  (the unpatched reader)
+
+AVX2_CPUINFO = "processor\t: 0\nflags\t\t: fpu sse sse2 avx avx2 fma\n"
+BF16_CPUINFO = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512bw avx512_bf16 avx512_vnni\n"
+
+
+def _on_cpu(monkeypatch, cpuinfo: str, capability: str) -> None:
     import torch
 
-    from tooltune.train.recipe import cpu_bf16_warning
+    from tooltune import hardware
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: read_cpu_flags(cpuinfo))
+    hardware.native_bf16.cache_clear()
+
+
+def test_bf16_on_a_cpu_without_native_bf16_is_warned_about(monkeypatch):
+    from tooltune import hardware
+    from tooltune.train.recipe import cpu_bf16_warning
+
     bf16 = config_from_dict({"model": {"path": "m", "dtype": "bfloat16"}})
     fp32 = config_from_dict({"model": {"path": "m", "dtype": "float32"}})
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    _on_cpu(monkeypatch, AVX2_CPUINFO, "AVX2")
     assert "model.dtype=float32" in cpu_bf16_warning(bf16)
     assert cpu_bf16_warning(fp32) is None
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512_BF16")
+    # torch says only "AVX512" on a CPU with AVX512-BF16: the CPU's own flags decide
+    _on_cpu(monkeypatch, BF16_CPUINFO, "AVX512")
     assert cpu_bf16_warning(bf16) is None
+    hardware.native_bf16.cache_clear()
+
+
+def test_dtype_auto_follows_the_hardware(monkeypatch):
+    from tooltune import hardware
+    from tooltune.train.recipe import torch_dtype
+
+    import torch
+
+    assert config_from_dict({"model": {"path": "m"}}).model.dtype == "auto"  # the default
+    _on_cpu(monkeypatch, BF16_CPUINFO, "AVX512")
+    assert hardware.resolve_dtype("auto") == "bfloat16" and torch_dtype("auto") is torch.bfloat16
+    assert "native bf16" in hardware.describe("auto")
+    _on_cpu(monkeypatch, AVX2_CPUINFO, "AVX2")
+    assert hardware.resolve_dtype("auto") == "float32" and torch_dtype("auto") is torch.float32
+    assert hardware.resolve_dtype("bfloat16") == "bfloat16"  # an explicit dtype is kept
+    hardware.native_bf16.cache_clear()
+
+
+def test_cpu_flags_are_read_from_cpuinfo():
+    from tooltune.hardware import cpu_flags
+
+    assert "avx512_bf16" in cpu_flags(BF16_CPUINFO)
+    assert "avx512_bf16" not in cpu_flags(AVX2_CPUINFO)
+    assert cpu_flags("no flags line here") == set()

@@ -110,7 +110,7 @@ def finetune_tree(base_model: Path, run_dir: Path, data_dir: Path, budget: Budge
 
     `own`: the base is tooltune's small GPT-2 (float32: bf16 buys nothing at that size on a CPU); a PyPI model
     is loaded in bfloat16 where bf16 is native (a GPU, a CPU with AVX512-BF16/AMX), else in float32."""
-    from tooltune.train.recipe import native_bf16
+    from tooltune.hardware import native_bf16
 
     course = data_dir / paths.COURSE_SPLIT
     # LoRA as in run G (bench/results/quality.md): r=16 on every linear layer of the decoder

@@ -48,10 +48,12 @@ def default_device() -> str:
 
 
 def _dtype(name: str):
+    """A torch dtype from its name; `auto` is bfloat16 where bf16 is native, else float32 (tooltune.hardware)."""
     import torch
 
-    if name == "auto":
-        return "auto"
+    from tooltune.hardware import resolve_dtype
+
+    name = resolve_dtype(name)
     if not hasattr(torch, name):
         raise ToolTuneError(f"unknown dtype {name!r} (e.g. float32, bfloat16)")
     return getattr(torch, name)
@@ -116,7 +118,7 @@ def cpu_4bit_kernel(model: Any) -> bool:
 
 
 def load_for_inference(path: str | Path, *, format: str | None = None, observation: str | None = None,
-                       dtype: str = "float32", add_missing_tokens: bool = True, device: str | None = None) -> Loaded:
+                       dtype: str = "auto", add_missing_tokens: bool = True, device: str | None = None) -> Loaded:
     """The model, tokenizer and chat format behind `path` (a run directory or a model directory).
 
     `device`: where the model is put; default a CUDA GPU when there is one, else the CPU.

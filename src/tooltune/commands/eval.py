@@ -20,7 +20,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default=None, help="name used in unit ids (default: the file's stem)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--dtype", default="float32")
+    p.add_argument("--dtype", default="auto",
+                   help="float32, bfloat16, or auto (default): bfloat16 where bf16 is native (a GPU, a CPU with "
+                        "AVX512-BF16 or AMX), else float32")
     p.add_argument("--constrained", action="store_true",
                    help="generate call arguments under the tool's schema (needs the 'constrained' extra)")
     p.add_argument("--copy", action="store_true",

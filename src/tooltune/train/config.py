@@ -33,8 +33,9 @@ def _check(ok: bool, key: str, message: str) -> None:
 class ModelConfig:
     path: str = ""
     """Local directory of a Hugging Face causal LM (config.json + weights) and its tokenizer."""
-    dtype: str = "float32"
-    """Weight dtype to load: float32, bfloat16, float16 or auto (as saved)."""
+    dtype: str = "auto"
+    """Weight dtype to load: float32, bfloat16, float16, or auto: bfloat16 where bf16 is native (a GPU, a CPU with
+    AVX512-BF16 or AMX), float32 elsewhere (tooltune.hardware)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (less memory, ~30% slower); refused for methods that cannot use it."""
     tokenizer: str = ""

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from tooltune.errors import ToolTuneError
+from tooltune.hardware import describe, native_bf16, resolve_dtype
 from tooltune.train import methods
 from tooltune.train.config import RunConfig
 from tooltune.train.data import load_split
 
 
 def torch_dtype(name: str):
+    """The torch dtype of a `model.dtype` name; `auto` is resolved for this machine (tooltune.hardware)."""
     import torch
-    return "auto" if name == "auto" else getattr(torch, name)
+    return getattr(torch, resolve_dtype(name))
 
 
 def load_model(cfg: RunConfig):
@@ -64,32 +67,41 @@ def _prepare_special_rows(model, tokenizer, examples, new_ids: list[int]) -> lis
     return sorted(set(prepare_embeddings(model, tokenizer, candidates)) | set(new_ids)) if candidates else []
 
 
-def native_bf16() -> bool:
-    """Whether bf16 runs natively here: a CUDA GPU, or a CPU with AVX512-BF16 or AMX."""
-    import torch
-
-    if torch.cuda.is_available():
-        return True
-    capability = torch.backends.cpu.get_cpu_capability()
-    return "BF16" in capability or "AMX" in capability
-
-
 def cpu_bf16_warning(cfg: RunConfig) -> str | None:
     """A warning when bf16 would run on a CPU without native bf16 (no AVX512-BF16/AMX): there PyTorch emulates it,
     and a Gemma-3-270M LoRA step was measured ~100x slower in backward than in float32 (bench/results/quality.md)."""
     import torch
 
-    if native_bf16() or (cfg.model.dtype != "bfloat16" and cfg.train.mixed_precision != "bf16"):
+    if native_bf16() or (resolve_dtype(cfg.model.dtype) != "bfloat16" and cfg.train.mixed_precision != "bf16"):
         return None
     capability = torch.backends.cpu.get_cpu_capability()
     return (f"tooltune train: this CPU ({capability}) has no native bf16, where bf16 training is many times slower "
             f"than float32; set model.dtype=float32 train.mixed_precision=no")
 
 
+@dataclass
+class Prepared:
+    """Everything `run_training` needs, as `fine_tune` builds it (bench/train_profile.py reuses it)."""
+    cfg: RunConfig
+    model: object
+    tokenizer: object
+    train: list
+    dev: list
+    meta: dict
+    new_token_ids: list[int]
+
+
 def fine_tune(cfg: RunConfig, *, resume: bool = False) -> dict:
     """Run the recipe; returns the run summary (run.json)."""
     from tooltune.train.loop import run_training
 
+    p = prepare(cfg)
+    return run_training(p.cfg, p.model, p.tokenizer, p.train, p.dev, resume=resume, meta=p.meta,
+                        new_token_ids=p.new_token_ids).summary
+
+
+def prepare(cfg: RunConfig) -> Prepared:
+    """Check the config, load tokenizer, data and base model, prepare the special-token rows."""
     if not cfg.model.path:
         raise ToolTuneError("model.path is empty: name a local Hugging Face model directory")
     if not cfg.data.train:
@@ -130,9 +142,10 @@ def fine_tune(cfg: RunConfig, *, resume: bool = False) -> dict:
         print(f"tooltune train: {len(fixed_ids)} special-token rows were new or never trained by the base checkpoint "
               f"({names}); re-initialised and {how}")
     # format, observation and argument order travel with an export (tooltune_run.json) so inference renders alike
-    meta = {"format": cfg.data.format or None, "observation": cfg.data.observation,
+    print(f"tooltune train: model.dtype={cfg.model.dtype}: {describe(cfg.model.dtype)}")
+    meta = {"dtype": describe(cfg.model.dtype), "format": cfg.data.format or None, "observation": cfg.data.observation,
             "argument_order": cfg.data.argument_order, "dropped_train": str(dropped_train),
             "dropped_dev": str(dropped_dev) if dropped_dev else None, "new_special_tokens": len(new_ids),
             "prepared_special_rows": tokenizer.convert_ids_to_tokens(fixed_ids),
             "packed_rows": cfg.data.packing}
-    return run_training(cfg, model, tokenizer, train, dev, resume=resume, meta=meta, new_token_ids=fixed_ids).summary
+    return Prepared(cfg, model, tokenizer, train, dev, meta, fixed_ids)

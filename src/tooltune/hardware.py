@@ -1,0 +1,56 @@
+"""What this machine computes natively, and the precision `model.dtype: auto` picks from it.
+
+bf16 pays only where the hardware has it: on a CPU without AVX512-BF16 or AMX, PyTorch emulates bf16 and a
+Gemma-3-270M LoRA step was measured many times slower than in float32; with AVX512-BF16 a 2048x2048 matmul ran 4.3x
+faster in bf16 than in float32 on 2 cores (bench/results/train_speed.md). `torch.backends.cpu.get_cpu_capability()`
+says only "AVX512" on such a CPU, so the CPU's own flags are read.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+"""/proc/cpuinfo flags of x86 CPUs that run bf16 matmuls natively (AVX512-BF16, AMX)."""
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo; empty where it cannot be read)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return set()
+    for line in cpuinfo.splitlines():
+        if line.startswith(("flags", "Features")):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+@lru_cache(maxsize=1)
+def native_bf16() -> bool:
+    """Whether bf16 runs natively here: a CUDA GPU, or a CPU with AVX512-BF16 or AMX."""
+    import torch
+
+    if torch.cuda.is_available():
+        return True
+    if any(flag in cpu_flags() for flag in BF16_CPU_FLAGS):
+        return True
+    capability = torch.backends.cpu.get_cpu_capability()
+    return "BF16" in capability or "AMX" in capability
+
+
+def resolve_dtype(name: str) -> str:
+    """A dtype name as loaded: `auto` becomes bfloat16 where bf16 is native, else float32; others pass through."""
+    if name != "auto":
+        return name
+    return "bfloat16" if native_bf16() else "float32"
+
+
+def describe(name: str) -> str:
+    """What `name` resolves to here, and why, for the run's log and run.json."""
+    resolved = resolve_dtype(name)
+    if name != "auto":
+        return resolved
+    return f"{resolved} (auto: {'native bf16 here' if resolved == 'bfloat16' else 'no native bf16 here'})"
