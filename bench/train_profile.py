@@ -96,6 +96,10 @@ def main() -> int:
                                               "v3_chatglm3_llama2/train.chatglm3.jsonl"))
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--skip", type=int, default=2)
+    parser.add_argument("--dialogues", type=int, default=0,
+                        help="train on N dialogues drawn at random (seed 0) for two epochs and time the second, as "
+                             "every later epoch runs (train.cache_frozen serves the frozen layers from the cache "
+                             "there); --steps and --skip then follow from N")
     parser.add_argument("--label", default="", help="the section's title (default: the overrides)")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "train_profile.md"))
     parser.add_argument("overrides", nargs="*", help="config overrides on top of the demo's settings")
@@ -105,6 +109,14 @@ def main() -> int:
                              f"train.out={tempfile.mkdtemp()}/run", f"train.max_steps={args.steps + 1}",
                              *DEMO_OVERRIDES, *args.overrides])
     p = prepare(cfg)
+    train = p.train
+    if args.dialogues:
+        import random
+        train = random.Random(0).sample(p.train, args.dialogues)
+        args.skip = -(-args.dialogues // cfg.train.batch_size)
+        args.steps = 2 * args.skip
+        from tooltune.train.config import replace
+        p.cfg = replace(p.cfg, train={"max_steps": args.steps + 1})
     clock = PartClock()
     step_ends: list[float] = []
     counts = {"loss_forward": 0.0}
@@ -162,7 +174,7 @@ def main() -> int:
     with profile(activities=[ProfilerActivity.CPU],
                  schedule=schedule(wait=args.skip, warmup=0, active=prof_steps, repeat=1)) as prof:
         register_optimizer_step_post_hook(lambda o, *a: prof.step())
-        train_loop.run_training(p.cfg, p.model, p.tokenizer, p.train, [], meta=p.meta, stop_after=args.steps,
+        train_loop.run_training(p.cfg, p.model, p.tokenizer, train, [], meta=p.meta, stop_after=args.steps,
                                 on_start=on_start, new_token_ids=p.new_token_ids)
     wall = step_ends[args.steps - 1] - step_ends[args.skip - 1]
     timed_tokens = sum(tokens[args.skip:args.steps])

@@ -77,6 +77,9 @@ class MethodConfig:
     """AdaLoRA: reallocate ranks every this many optimizer steps."""
     orth_reg_weight: float = 0.5
     """AdaLoRA: weight of the orthogonality regulariser on P and Q."""
+    layers: str = "all"
+    """Which decoder layers get adapters (LoRA family): all, or top:K, the last K only; the layers below then run
+    without autograd, so the backward pass stops at the lowest adapted layer (see train.cache_frozen)."""
 
     def __post_init__(self):
         from tooltune.train.methods import METHODS  # the table is the one source of method names
@@ -89,6 +92,12 @@ class MethodConfig:
         _check(self.target_r <= self.init_r, "method.target_r", "must not exceed method.init_r")
         _check(self.tinit >= 0 and self.tfinal >= 0, "method.tinit", "tinit and tfinal must be >= 0")
         _check(bool(self.target_modules), "method.target_modules", "must name at least one module")
+        from tooltune.train.frozen import parse_layers
+        if parse_layers(self.layers) is not None:
+            method = METHODS[self.name]
+            _check(method.peft_config is not None and not method.virtual_tokens, "method.layers",
+                   f"top:K needs an adapter method (lora, dora, qlora, adalora), not {self.name}: the others change "
+                   f"the input or every layer")
 
 
 @dataclass(frozen=True)
@@ -152,6 +161,13 @@ class TrainConfig:
     """Decay after warm-up: cosine, linear (both to 0) or constant."""
     mixed_precision: str = "no"
     """Autocast precision through accelerate: no, bf16, fp16 (fp16 needs CUDA)."""
+    cache_frozen: bool = False
+    """With method.layers=top:K: keep the frozen bottom layers' output for each training (and dev) example from its
+    first pass and reuse it in later epochs, which then run only the top K layers (exact; in memory, size in
+    run.json)."""
+    output_vocab: str = "all"
+    """The training softmax's vocabulary: all, or domain: only the token ids of the training data (the rows
+    `eval --domain-vocab` decodes with); a different objective, far cheaper with a large vocabulary."""
     compile: bool = False
     """Compile each decoder block with torch.compile (one compilation serves every block): faster steps on a GPU once
     the first step has paid tens of seconds of compiling; parameter names and saving are unchanged."""
@@ -180,6 +196,8 @@ class TrainConfig:
         _check(self.mixed_precision in MIXED_PRECISION, "train.mixed_precision",
                f"must be one of {', '.join(MIXED_PRECISION)}")
         _check(bool(self.out), "train.out", "must name a run directory")
+        _check(self.output_vocab in ("all", "domain"), "train.output_vocab",
+               f"must be all or domain, not {self.output_vocab!r}")
 
 
 @dataclass(frozen=True)
@@ -192,6 +210,11 @@ class RunConfig:
     """Training and dev data."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """The optimisation loop."""
+
+    def __post_init__(self):
+        from tooltune.train.frozen import parse_layers
+        _check(not self.train.cache_frozen or parse_layers(self.method.layers) is not None, "train.cache_frozen",
+               "needs method.layers=top:K: with adapters on every layer nothing below them is frozen")
 
 
 _BOOL_WORDS = {"true": True, "false": False, "yes": True, "no": False, "on": True, "off": False}

@@ -22,7 +22,8 @@ from accelerate.utils import parse_flag_from_env, set_seed
 from tooltune.errors import ToolTuneError
 from tooltune.train import checkpoint, methods
 from tooltune.train.config import RunConfig, dump_config
-from tooltune.train.data import Example, batch_order, collate
+from tooltune.train.data import IGNORE, Example, batch_order, collate
+from tooltune.train.frozen import FrozenBottom, cut_index, parse_layers
 from tooltune.train.loss import TokenLoss, fast_path_agrees, transformers_model
 
 
@@ -89,7 +90,14 @@ def _sum_over_processes(accelerator, value: float | int) -> float:
     return float(accelerator.reduce(t, reduction="sum")) if accelerator.num_processes > 1 else float(t)
 
 
-def _train_step(accelerator, loss_module, window, pad_id: int, extra_loss) -> tuple[float, float, float]:
+def _name_rows(bottom: FrozenBottom | None, examples: list[Example]) -> None:
+    """Tell the frozen bottom (if any) which examples the next forward holds, so it can cache their rows."""
+    if bottom is not None:
+        bottom.set_batch([id(e) for e in examples], [len(e.input_ids) for e in examples])
+
+
+def _train_step(accelerator, loss_module, window, pad_id: int, extra_loss, bottom: FrozenBottom | None = None
+                ) -> tuple[float, float, float]:
     """Forward/backward over one window; returns (loss of the step, trained tokens, all tokens), all processes."""
     batches = [collate(mb, pad_id) for mb in window]
     local_trained = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
@@ -99,6 +107,7 @@ def _train_step(accelerator, loss_module, window, pad_id: int, extra_loss) -> tu
     loss_sum = 0.0
     for i, batch in enumerate(batches):
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        _name_rows(bottom, window[i])
         last = i == len(batches) - 1
         ctx = accelerator.no_sync(loss_module) if not last else _nullcontext()
         with ctx:
@@ -125,7 +134,8 @@ class _nullcontext:
 
 
 @torch.no_grad()
-def evaluate(accelerator, loss_module, examples: list[Example], batch_size: int, pad_id: int) -> float:
+def evaluate(accelerator, loss_module, examples: list[Example], batch_size: int, pad_id: int,
+             bottom: FrozenBottom | None = None) -> float:
     """Dev loss: sum of token losses / trained tokens over the whole dev set (split across processes)."""
     module = accelerator.unwrap_model(loss_module)  # no DDP forward: processes may run different batch counts
     was_training = module.training
@@ -135,6 +145,7 @@ def evaluate(accelerator, loss_module, examples: list[Example], batch_size: int,
     batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
     for batch_ids in batches[accelerator.process_index::accelerator.num_processes]:
         batch = {k: v.to(accelerator.device) for k, v in collate([examples[i] for i in batch_ids], pad_id).items()}
+        _name_rows(bottom, [examples[i] for i in batch_ids])
         with accelerator.autocast():
             s, n = module(**batch)
         total, count = total + float(s), count + int(n)
@@ -170,19 +181,23 @@ def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: li
     plan_ = plan(len(train), cfg, accelerator.num_processes)
     model = methods.wrap(model, cfg.method, plan_.total_steps, cfg.model.gradient_checkpointing, new_token_ids)
     model.train()
+    bottom = _frozen_bottom(accelerator, cfg, model, new_token_ids)
     compiled_blocks = compile_blocks(model) if cfg.train.compile else 0
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = methods.make_optimizer(cfg.method.name, trainable, cfg.train.lr, cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.train, plan_.total_steps))
     if on_start is not None:
         on_start(model)
-    loss_module = TokenLoss(model, plain=methods.METHODS[cfg.method.name].virtual_tokens)
+    vocab = output_vocab(train) if cfg.train.output_vocab == "domain" else None
+    loss_module = TokenLoss(model, plain=methods.METHODS[cfg.method.name].virtual_tokens, vocab=vocab)
     # The scheduler is stepped here once per optimizer step, so it is not handed to accelerate (which would step it
     # once per process).
     on_deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
     if on_deepspeed:
         _configure_deepspeed(accelerator, cfg)
     loss_module, optimizer = accelerator.prepare(loss_module, optimizer)
+    if bottom is not None:
+        bottom.set_batch(None)  # the probe is not cached
     loss_path = _choose_loss_path(accelerator, loss_module, train[:cfg.train.batch_size], tokenizer)
     # FSDP shards parameters in place (DTensors, re-registered at its lazy init on the first forward): accelerate
     # clips them only when handed the prepared module's own current parameter list.
@@ -208,7 +223,9 @@ def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: li
                "distributed_type": str(accelerator.distributed_type.value), "device": str(accelerator.device),
                "dropped_batches_per_epoch": plan_.dropped_batches,
                "trainable_parameters": sum(p.numel() for p in trainable), "loss_path": loss_path,
-               "compiled_blocks": compiled_blocks, **(meta or {})}
+               "compiled_blocks": compiled_blocks, "adapted_layers": cfg.method.layers,
+               "frozen_layers": bottom.cut if bottom else 0,
+               "output_vocab": len(vocab) if vocab is not None else "all", **(meta or {})}
     bar = _progress_bar(accelerator, plan_.total_steps, prog.step)
     started, seen_tokens, seen_trained = time.perf_counter(), 0.0, 0.0
     stopped_early = False
@@ -222,7 +239,7 @@ def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: li
     while prog.step < plan_.total_steps and not stopped_early:
         windows = _windows(train, cfg, plan_, prog.epoch, accelerator.process_index, accelerator.num_processes)
         for window in windows[prog.window:]:
-            loss, trained, tokens = _train_step(accelerator, loss_module, window, pad_id, extra_loss)
+            loss, trained, tokens = _train_step(accelerator, loss_module, window, pad_id, extra_loss, bottom)
             grad_norm = None
             if on_deepspeed:  # the engine has clipped and stepped at the window's last backward
                 grad_norm = accelerator.deepspeed_engine_wrapped.get_global_grad_norm()
@@ -247,7 +264,7 @@ def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: li
             last = prog.step == plan_.total_steps
             if dev and ((cfg.train.eval_every and prog.step % cfg.train.eval_every == 0) or last):
                 stopped_early = _evaluate_and_keep_best(accelerator, loss_module, model, tokenizer, dev, cfg,
-                                                        run_dir, prog, log)
+                                                        run_dir, prog, log, bottom)
             if cfg.train.save_every and prog.step % cfg.train.save_every == 0 and not last:
                 checkpoint.save(run_dir / "checkpoints" / f"step-{prog.step}", accelerator,
                                 accelerator.unwrap_model(loss_module).model, optimizer, scheduler, vars(prog))
@@ -259,11 +276,43 @@ def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: li
         if prog.step < plan_.total_steps and not stopped_early:
             prog.epoch, prog.window = prog.epoch + 1, 0
     bar.close()
+    if bottom is not None and bottom.cache:
+        summary.update({"frozen_cache_bytes": bottom.nbytes, "frozen_cache_hits": bottom.hits,
+                        "frozen_cache_misses": bottom.misses})
+        accelerator.print(f"tooltune train: frozen-layer cache {bottom.nbytes / 2**20:.0f} MiB, {bottom.hits} batches "
+                          f"served from it, {bottom.misses} computed")
     summary.update(_finish(accelerator, loss_module, model, tokenizer, dev, run_dir, prog, stopped_early))
     if accelerator.is_main_process:
         (run_dir / "run.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False), encoding="utf-8")
     accelerator.wait_for_everyone()
     return TrainResult(summary, model)
+
+
+def output_vocab(train: list[Example]) -> list[int]:
+    """train.output_vocab=domain: every token id of the training examples (inputs and targets)."""
+    ids: set[int] = set()
+    for e in train:
+        ids.update(e.input_ids)
+        ids.update(t for t in e.labels if t != IGNORE)
+    return sorted(ids)
+
+
+def _frozen_bottom(accelerator, cfg: RunConfig, model, new_token_ids) -> FrozenBottom | None:
+    """The layers below the adapters (method.layers=top:K), run without autograd and cached if asked; None for all."""
+    cut = cut_index(model, cfg.method.layers)
+    if not cut:
+        return None
+    if cfg.train.cache_frozen:
+        if new_token_ids:
+            raise ToolTuneError(f"train.cache_frozen: {len(new_token_ids)} special-token rows train with the adapter "
+                                f"and feed the frozen layers through the input embeddings, so their output changes "
+                                f"as they train; set train.cache_frozen=false (method.layers=top:K still applies)")
+        if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+            raise ToolTuneError(f"train.cache_frozen is not supported under {accelerator.distributed_type.value} "
+                                f"(sharded parameters); use DDP or one process")
+    accelerator.print(f"tooltune train: adapters on layers {cut}-{cut + parse_layers(cfg.method.layers) - 1}; layers "
+                      f"0-{cut - 1} frozen{' and cached' if cfg.train.cache_frozen else ''}")
+    return FrozenBottom(model, cut, cfg.train.cache_frozen)
 
 
 def compile_blocks(model) -> int:
@@ -320,7 +369,7 @@ def _choose_loss_path(accelerator, loss_module, examples, tokenizer) -> str:
 
 
 # Settings a resumed run may change: they do not alter what the steps already taken computed.
-RESUMABLE_CHANGES = {"train.max_steps", "train.epochs", "train.eval_every", "train.early_stopping", "train.save_every",
+RESUMABLE_CHANGES = {"train.cache_frozen", "train.max_steps", "train.epochs", "train.eval_every", "train.early_stopping", "train.save_every",
                      "train.log_every"}
 
 
@@ -346,9 +395,10 @@ def _check_run_dir(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
                             f"run would not continue the same training")
 
 
-def _evaluate_and_keep_best(accelerator, loss_module, model, tokenizer, dev, cfg, run_dir, prog, log) -> bool:
+def _evaluate_and_keep_best(accelerator, loss_module, model, tokenizer, dev, cfg, run_dir, prog, log,
+                            bottom=None) -> bool:
     """Evaluate; save the adapter when the dev loss improved. Returns True when early stopping says stop."""
-    dev_loss = evaluate(accelerator, loss_module, dev, cfg.train.batch_size, tokenizer.pad_token_id or 0)
+    dev_loss = evaluate(accelerator, loss_module, dev, cfg.train.batch_size, tokenizer.pad_token_id or 0, bottom)
     log({"step": prog.step, "dev_loss": dev_loss, "dev_perplexity": math.exp(min(dev_loss, 50))})
     if prog.best_dev is None or dev_loss < prog.best_dev:
         prog.best_dev, prog.bad_evals = dev_loss, 0

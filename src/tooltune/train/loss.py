@@ -5,6 +5,10 @@ About 13% of the tokens in the course dialogues are trained targets and Gemma's 
 gathers the rows whose shifted label is a target and applies the head to those rows only. It returns the SUM of token
 losses and the number of trained tokens, so the loop can normalise by the trained tokens of a whole optimizer step.
 
+With `train.output_vocab=domain` the head computes only the rows of the training data's own token ids (2,300 of
+Gemma's 262,144 for the course dialogues in the llama2 format): the softmax is over those rows, the vocabulary that
+`eval --domain-vocab` decodes with. That is another objective, not a faster way to the same one.
+
 Methods with virtual tokens (prompt, ptuning, prefix) go through the PEFT model's own forward instead (the plain path):
 PEFT inserts the virtual tokens or past key/values there, and re-implementing that would copy PEFT internals. Their
 loss is the same sum over the same targets; only the speed-up is lost.
@@ -16,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tooltune.errors import ToolTuneError
 from tooltune.train.data import IGNORE
 
 
@@ -27,21 +32,58 @@ def transformers_model(model: nn.Module) -> nn.Module:
 
 def head_logits(causal_lm: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     """The LM head on `hidden` (N, H) -> (N, V) float32, with Gemma's final logit soft-capping where configured."""
-    logits = causal_lm.get_output_embeddings()(hidden).float()
+    return softcap(causal_lm, causal_lm.get_output_embeddings()(hidden).float())
+
+
+def softcap(causal_lm: nn.Module, logits: torch.Tensor) -> torch.Tensor:
+    """Gemma's final logit soft-capping, where the model's config sets it."""
     cap = getattr(causal_lm.config.get_text_config(), "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return logits
+    return torch.tanh(logits / cap) * cap if cap else logits
+
+
+def head_rows(causal_lm: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """The output layer's effective rows `ids` (K, H): its weight's rows, with peft's trained token rows
+    (`trainable_token_indices`) in place, so gradients reach those rows and nothing else."""
+    head = causal_lm.get_output_embeddings()
+    adapter = getattr(head, "token_adapter", None)  # peft's TrainableTokensWrapper
+    if adapter is None:
+        if not isinstance(head, nn.Linear) or head.bias is not None:
+            raise ToolTuneError(f"train.output_vocab=domain: the output layer is a {type(head).__name__}, not a plain "
+                                f"linear layer; use train.output_vocab=all")
+        return head.weight.index_select(0, ids)
+    rows = adapter.base_layer.weight.index_select(0, ids)
+    for name in adapter.active_adapters:
+        trained = torch.tensor(adapter.token_indices[name], dtype=torch.long, device=ids.device)
+        position = torch.full((int(max(ids.max(), trained.max())) + 1,), -1, dtype=torch.long, device=ids.device)
+        position[ids] = torch.arange(len(ids), device=ids.device)
+        where = position[trained]
+        inside = where >= 0
+        delta = adapter.trainable_tokens_delta[name].to(rows)
+        rows = rows.index_copy(0, where[inside], delta[inside])
+    return rows
 
 
 class TokenLoss(nn.Module):
     """forward(batch) -> (sum of token cross-entropies, number of trained tokens). Owns `model`'s parameters, so
-    wrapping it (DDP/FSDP through accelerate) wraps the model."""
+    wrapping it (DDP/FSDP through accelerate) wraps the model.
 
-    def __init__(self, model: nn.Module, plain: bool):
+    `vocab`: token ids the softmax runs over (train.output_vocab=domain); None: the whole vocabulary. Targets outside
+    it (only possible in dev data) are left out of the sum and of the count."""
+
+    def __init__(self, model: nn.Module, plain: bool, vocab: list[int] | None = None):
         super().__init__()
         self.model = model
         self.plain = plain
+        self.register_buffer("vocab", None, persistent=False)
+        if vocab is not None:
+            if plain:
+                raise ToolTuneError("train.output_vocab=domain needs the trained-positions loss, which virtual-token "
+                                    "methods do not use; use train.output_vocab=all")
+            ids = torch.tensor(sorted(set(vocab)), dtype=torch.long)
+            remap = torch.full((int(ids.max()) + 1,), -1, dtype=torch.long)
+            remap[ids] = torch.arange(len(ids))
+            self.register_buffer("vocab", ids, persistent=False)
+            self.register_buffer("remap", remap, persistent=False)
 
     def forward(self, input_ids, labels, attention_mask=None, position_ids=None, weights=None):
         """`weights` (B,): per-example loss weights (data.loss_weights); the count stays the plain token count."""
@@ -56,7 +98,15 @@ class TokenLoss(nn.Module):
             extra = {"position_ids": position_ids} if position_ids is not None else {}
             hidden = causal_lm.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
                                           **extra).last_hidden_state  # (B, T, H)
-            picked = head_logits(causal_lm, hidden[:, :-1][keep])  # (N, V), N = trained tokens
+            rows = hidden[:, :-1][keep]  # (N, H), N = trained tokens
+            if self.vocab is None:
+                picked = head_logits(causal_lm, rows)  # (N, V)
+            else:
+                mapped = self.remap[targets.clamp(0, len(self.remap) - 1)]  # (B, T-1): position in the vocabulary
+                mapped = torch.where(targets < len(self.remap), mapped, -1)
+                inside = mapped[keep] >= 0  # (N,): targets inside the output vocabulary
+                keep, targets = keep & (mapped >= 0), mapped
+                picked = softcap(causal_lm, F.linear(rows[inside], head_rows(causal_lm, self.vocab)).float())
         if weights is None:
             return F.cross_entropy(picked, targets[keep], reduction="sum"), keep.sum()
         per_token = F.cross_entropy(picked, targets[keep], reduction="none")  # (N,)
@@ -72,14 +122,15 @@ def fast_path_agrees(module: TokenLoss, batch: dict) -> tuple[bool, float, float
     more there (Cohere's logit_scale, Granite's logits_scaling, ...) would silently train on another loss, so the loop
     checks one batch first and falls back to the plain path when they disagree.
     """
-    was_training = module.training
+    was_training, vocab = module.training, module.vocab
     module.eval()  # no dropout: both paths see the same network
+    module.vocab = None  # the same objective on both paths: the whole vocabulary
     try:
         fast_sum, n = module(**batch)
         module.plain = True
         plain_sum, _ = module(**batch)
     finally:
-        module.plain = False
+        module.plain, module.vocab = False, vocab
         module.train(was_training)
     fast, plain = float(fast_sum / n), float(plain_sum / n)
     low_precision = next(module.parameters()).dtype in (torch.float16, torch.bfloat16)

@@ -14,6 +14,7 @@ from typing import Any, Callable
 import torch
 
 from tooltune.errors import ToolTuneError
+from tooltune.train.frozen import parse_layers, top_layer_targets
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,8 @@ def wrap(model, cfg, total_steps: int, gradient_checkpointing: bool = False, new
         return model
     from peft import get_peft_model
     peft_config = method.peft_config(cfg, total_steps)
+    if parse_layers(cfg.layers) is not None:  # adapters on the top K layers: their modules named one by one
+        peft_config.target_modules = top_layer_targets(model, cfg.layers, tuple(cfg.target_modules))
     if new_token_ids and hasattr(peft_config, "trainable_token_indices"):
         from tooltune.models import trainable_token_config
         peft_config.trainable_token_indices = trainable_token_config(new_token_ids, model)["trainable_token_indices"]
