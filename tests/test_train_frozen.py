@@ -192,3 +192,19 @@ def test_domain_vocab_run_records_its_size(tmp_path, model_dir):
     train = synthetic_examples(10, len(tokenizer), seed=5)
     assert result.summary["output_vocab"] == len(output_vocab(train)) < len(tokenizer)
     assert result.summary["loss_path"] == "trained positions only"
+
+
+def test_a_top_k_adapter_loads_for_inference_as_trained(tmp_path, model_dir):
+    from peft import PeftModel
+
+    tokenizer = tiny_tokenizer()
+    result = _run(_cfg(tmp_path / "run", max_steps=3, eval_every=0, save_every=0), model_dir, tokenizer)
+    trained = result.model.eval()
+    loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
+                                       tmp_path / "run").eval()
+    ids = torch.tensor([synthetic_examples(1, len(tokenizer), seed=9)[0].input_ids])
+    with torch.no_grad():
+        assert torch.allclose(trained(input_ids=ids).logits, loaded(input_ids=ids).logits, atol=1e-5)
+    lora_b = [p for n, p in loaded.named_parameters() if "lora_B" in n]
+    assert lora_b and all(".layers.2." in n or ".layers.3." in n for n, _ in loaded.named_parameters() if "lora_" in n)
+    assert any(p.abs().sum() > 0 for p in lora_b)  # the trained adapter, not a fresh one
