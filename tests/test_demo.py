@@ -111,13 +111,12 @@ def test_configs_demo_yaml_matches_the_demo(tmp_path):
     path = Path(__file__).parents[1] / "configs" / "demo.yaml"
     by_hand = load_config(path, [f"model.path={tmp_path}", f"train.out={tmp_path / 'run'}"])
     tree = finetune_tree(tmp_path, tmp_path / "run", Path("../shared/data"), PYPI, method="lora", own=False)
-    tree["model"]["dtype"] = "float32"  # the demo picks bfloat16 where it is native; the file is for any CPU
     ours = _build(RunConfig, tree, "")
     assert by_hand.method == ours.method and by_hand.model == ours.model
     for key in ("format", "observation", "max_length", "argument_order"):
         assert getattr(by_hand.data, key) == getattr(ours.data, key), key
     for key in ("lr", "batch_size", "grad_accum", "max_steps", "warmup_steps", "schedule", "mixed_precision",
-                "weight_decay"):
+                "weight_decay", "output_vocab", "cache_frozen"):
         assert getattr(by_hand.train, key) == getattr(ours.train, key), key
 
 

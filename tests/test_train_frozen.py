@@ -194,6 +194,15 @@ def test_domain_vocab_run_records_its_size(tmp_path, model_dir):
     assert result.summary["loss_path"] == "trained positions only"
 
 
+def test_top_k_covering_every_layer_adapts_them_all(tmp_path, model_dir):
+    cfg = config_from_dict({"method": {"name": "lora", "layers": "top:8", "target_modules": ["q_proj"]},
+                            "train": {"out": str(tmp_path / "run"), "max_steps": 1, "cache_frozen": True}})
+    result = _run(cfg, model_dir, tiny_tokenizer())
+    adapted = {name.split(".layers.")[1].split(".")[0] for name, p in result.model.named_parameters()
+               if p.requires_grad}
+    assert adapted == {"0", "1", "2", "3"} and result.summary["frozen_layers"] == 0
+
+
 def test_a_top_k_adapter_loads_for_inference_as_trained(tmp_path, model_dir):
     from peft import PeftModel
 

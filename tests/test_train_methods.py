@@ -120,7 +120,8 @@ def test_qlora_trains_adapters_on_a_4bit_base_and_inference_loads_that_base(tmp_
 
     model_dir = save_tiny_model(tmp_path / "tiny", hidden=128)  # 4-bit blocks need multiples of 64
     tokenizer = tiny_tokenizer()
-    cfg = config_from_dict({"model": {"path": str(model_dir)}, "method": {"name": "qlora", "dropout": 0.0},
+    cfg = config_from_dict({"model": {"path": str(model_dir), "dtype": "float32"},
+                            "method": {"name": "qlora", "dropout": 0.0},
                             "data": {"format": "llama2"},
                             "train": {"out": str(tmp_path / "run"), "max_steps": 3, "batch_size": 4, "lr": 1e-2,
                                       "warmup_steps": 0, "schedule": "constant", "eval_every": 1, "log_every": 1}})

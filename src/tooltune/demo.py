@@ -79,10 +79,10 @@ class Budget:
 
 DEFAULT = Budget()
 """The own GPT-2's 30 minutes: 150 pre-training steps, one epoch of fine-tuning."""
-PYPI = Budget(finetune_steps=40, finetune_lr=1e-3, argument_order="schema", max_new_tokens=128, domain_vocab=True)
-"""A PyPI base's 30 minutes on 2 CPU cores (float32): 40 LoRA steps of 4 dialogues (8 to 15 s each) and the whole
-test set generated with the domain vocabulary; measured from clean clones at 17 and 24 minutes
-(bench/results/quality.md)."""
+PYPI = Budget(finetune_steps=150, finetune_lr=1e-3, argument_order="schema", max_new_tokens=128, domain_vocab=True)
+"""A PyPI base's 30 minutes on 2 CPU cores: 150 LoRA steps of 4 dialogues with the speed levers (`LORA_LEVERS`;
+about 2.4 s a step with native bf16, as long as the 40 float32 steps before them took) and the whole test set
+generated with the domain vocabulary (bench/results/quality.md)."""
 FAST = Budget(build_limit=60, corpus_documents=1500, vocab_size=3000, n_layer=2, n_embd=64, context=1280,
               pretrain_steps=20, finetune_steps=40, eval_limit=40, max_new_tokens=64, task_success=False)
 
@@ -104,20 +104,24 @@ def default_budget(base: str) -> Budget:
     return DEFAULT if base == OWN_GPT2 else PYPI
 
 
+LORA_LEVERS = {"dropout": 0.0, "layers": "top:8"}
+"""The training-speed levers a PyPI base's LoRA uses (bench/results/train_speed.md, quality.md "Training-speed levers
+on dev"): no dropout masks, adapters on the top 8 layers with the frozen layers cached after the first epoch."""
+
+
 def finetune_tree(base_model: Path, run_dir: Path, data_dir: Path, budget: Budget, method: str = "full",
                   own: bool = True) -> dict:
     """The fine-tuning config as a `tooltune.train.config` tree (configs/demo.yaml holds the same settings).
 
     `own`: the base is tooltune's small GPT-2 (float32: bf16 buys nothing at that size on a CPU); a PyPI model
-    is loaded in bfloat16 where bf16 is native (a GPU, a CPU with AVX512-BF16/AMX), else in float32."""
-    from tooltune.hardware import native_bf16
-
+    is loaded with `model.dtype: auto`, bfloat16 where bf16 is native (a GPU, a CPU with AVX512-BF16/AMX), else
+    float32, and trains with the speed levers (`LORA_LEVERS`, the softmax over the training data's vocabulary)."""
     course = data_dir / paths.COURSE_SPLIT
     # LoRA as in run G (bench/results/quality.md): r=16 on every linear layer of the decoder
-    lora = {"r": 16, "alpha": 32, "target_modules": ["all-linear"]} if method == "lora" else {}
+    lora = {"r": 16, "alpha": 32, "target_modules": ["all-linear"], **LORA_LEVERS} if method == "lora" else {}
+    levers = {"output_vocab": "domain", "cache_frozen": LORA_LEVERS["layers"] != "all"} if method == "lora" else {}
     return {
-        "model": {"path": str(base_model), "dtype": "bfloat16" if not own and native_bf16() else "float32",
-                  "gradient_checkpointing": False},
+        "model": {"path": str(base_model), "dtype": "float32" if own else "auto", "gradient_checkpointing": False},
         "method": {"name": method, **lora},
         "data": {"train": str(course / "train.chatglm3.jsonl"), "dev": "", "format": "llama2",
                  "observation": "compact", "max_length": min(1024, budget.context) if own else 2048,
@@ -125,7 +129,7 @@ def finetune_tree(base_model: Path, run_dir: Path, data_dir: Path, budget: Budge
         "train": {"lr": budget.finetune_lr, "weight_decay": 0.01, "batch_size": 4,
                   "grad_accum": 1, "max_steps": budget.finetune_steps, "warmup_steps": min(20, budget.finetune_steps // 10),
                   "schedule": "cosine", "mixed_precision": "no", "eval_every": 0, "save_every": 100,
-                  "log_every": 10, "seed": 0, "out": str(run_dir)},
+                  "log_every": 10, "seed": 0, "out": str(run_dir), **levers},
     }
 
 

@@ -122,6 +122,8 @@ def load_for_inference(path: str | Path, *, format: str | None = None, observati
     """The model, tokenizer and chat format behind `path` (a run directory or a model directory).
 
     `device`: where the model is put; default a CUDA GPU when there is one, else the CPU.
+    `dtype`: a torch dtype name, or auto: a run's own `model.dtype`, else bfloat16 where bf16 is native (a GPU, a
+    CPU with AVX512-BF16 or AMX) and float32 elsewhere.
 
     `add_missing_tokens`: a plain model that lacks the format's special tokens gets them (new embedding rows, the
     lecture's "native" row evaluates a base model so); False refuses instead (a chat with untrained role tokens
@@ -140,6 +142,9 @@ def load_for_inference(path: str | Path, *, format: str | None = None, observati
     run_info = _read_json(path / "run.json") if (path / "run.json").is_file() else {}
     pretrained = str(run_info.get("kind", "")).startswith("pretrain")  # `tooltune pretrain model`: a base model
     if isinstance(cfg, dict) and "method" in cfg and not pretrained:  # a fine-tuning run
+        trained_in = (cfg.get("model") or {}).get("dtype")
+        if dtype == "auto" and trained_in:
+            dtype = trained_in  # auto: as the run was trained (itself auto: what is native here)
         method = cfg.get("method", {}).get("name", "full")
         data = cfg.get("data", {})
         fmt_name = format or data.get("format") or run_info.get("format")

@@ -49,14 +49,11 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
 
 
 def cut_index(model: nn.Module, spec: str) -> int:
-    """Index of the lowest adapted layer (0 for `all`)."""
+    """Index of the lowest adapted layer (0 for `all`, and for top:K on a model of at most K layers)."""
     top = parse_layers(spec)
     if top is None:
         return 0
-    n = len(decoder_layers(model))
-    if top > n:
-        raise InputError(f"top:{top} asks for more layers than the model's {n}", field="method.layers")
-    return n - top
+    return max(0, len(decoder_layers(model)) - top)  # top:K on a model of K layers or fewer adapts them all
 
 
 def top_layer_targets(model: nn.Module, spec: str, targets: tuple[str, ...]) -> list[str]:

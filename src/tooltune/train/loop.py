@@ -23,7 +23,7 @@ from tooltune.errors import ToolTuneError
 from tooltune.train import checkpoint, methods
 from tooltune.train.config import RunConfig, dump_config
 from tooltune.train.data import IGNORE, Example, batch_order, collate
-from tooltune.train.frozen import FrozenBottom, cut_index, parse_layers
+from tooltune.train.frozen import FrozenBottom, cut_index, decoder_layers, parse_layers
 from tooltune.train.loss import TokenLoss, fast_path_agrees, transformers_model
 
 
@@ -301,6 +301,9 @@ def _frozen_bottom(accelerator, cfg: RunConfig, model, new_token_ids) -> FrozenB
     """The layers below the adapters (method.layers=top:K), run without autograd and cached if asked; None for all."""
     cut = cut_index(model, cfg.method.layers)
     if not cut:
+        if parse_layers(cfg.method.layers) is not None:
+            accelerator.print(f"tooltune train: method.layers={cfg.method.layers} covers all "
+                              f"{len(decoder_layers(model))} layers: nothing is frozen or cached")
         return None
     if cfg.train.cache_frozen:
         if new_token_ids:
@@ -310,7 +313,7 @@ def _frozen_bottom(accelerator, cfg: RunConfig, model, new_token_ids) -> FrozenB
         if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
             raise ToolTuneError(f"train.cache_frozen is not supported under {accelerator.distributed_type.value} "
                                 f"(sharded parameters); use DDP or one process")
-    accelerator.print(f"tooltune train: adapters on layers {cut}-{cut + parse_layers(cfg.method.layers) - 1}; layers "
+    accelerator.print(f"tooltune train: adapters on layers {cut}-{len(decoder_layers(model)) - 1}; layers "
                       f"0-{cut - 1} frozen{' and cached' if cfg.train.cache_frozen else ''}")
     return FrozenBottom(model, cut, cfg.train.cache_frozen)
 
