@@ -7,11 +7,11 @@ of a turn; `turn_to_seed` / `turn_from_seed` convert, and predictions files use 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Union
 
+from tooltune import jsonio
 from tooltune.errors import InputError
 
 
@@ -208,10 +208,7 @@ def turn_from_seed(d: Any, where: str | None = None, index: int | None = None) -
     if role == "search":
         args = d.get("arguments")
         if isinstance(args, str):  # some writers store the arguments as a JSON string
-            try:
-                args = json.loads(args)
-            except json.JSONDecodeError as e:
-                raise InputError(f"'arguments' is not valid JSON: {e}", where=where, field=f"{fld}.arguments")
+            args = jsonio.loads(args, where or "arguments", f"{fld}.arguments")
         if not isinstance(args, dict):
             raise InputError("'arguments' must be an object", where=where, field=f"{fld}.arguments")
         return Call(args, name=d.get("name", HOTEL_TOOL.name))
