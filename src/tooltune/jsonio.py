@@ -14,6 +14,7 @@ target, so a reader sees the old file or the new one, never half of one (a kill,
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import os
@@ -84,6 +85,13 @@ def json_problem(value: Any) -> tuple[str, str] | None:
         else:
             return path, f"{type(item).__name__} is not a JSON value"
     return None
+
+
+def scrub_surrogates(text: str) -> tuple[str, int]:
+    """(`text` with each lone surrogate replaced by U+FFFD, how many were replaced): for text that must be written
+    (a model's output), where refusing is not an option and the count is reported."""
+    found = len(_SURROGATE.findall(text))
+    return (_SURROGATE.sub("\ufffd", text), found) if found else (text, 0)
 
 
 def _needs_walk(text: str) -> bool:
@@ -176,26 +184,29 @@ def decode_utf8(data: bytes, where: str) -> str:
                          where=f"{where}:{line}") from None
 
 
-def read_bytes(path: str | os.PathLike) -> bytes:
+def read_bytes(path: str | os.PathLike, what: str = "") -> bytes:
+    """The bytes of file `path`; `InputError` when it is missing, a directory or unreadable (`what` names the file's
+    role in the message: "cannot read run metrics: no such file")."""
     path = Path(path)
+    lead = f"cannot read {what}: " if what else ""
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        raise InputError("no such file", where=str(path)) from None
+        raise InputError(f"{lead}no such file", where=str(path)) from None
     except IsADirectoryError:
-        raise InputError("is a directory, not a file", where=str(path)) from None
+        raise InputError(f"{lead}a directory, not a file", where=str(path)) from None
     except OSError as e:
-        raise InputError(f"cannot read: {e.strerror or e}", where=str(path)) from None
+        raise InputError(f"{lead or 'cannot read: '}{e.strerror or e}", where=str(path)) from None
 
 
-def read_text(path: str | os.PathLike) -> str:
+def read_text(path: str | os.PathLike, what: str = "") -> str:
     """The UTF-8 text of `path`; `InputError` for a missing or unreadable file and for bytes that are not UTF-8."""
-    return decode_utf8(read_bytes(path), str(path))
+    return decode_utf8(read_bytes(path, what), str(path))
 
 
-def read_json(path: str | os.PathLike, field: str | None = None) -> Any:
+def read_json(path: str | os.PathLike, what: str = "") -> Any:
     """The one JSON document of file `path` (run.json, metrics.json, a checkpoint's progress.json)."""
-    return loads(read_text(path), str(path), field, line=1)
+    return loads(read_text(path, what), str(path), line=1)
 
 
 def jsonl_lines(path: str | os.PathLike, data: bytes | None = None) -> Iterator[tuple[int, str | InputError]]:
@@ -238,3 +249,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 def atomic_write_json(path: str | os.PathLike, value: Any, indent: int | None = 2) -> None:
     """`value` as JSON (UTF-8 kept, a final newline), written atomically (see `atomic_write_text`)."""
     atomic_write_text(path, dumps(value, indent=indent) + "\n")
+
+
+def check_keys(obj: dict[str, Any], known: tuple[str, ...] | list[str], where: str | None,
+               field: str | None = None) -> None:
+    """An `InputError` for the first key of `obj` not in `known`, naming it and the closest known key: a misspelled
+    key (`observations`) would otherwise be ignored and what it holds lost without a word."""
+    for key in obj:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise InputError(f"unknown key {key!r} ({hint}known here: {', '.join(known)})", where=where,
+                             field=f"{field}.{key}" if field else str(key))

@@ -22,6 +22,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+from tooltune import jsonio
 from tooltune.bot.session import Exchange, Search
 from tooltune.dialogue import Dialogue, Result, Tool, Turn, User
 from tooltune.errors import InputError
@@ -61,8 +62,8 @@ class ChatRequest:
 
 def decode_body(raw: bytes) -> dict[str, Any]:
     try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        body = jsonio.loads(jsonio.decode_utf8(raw, "request body"), "request body", line=1)
+    except InputError as e:
         raise ApiError(400, f"the request body is not valid JSON: {e}", code="invalid_json") from None
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")

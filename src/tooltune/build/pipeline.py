@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from tooltune import paths
+from tooltune import jsonio, paths
 from tooltune.build import crosswoz
 from tooltune.build.augment import AugmentConfig, augment, paraphrase_table
 from tooltune.build.clean import CleanConfig, clean, remove_leakage
@@ -108,24 +108,23 @@ def course_paraphrases(root: Path) -> dict[str, str]:
     split_map = root / COURSE_RAW / "split_map.json"
     if not split_map.exists():
         return {}
-    try:
-        where = json.loads(split_map.read_text(encoding="utf-8"))["map"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise InputError("expected a JSON object with a 'map' of file -> split", where=str(split_map)) from None
+    content = jsonio.read_json(split_map)
+    where = content.get("map") if isinstance(content, dict) else None
+    if not isinstance(where, dict) or not all(isinstance(v, str) for v in where.values()):
+        raise InputError("expected a JSON object with a 'map' of file -> split", where=str(split_map))
     pairs = []
     for name, split in sorted(where.items()):
         path = root / COURSE_RAW / "enhanced_hotel_data" / name
         if not split.startswith("train") or not path.exists():
             continue
-        try:
-            turns = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise InputError(f"not valid JSON: {e.msg}", where=f"{path}:{e.lineno}") from None
+        turns = jsonio.read_json(path)
         if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
             raise InputError("expected a seed dialogue (a JSON list of turns)", where=str(path))
         for t, nxt in zip(turns, turns[1:]):
             if t.get("role") == "search" and nxt.get("role") == "return":
-                pairs.append((t.get("arguments", {}).get("facilities") or [], nxt.get("records") or []))
+                args = t.get("arguments")
+                pairs.append(((args.get("facilities") if isinstance(args, dict) else None) or [],
+                              nxt.get("records") or []))
     return learn_paraphrases(pairs)
 
 
