@@ -242,8 +242,8 @@ def _check_bounds(args: dict[str, Any]) -> None:
         value = args.get(key)
         # compared before any float(): a 400-digit integer compares fine but overflows a float; NaN fails both
         if isinstance(value, (int, float)) and not isinstance(value, bool) and not 0 <= value <= top:
-            shown = f"{value:g}" if isinstance(value, float) else (str(value) if abs(value) < 10**12 else
-                                                                   f"an integer of {len(str(abs(value)))} digits")
+            shown = (f"{value:g}" if isinstance(value, float) else str(value) if abs(value) < 10**12
+                     else f"an integer of {int(math.log10(abs(value))) + 1} digits")
             raise SearchError(f"{key}: {shown} is outside 0 to {top:,}", key)
 
 

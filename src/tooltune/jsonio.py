@@ -14,11 +14,13 @@ target, so a reader sees the old file or the new one, never half of one (a kill,
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import math
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,8 +62,8 @@ def json_problem(value: Any) -> tuple[str, str] | None:
     stack: list[tuple[Any, str, int]] = [(value, "", 0)]
     while stack:
         item, path, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            return path, f"nested more than {MAX_DEPTH} levels deep"
+        if depth > MAX_DEPTH:  # the path is as deep: only its start says where
+            return (path[:60] + "...") if len(path) > 60 else path, f"nested more than {MAX_DEPTH} levels deep"
         if isinstance(item, str):
             if _SURROGATE.search(item):
                 return path, "holds a lone surrogate (an unpaired \\ud800-\\udfff escape): not valid Unicode"
@@ -261,3 +263,23 @@ def check_keys(obj: dict[str, Any], known: tuple[str, ...] | list[str], where: s
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise InputError(f"unknown key {key!r} ({hint}known here: {', '.join(known)})", where=where,
                              field=f"{field}.{key}" if field else str(key))
+
+
+@contextlib.contextmanager
+def staged_directory(out: str | os.PathLike) -> Iterator[Path]:
+    """A fresh directory beside `out` to write `out`'s files into (a model folder); when the block ends without
+    error, each file is renamed into `out` (created if need be; other files already there stay), so none is ever
+    seen half written. On error the staging directory is removed and `out` is untouched."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        yield staging
+        out.mkdir(exist_ok=True)
+        for item in sorted(staging.iterdir()):
+            target = out / item.name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            os.replace(item, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -76,6 +76,10 @@ def _text_content(messages: Any) -> Any:
         raise ApiError(400, "'messages' must be a list", param="messages")
     out = []
     for i, msg in enumerate(messages):
+        if isinstance(msg, dict):
+            # A client that sends back the assistant messages it received adds empty fields (`refusal: null`,
+            # `annotations: []`): they say nothing, so they go; any other key not in the reader's table is refused.
+            msg = {k: v for k, v in msg.items() if v is not None and v != []}
         if isinstance(msg, dict) and isinstance(msg.get("content"), list):
             parts = msg["content"]
             if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)

@@ -189,7 +189,7 @@ def write_outputs(config: BuildConfig, splits: dict[str, list[Item]], sources: d
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     for name, items in splits.items():
-        (out / f"{name}.jsonl").write_text("".join(seed_json(i) + "\n" for i in items), encoding="utf-8")
+        jsonio.atomic_write_text(out / f"{name}.jsonl", "".join(seed_json(i) + "\n" for i in items))
     count_tokens = _token_counter(config.tokenizer)
     stats = {name: split_stats(items, count_tokens) for name, items in splits.items()}
     settings = {"seed": config.seed, "limit": config.limit, "ratios": "/".join(f"{r:g}" for r in config.ratios),
@@ -199,5 +199,5 @@ def write_outputs(config: BuildConfig, splits: dict[str, list[Item]], sources: d
                 "ngram": config.clean.ngram, "llm": config.llm.model if config.llm else None,
                 "exclude": ",".join(Path(p).name for p in config.exclude) or None}
     report = render_markdown(stats, sources, counts, removed, settings, "tokens" if config.tokenizer else "chars")
-    (out / "report.md").write_text(report, encoding="utf-8")
+    jsonio.atomic_write_text(out / "report.md", report)
     plot_balance(stats, out / "balance.png")

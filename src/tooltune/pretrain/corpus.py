@@ -236,7 +236,7 @@ def write_corpus(documents: list[Document], out: str | Path) -> Path:
     """One document per line (UTF-8), the form `tooltune pretrain model` reads."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("".join(d.text + "\n" for d in documents), encoding="utf-8")
+    jsonio.atomic_write_text(out, "".join(d.text + "\n" for d in documents))
     return out
 
 
