@@ -88,7 +88,8 @@ def main() -> None:
              "A traceback is any exception other than tooltune's own error (which the CLI prints as "
              "`tooltune: error: FILE:LINE: FIELD: ...` with exit 2); for the readers, what was read must also write "
              "in every format and read back the same.", "",
-             "| target | inputs | refused with tooltune's error | tracebacks | seconds |", "| --- | ---: | ---: | ---: | ---: |"]
+             "| target | inputs | refused with tooltune's error | tracebacks | seconds |",
+             "| --- | ---: | ---: | ---: | ---: |"]
     lines += [f"| {name} | {s['inputs']:,} | {s['refused']:,} | {s['tracebacks']} | {s['seconds']:.0f} |"
               for name, s in rows]
     lines += ["", f"{total:,} inputs tried, {tracebacks} tracebacks."]

@@ -83,7 +83,8 @@ def test_an_interrupted_eval_resumes_to_the_same_files(tmp_path, few_dialogues, 
     assert main(args + ["--out", str(tmp_path / "whole")]) == 0
 
     out = tmp_path / "cut"
-    calls = _interrupt_after(monkeypatch, 2)
+    # cut after two batches (turn mode), or inside the second dialogue (dialogue mode: one turn per call)
+    calls = _interrupt_after(monkeypatch, 2 if mode == "turn" else len(read_dialogues(few_dialogues)[0].targets()) + 1)
     assert main(args + ["--out", str(out)]) == 130
     assert not (out / "predictions.jsonl").exists() and not (out / "metrics.json").exists()
     written = (out / "predictions.partial.jsonl").read_text(encoding="utf-8").splitlines()

@@ -35,5 +35,6 @@ def test_json_no_tool_argument_holds_is_a_malformed_call(name, text):
 
 
 def test_a_clean_call_still_parses():
-    parsed = FORMATS["chatglm3"].parse("search_hotels\n```python\ntool_call(type='经济型', rating_range_lower=4.5)\n```")
+    text = "search_hotels\n```python\ntool_call(type='经济型', rating_range_lower=4.5)\n```"
+    parsed = FORMATS["chatglm3"].parse(text)
     assert parsed.turn == Call({"type": "经济型", "rating_range_lower": 4.5}) and not parsed.malformed

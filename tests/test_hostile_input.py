@@ -50,7 +50,8 @@ def test_data_commands_locate_hostile_json(tmp_path, capsys, what, line, message
         assert caught.value.field.startswith(field)
     for command in (["data", "convert", str(path), str(tmp_path / "out.jsonl"), "--to", "openai"],
                     ["data", "show", str(path), "--format", "chatglm3", "--index", "0"],
-                    ["data", "balance", str(path), str(tmp_path / "bal.jsonl"), "--by", "slot-keys", "--strategy", "augment"]):
+                    ["data", "balance", str(path), str(tmp_path / "bal.jsonl"), "--by", "slot-keys", "--strategy",
+                     "augment"]):
         assert main(command) == 2, command
         err = capsys.readouterr().err
         assert err.startswith(f"tooltune: error: {path}:2: ") and message in err, (command, err)
@@ -72,8 +73,9 @@ def test_bytes_that_are_not_utf8_are_located_by_line(tmp_path, capsys):
 
 def test_a_json_document_names_the_line_of_its_fault(tmp_path):
     doc = tmp_path / "dialogue.json"
-    doc.write_text('[\n {"role": "user", "content": "x"},\n {"role": "assistant", "content": ' + "[" * 2000 + "]" * 2000
-                   + "}\n]", encoding="utf-8")
+    deep = "[" * 2000 + "]" * 2000
+    doc.write_text('[\n {"role": "user", "content": "x"},\n {"role": "assistant", "content": ' + deep + "}\n]",
+                   encoding="utf-8")
     with pytest.raises(InputError, match="nested more than 100") as caught:
         read_dialogues(doc, "seed")
     assert caught.value.where == f"{doc}:3"
@@ -146,7 +148,7 @@ def test_atomic_write_leaves_the_old_file_on_error(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["run.json"]  # no temporary file left behind
 
 
-def test_db_search_bounds_its_inputs_in_milliseconds(tmp_path, capsys):
+def test_db_search_bounds_its_inputs_in_milliseconds(tmp_path, capsys, data_root):
     from tooltune.db import HotelDB, SearchError
 
     many = "".join(chr(0x4E00 + i) for i in range(1000))

@@ -158,7 +158,8 @@ def decode(text: str, where: str, field: str | None = None, line: int | None = N
         problem = json_problem(value)
         if problem is not None:
             path, message = problem
-            raise InputError(message, where=_located(where, line), field=".".join(p for p in (field, path) if p) or None)
+            located = ".".join(p for p in (field, path) if p) or None
+            raise InputError(message, where=_located(where, line), field=located)
     return value, end
 
 
@@ -170,7 +171,8 @@ def loads(text: str, where: str, field: str | None = None, line: int | None = No
     if rest.strip():
         offset = start + end + len(rest) - len(rest.lstrip())
         line_at = None if line is None else line + line_of(text, offset) - 1
-        raise InputError(f"not valid JSON: extra data after the value (column {offset - text.rfind(chr(10), 0, offset)})",
+        column = offset - text.rfind("\n", 0, offset)
+        raise InputError(f"not valid JSON: extra data after the value (column {column})",
                          where=_located(where, line_at), field=field)
     return value
 

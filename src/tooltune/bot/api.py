@@ -90,6 +90,15 @@ def _text_content(messages: Any) -> Any:
     return out
 
 
+def _without_strict(tools: Any) -> Any:
+    """Tools with OpenAI's `strict` flag left out of each function: it asks for schema-true arguments, which
+    `--constrained` decides here, not the request (the tool file reader refuses keys it does not know)."""
+    if not isinstance(tools, list):
+        return tools
+    return [{**t, "function": {k: v for k, v in t["function"].items() if k != "strict"}}
+            if isinstance(t, dict) and isinstance(t.get("function"), dict) else t for t in tools]
+
+
 def parse_chat_request(body: dict[str, Any], known_tools: tuple[Tool, ...], execute_tools: bool) -> ChatRequest:
     """A checked request; `ApiError` (400) names the offending field."""
     if "messages" not in body:
@@ -108,7 +117,7 @@ def parse_chat_request(body: dict[str, Any], known_tools: tuple[Tool, ...], exec
                        param="tool_choice", code="unsupported_value")
     record = {"messages": _text_content(body["messages"])}
     if "tools" in body:
-        record["tools"] = body["tools"]
+        record["tools"] = _without_strict(body["tools"])
     try:
         dialogue: Dialogue = openai_file.parse(record, WHERE, Counter())
     except InputError as e:

@@ -95,7 +95,8 @@ def incomplete(directory: Path) -> str | None:
         return f"{PROGRESS} is unreadable ({e.message})"
     if not isinstance(progress, dict) or not isinstance(progress.get("step"), int):
         return f"{PROGRESS} holds no step"
-    needed = ["state.pt"] + (["accelerate"] if (directory / "accelerate").is_dir() else ["trainable.pt", "optimizer.pt"])
+    sharded = (directory / "accelerate").is_dir()
+    needed = ["state.pt"] + (["accelerate"] if sharded else ["trainable.pt", "optimizer.pt"])
     missing = [name for name in needed if not (directory / name).exists()]
     return f"missing {', '.join(missing)}" if missing else None
 
