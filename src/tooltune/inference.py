@@ -25,9 +25,9 @@ from tooltune.dialogue import (
     with_argument_order,
 )
 from tooltune.errors import InputError
-from tooltune.jsonio import scrub_surrogates
 from tooltune.formats import ChatFormat, ParsedTurn, SampleTooLong, encode
 from tooltune.formats.base import single_id
+from tooltune.jsonio import scrub_surrogates
 
 
 @dataclass(frozen=True)
@@ -104,9 +104,9 @@ class Generator:
         self.unconstrained_calls = 0
         """Calls whose opener came with text the grammar refused, so they were left unconstrained (counted)."""
         self.constraint_seconds = 0.0
+        """Time spent constraining (watching for call openers, grammar steps, masks), over all batches."""
         self.replaced_characters = 0
         """Lone surrogates in decoded outputs replaced by U+FFFD (no UTF-8 file can hold them), over all batches."""
-        """Time spent constraining (watching for call openers, grammar steps, masks), over all batches."""
 
     def prompt_ids(self, history: Sequence[Turn], tools: Sequence[Tool] | None = None) -> list[int]:
         tools = tools or self.tools
