@@ -116,3 +116,20 @@ def test_resume_refuses_other_settings(tmp_path, few_dialogues, monkeypatch, cap
     assert main([*args, "--resume", "--max-new-tokens", "7"]) == 2
     err = capsys.readouterr().err
     assert "predictions.partial.jsonl:1: tooltune_eval.max_new_tokens: --resume needs the same settings" in err
+
+
+def test_an_output_holding_a_lone_surrogate_is_still_written(tmp_path, few_dialogues, monkeypatch):
+    """A decoded output that no UTF-8 file can hold (a lone surrogate) has it replaced and counted, so that
+    predictions.jsonl is written after all the generation instead of failing then."""
+    from transformers import AutoTokenizer
+
+    model_dir = save_tiny_model(tmp_path / "tiny", vocab_size=300)
+    cls = type(AutoTokenizer.from_pretrained(model_dir))
+    real = cls.decode
+    monkeypatch.setattr(cls, "decode", lambda self, *a, **k: real(self, *a, **k) + "\udc80")
+    out = tmp_path / "out"
+    assert main(["eval", str(model_dir), "--format", "llama2", "--data", str(few_dialogues), "--out", str(out),
+                 "--max-new-tokens", "4", "--limit", "3", "--no-task-success"]) == 0
+    rows = read_predictions(out / "predictions.jsonl")
+    assert len(rows) == 3 and any(r.raw.endswith("\ufffd") for r in rows)
+    assert json.loads((out / "metrics.json").read_text(encoding="utf-8"))["invalid_characters_replaced"] >= 1

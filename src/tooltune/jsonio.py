@@ -39,7 +39,6 @@ MAX_INT_DIGITS = 100
 _MAYBE_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
 _MAYBE_BIG_NUMBER = re.compile(r"\d{%d}|[eE][+-]?\d{3}" % (MAX_INT_DIGITS + 1))
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
-_JSON_SCALARS = (str, int, float, bool, type(None))
 
 
 def _constant(name: str) -> Any:
@@ -158,7 +157,7 @@ def decode(text: str, where: str, field: str | None = None, line: int | None = N
         problem = json_problem(value)
         if problem is not None:
             path, message = problem
-            located = ".".join(p for p in (field, path) if p) or None
+            located = (field or "") + ("." if field and path and not path.startswith("[") else "") + path or None
             raise InputError(message, where=_located(where, line), field=located)
     return value, end
 
