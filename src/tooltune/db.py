@@ -225,6 +225,11 @@ MAX_PRICE = 1_000_000
 """Highest price bound (yuan a night)."""
 
 
+def _digits(value: int) -> int:
+    # str() refuses integers of over 4300 digits; log10 is exact enough there, and not near powers of ten below
+    return len(str(abs(value))) if value.bit_length() < 14_000 else int(math.log10(abs(value))) + 1
+
+
 def _check_bounds(args: dict[str, Any]) -> None:
     name = args.get("name")
     if isinstance(name, str) and len(name) > MAX_NAME:
@@ -243,7 +248,7 @@ def _check_bounds(args: dict[str, Any]) -> None:
         # compared before any float(): a 400-digit integer compares fine but overflows a float; NaN fails both
         if isinstance(value, (int, float)) and not isinstance(value, bool) and not 0 <= value <= top:
             shown = (f"{value:g}" if isinstance(value, float) else str(value) if abs(value) < 10**12
-                     else f"an integer of {int(math.log10(abs(value))) + 1} digits")
+                     else f"an integer of {_digits(value)} digits")
             raise SearchError(f"{key}: {shown} is outside 0 to {top:,}", key)
 
 

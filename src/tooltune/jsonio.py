@@ -39,6 +39,7 @@ MAX_INT_DIGITS = 100
 _MAYBE_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
 _MAYBE_BIG_NUMBER = re.compile(r"\d{%d}|[eE][+-]?\d{3}" % (MAX_INT_DIGITS + 1))
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
+_INT_LIMIT = 10**MAX_INT_DIGITS
 
 
 def _constant(name: str) -> Any:
@@ -69,7 +70,7 @@ def json_problem(value: Any) -> tuple[str, str] | None:
         elif isinstance(item, bool) or item is None:
             continue
         elif isinstance(item, int):
-            if item and math.log10(abs(item)) >= MAX_INT_DIGITS:
+            if abs(item) >= _INT_LIMIT:
                 return path, f"an integer of more than {MAX_INT_DIGITS} digits"
         elif isinstance(item, float):
             if not math.isfinite(item):
