@@ -92,15 +92,15 @@ def test_resume_skips_an_incomplete_checkpoint_and_says_so(tmp_path, capsys):
     tokenizer = tiny_tokenizer()
     whole = _run(_cfg(model_dir, tmp_path / "whole"), model_dir, tokenizer)
     cut = _cfg(model_dir, tmp_path / "cut")
-    _run(cut, model_dir, tokenizer, stop_after=3)
-    newest = tmp_path / "cut" / "checkpoints" / "step-3"
+    _run(cut, model_dir, tokenizer, stop_after=5)  # checkpoints at steps 2 and 4
+    newest = tmp_path / "cut" / "checkpoints" / "step-4"
     text = (newest / "progress.json").read_text(encoding="utf-8")
     (newest / "progress.json").write_text(text[:len(text) // 2], encoding="utf-8")
     capsys.readouterr()
 
     resumed = _run(cut, model_dir, tokenizer, resume=True)
     said = capsys.readouterr()
-    assert "skipping checkpoint" in said.err and "step-3" in said.err and "progress.json is unreadable" in said.err
+    assert "skipping checkpoint" in said.err and "step-4" in said.err and "progress.json is unreadable" in said.err
     assert "step-2 (step 2)" in said.out
     assert resumed.summary["final_train_loss"] == whole.summary["final_train_loss"]
 
