@@ -84,7 +84,7 @@ def main() -> None:
     lines = ["# fuzz: hostile input against the readers, parsers and the hotel search", "",
              f"Command: `PYTHONPATH=src python bench/fuzz.py --examples {args.examples} --seed {args.seed}`  ",
              f"Machine: {platform.machine()}, Python {platform.python_version()}, {os.cpu_count()} CPU cores (shared, "
-             "niced); strategies in `tests/fuzz_support.py` (the fuzz tests run the same with fewer inputs).", "",
+             "niced); strategies in `tests/fuzz_support.py` (the fuzz tests draw from the same strategies).", "",
              "A traceback is any exception other than tooltune's own error (which the CLI prints as "
              "`tooltune: error: FILE:LINE: FIELD: ...` with exit 2); for the readers, what was read must also write "
              "in every format and read back the same.", "",
