@@ -57,3 +57,79 @@ def test_eval_a_base_model_and_a_trained_run(tmp_path, few_dialogues, capsys):
                  "dialogue", "--limit", "1", "--max-new-tokens", "8", "--no-task-success"]) == 0
     metrics = _check_outputs(tmp_path / "dlg", len(read_dialogues(few_dialogues)[0].targets()))
     assert metrics["mode"] == "dialogue"
+
+
+def _interrupt_after(monkeypatch, batches):
+    """Make generation raise KeyboardInterrupt (a Ctrl-C, or a kill between writes) after `batches` batches."""
+    from tooltune.inference import Generator
+
+    real, calls = Generator._generate, []
+
+    def generate(self, *args, **kwargs):
+        if len(calls) == batches:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Generator, "_generate", generate)
+    return calls
+
+
+@pytest.mark.parametrize("mode", ["turn", "dialogue"])
+def test_an_interrupted_eval_resumes_to_the_same_files(tmp_path, few_dialogues, monkeypatch, capsys, mode):
+    model_dir = save_tiny_model(tmp_path / "tiny", vocab_size=300)
+    args = ["eval", str(model_dir), "--format", "llama2", "--data", str(few_dialogues), "--max-new-tokens", "6",
+            "--batch-size", "2", "--no-task-success", "--mode", mode]
+    assert main(args + ["--out", str(tmp_path / "whole")]) == 0
+
+    out = tmp_path / "cut"
+    # cut after two batches (turn mode), or inside the second dialogue (dialogue mode: one turn per call)
+    calls = _interrupt_after(monkeypatch, 2 if mode == "turn" else len(read_dialogues(few_dialogues)[0].targets()) + 1)
+    assert main(args + ["--out", str(out)]) == 130
+    assert not (out / "predictions.jsonl").exists() and not (out / "metrics.json").exists()
+    written = (out / "predictions.partial.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(written) > 1  # the header and the rows of the batches done before the interruption
+    with (out / "predictions.partial.jsonl").open("a", encoding="utf-8") as f:
+        f.write('{"id": "cut sho')  # a kill in the middle of a write leaves half a line
+    monkeypatch.undo()
+    capsys.readouterr()
+
+    assert main(args + ["--out", str(out), "--resume"]) == 0
+    said = capsys.readouterr().out
+    assert f"{len(written) - 1} of " in said and "1 line cut short" in said
+    assert not (out / "predictions.partial.jsonl").exists()
+    assert (out / "predictions.jsonl").read_bytes() == (tmp_path / "whole" / "predictions.jsonl").read_bytes()
+    whole = json.loads((tmp_path / "whole" / "metrics.json").read_text(encoding="utf-8"))
+    resumed = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert resumed["metrics"] == whole["metrics"] and resumed["resumed_units"] == len(written) - 1
+    assert calls  # generation really was cut and then continued
+
+
+def test_resume_refuses_other_settings(tmp_path, few_dialogues, monkeypatch, capsys):
+    model_dir = save_tiny_model(tmp_path / "tiny", vocab_size=300)
+    args = ["eval", str(model_dir), "--format", "llama2", "--data", str(few_dialogues), "--max-new-tokens", "6",
+            "--batch-size", "2", "--no-task-success", "--out", str(tmp_path / "out")]
+    _interrupt_after(monkeypatch, 1)
+    assert main(args) == 130
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert main([*args, "--resume", "--max-new-tokens", "7"]) == 2
+    err = capsys.readouterr().err
+    assert "predictions.partial.jsonl:1: tooltune_eval.max_new_tokens: --resume needs the same settings" in err
+
+
+def test_an_output_holding_a_lone_surrogate_is_still_written(tmp_path, few_dialogues, monkeypatch):
+    """A decoded output that no UTF-8 file can hold (a lone surrogate) has it replaced and counted, so that
+    predictions.jsonl is written after all the generation instead of failing then."""
+    from transformers import AutoTokenizer
+
+    model_dir = save_tiny_model(tmp_path / "tiny", vocab_size=300)
+    cls = type(AutoTokenizer.from_pretrained(model_dir))
+    real = cls.decode
+    monkeypatch.setattr(cls, "decode", lambda self, *a, **k: real(self, *a, **k) + "\udc80")
+    out = tmp_path / "out"
+    assert main(["eval", str(model_dir), "--format", "llama2", "--data", str(few_dialogues), "--out", str(out),
+                 "--max-new-tokens", "4", "--limit", "3", "--no-task-success"]) == 0
+    rows = read_predictions(out / "predictions.jsonl")
+    assert len(rows) == 3 and any(r.raw.endswith("\ufffd") for r in rows)
+    assert json.loads((out / "metrics.json").read_text(encoding="utf-8"))["invalid_characters_replaced"] >= 1

@@ -83,3 +83,46 @@ def test_early_stopping_stops_after_patience_and_keeps_the_best(tmp_path, monkey
     assert result.summary["best_dev_loss"] == 2.0
     evals = [e["step"] for e in _log(tmp_path / "run") if "dev_loss" in e]
     assert evals == [1, 2, 3, 4]
+
+
+def test_resume_skips_an_incomplete_checkpoint_and_says_so(tmp_path, capsys):
+    """A kill while `progress.json` was written (by a version without atomic saves, or a damaged disk) leaves a
+    truncated file: --resume takes the checkpoint before it, says which it skipped, and still ends exactly."""
+    model_dir = save_tiny_model(tmp_path / "model")
+    tokenizer = tiny_tokenizer()
+    whole = _run(_cfg(model_dir, tmp_path / "whole"), model_dir, tokenizer)
+    cut = _cfg(model_dir, tmp_path / "cut")
+    _run(cut, model_dir, tokenizer, stop_after=5)  # checkpoints at steps 2 and 4
+    newest = tmp_path / "cut" / "checkpoints" / "step-4"
+    text = (newest / "progress.json").read_text(encoding="utf-8")
+    (newest / "progress.json").write_text(text[:len(text) // 2], encoding="utf-8")
+    capsys.readouterr()
+
+    resumed = _run(cut, model_dir, tokenizer, resume=True)
+    said = capsys.readouterr()
+    assert "skipping checkpoint" in said.err and "step-4" in said.err and "progress.json is unreadable" in said.err
+    assert "step-2 (step 2)" in said.out
+    assert resumed.summary["final_train_loss"] == whole.summary["final_train_loss"]
+
+
+def test_a_save_cut_short_leaves_no_checkpoint_to_resume_from(tmp_path, monkeypatch):
+    """Checkpoints are written to a temporary directory renamed at the end: an error (a kill, a full disk) in the
+    middle of a save leaves the earlier checkpoints as the newest complete ones."""
+    from tooltune.train import checkpoint
+
+    model_dir = save_tiny_model(tmp_path / "model")
+    tokenizer = tiny_tokenizer()
+    real = torch.save
+
+    def failing_save(obj, path, *args, **kwargs):
+        if str(path).endswith("state.pt") and ".step-4.tmp" in str(path):
+            raise OSError("No space left on device")
+        return real(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint.torch, "save", failing_save)
+    with pytest.raises(OSError, match="No space"):
+        _run(_cfg(model_dir, tmp_path / "run"), model_dir, tokenizer, stop_after=5)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert not (checkpoints / "step-4").exists() and (checkpoints / ".step-4.tmp").is_dir()
+    assert checkpoint.latest(tmp_path / "run") == checkpoints / "step-2"
+    assert checkpoint.incomplete(checkpoints / ".step-4.tmp") == "no progress.json"

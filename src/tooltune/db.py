@@ -19,7 +19,6 @@ Every query is parameterised SQL; no input text is ever part of the SQL string.
 from __future__ import annotations
 
 import difflib
-import json
 import math
 import os
 import sqlite3
@@ -32,6 +31,7 @@ from typing import Any, Iterator
 from tooltune import paths
 from tooltune.dialogue import HOTEL_TOOL
 from tooltune.errors import InputError, ToolTuneError
+from tooltune.files.records import read_jsonl
 from tooltune.facilities import FacilityMatcher, HAND_RULES, learn_paraphrases
 from tooltune.hotels import RECORD_KEYS, load_hotels
 from tooltune.schema import argument_problems
@@ -66,22 +66,17 @@ class SearchResult:
 
 def search_turns(path: str | Path) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]], str]]:
     """(arguments, returned records, "file:line") of every `tool` turn of a course `*.chatglm3.jsonl` file."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                conversations = json.loads(line)["conversations"]
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise InputError(f"not a chatglm3 sample ({e})", where=where) from None
-            for i, turn in enumerate(conversations):
-                if isinstance(turn, dict) and turn.get("role") == "tool":
-                    args, records = turn.get("parameters"), turn.get("observation") or []
-                    if not isinstance(args, dict) or not isinstance(records, list):
-                        raise InputError("a tool turn needs 'parameters' (object) and 'observation' (list)",
-                                         where=where, field=f"conversations[{i}]")
-                    yield args, [r for r in records if isinstance(r, dict)], where
+    for where, sample in read_jsonl(path):
+        conversations = sample.get("conversations") if isinstance(sample, dict) else None
+        if not isinstance(conversations, list):
+            raise InputError("not a chatglm3 sample (no 'conversations' list)", where=where)
+        for i, turn in enumerate(conversations):
+            if isinstance(turn, dict) and turn.get("role") == "tool":
+                args, records = turn.get("parameters"), turn.get("observation") or []
+                if not isinstance(args, dict) or not isinstance(records, list):
+                    raise InputError("a tool turn needs 'parameters' (object) and 'observation' (list)",
+                                     where=where, field=f"conversations[{i}]")
+                yield args, [r for r in records if isinstance(r, dict)], where
 
 
 # ---- building --------------------------------------------------------------------------------------------------------
@@ -216,8 +211,54 @@ def _number(args: dict[str, Any], key: str) -> float | None:
     return float(value)
 
 
+# Bounds on what a search may ask, far above anything real (the longest of the 1133 names has 33 characters, the
+# most facilities a hotel has is 27 of 37, the highest price 10531) and low enough that any search answers in
+# milliseconds: a 1 MB name took 34 s in `name_similarity`, 1000 distinct characters overflowed SQLite's expression
+# depth, a price of 400 digits cannot become a float.
+MAX_NAME = 50
+"""Most characters in `name`."""
+MAX_FACILITIES = 40
+"""Most phrases in `facilities`."""
+MAX_PHRASE = 50
+"""Most characters in one facility phrase."""
+MAX_PRICE = 1_000_000
+"""Highest price bound (yuan a night)."""
+
+
+def _digits(value: int) -> int:
+    # str() refuses integers of over 4300 digits; log10 is exact enough there, and not near powers of ten below
+    return len(str(abs(value))) if value.bit_length() < 14_000 else int(math.log10(abs(value))) + 1
+
+
+def _check_bounds(args: dict[str, Any]) -> None:
+    name = args.get("name")
+    if isinstance(name, str) and len(name) > MAX_NAME:
+        raise SearchError(f"name: {len(name)} characters; a hotel name has at most {MAX_NAME}", "name")
+    phrases = args.get("facilities")
+    if isinstance(phrases, list):
+        if len(phrases) > MAX_FACILITIES:
+            raise SearchError(f"facilities: {len(phrases)} phrases; at most {MAX_FACILITIES}", "facilities")
+        for i, phrase in enumerate(phrases):
+            if isinstance(phrase, str) and len(phrase) > MAX_PHRASE:
+                raise SearchError(f"facilities[{i}]: {len(phrase)} characters; a facility phrase has at most "
+                                  f"{MAX_PHRASE}", "facilities")
+    for key, top in (("price_range_lower", MAX_PRICE), ("price_range_upper", MAX_PRICE),
+                     ("rating_range_lower", 5), ("rating_range_upper", 5)):
+        value = args.get(key)
+        # compared before any float(): a 400-digit integer compares fine but overflows a float; NaN fails both
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not 0 <= value <= top:
+            shown = (f"{value:g}" if isinstance(value, float) else str(value) if abs(value) < 10**12
+                     else f"an integer of {_digits(value)} digits")
+            raise SearchError(f"{key}: {shown} is outside 0 to {top:,}", key)
+
+
 def check_arguments(args: Any) -> dict[str, Any]:
-    """The arguments if `search_hotels` can run with them; else a `SearchError` naming every problem."""
+    """The arguments if `search_hotels` can run with them; else a `SearchError` naming every problem.
+
+    Beyond the tool's schema, every input is bounded (`MAX_NAME`, `MAX_FACILITIES`, `MAX_PHRASE`, `MAX_PRICE`,
+    ratings 0 to 5), so that a search answers in milliseconds whatever it is asked."""
+    if isinstance(args, dict):
+        _check_bounds(args)
     problems = argument_problems(HOTEL_TOOL, args)
     if problems:
         keys = [p.split(":", 1)[0].split("[", 1)[0] for p in problems] if isinstance(args, dict) else []
@@ -270,6 +311,8 @@ class HotelDB:
         """Open the database at `path` (default `cache_dir()/hotels.sqlite`), building it first if it is missing
         or older than its sources in `data_dir`."""
         db = Path(path) if path else default_path()
+        if db.exists() and not db.is_file():
+            raise InputError("not a database file (a directory?)", where=str(db), field="--db")
         if data_dir is None and db.is_file():
             # Without an explicit data dir, a file keeps the data dir it was built from (a test's or a user's copy).
             data_dir = (_read_meta(db) or {}).get("data_dir") or None

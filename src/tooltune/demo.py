@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tooltune import paths
 from tooltune.errors import ToolTuneError
+from tooltune.jsonio import atomic_write_text
 
 OWN_GPT2 = "gpt2"
 """The `--base` value for the GPT-2 tooltune pre-trains itself (`--fast` uses it)."""
@@ -186,7 +187,7 @@ def stage_base(cfg: DemoConfig, data: Path, partial: Path) -> None:
         from tooltune.models.load import prepare_base
 
         prepare_base(cfg.base, out=partial / name)
-    (partial / "DONE").write_text(name + "\n", encoding="utf-8")
+    atomic_write_text(partial / "DONE", name + "\n")
 
 
 def _own_gpt2(budget: Budget, corpus: Path, partial: Path, name: str) -> None:

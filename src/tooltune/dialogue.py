@@ -7,11 +7,11 @@ of a turn; `turn_to_seed` / `turn_from_seed` convert, and predictions files use 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Union
 
+from tooltune import jsonio
 from tooltune.errors import InputError
 
 
@@ -31,6 +31,7 @@ class Tool:
     def from_dict(cls, d: Any, where: str | None = None) -> "Tool":
         if not isinstance(d, dict) or not isinstance(d.get("name"), str):
             raise InputError("a tool must be an object with a string 'name'", where=where, field="tools")
+        jsonio.check_keys(d, ("name", "description", "parameters"), where, "tools")
         params = d.get("parameters", {"type": "object", "properties": {}})
         if not isinstance(params, dict):
             raise InputError("a tool's 'parameters' must be a JSON schema object", where=where, field="tools")
@@ -147,6 +148,9 @@ def check_order(turns: tuple[Turn, ...] | list[Turn], where: str | None = None) 
 # ---- the seed format: the canonical JSON form of a turn -------------------------------------------------------
 
 SEED_ROLES = {"user": User, "search": Call, "return": Result, "assistant": Assistant}
+SEED_KEYS = {"user": ("role", "content"), "search": ("role", "arguments", "name"), "return": ("role", "records", "name"),
+             "assistant": ("role", "content")}
+"""The keys a seed turn of each role may have (`name`: the tool, when not `search_hotels`); any other is an error."""
 
 
 ARGUMENT_ORDERS = ("as-written", "schema")
@@ -200,6 +204,7 @@ def turn_from_seed(d: Any, where: str | None = None, index: int | None = None) -
     if role not in SEED_ROLES:
         raise InputError(f"unknown role {role!r} (expected one of {', '.join(SEED_ROLES)})", where=where,
                          field=f"{fld}.role")
+    jsonio.check_keys(d, SEED_KEYS[role], where, fld)
     if role in ("user", "assistant"):
         content = d.get("content")
         if not isinstance(content, str):
@@ -208,10 +213,7 @@ def turn_from_seed(d: Any, where: str | None = None, index: int | None = None) -
     if role == "search":
         args = d.get("arguments")
         if isinstance(args, str):  # some writers store the arguments as a JSON string
-            try:
-                args = json.loads(args)
-            except json.JSONDecodeError as e:
-                raise InputError(f"'arguments' is not valid JSON: {e}", where=where, field=f"{fld}.arguments")
+            args = jsonio.loads(args, where or "arguments", f"{fld}.arguments")
         if not isinstance(args, dict):
             raise InputError("'arguments' must be an object", where=where, field=f"{fld}.arguments")
         return Call(args, name=d.get("name", HOTEL_TOOL.name))

@@ -7,11 +7,11 @@ A record is what the course's `return` turns hold:
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from tooltune import jsonio
 from tooltune.errors import InputError
 
 RECORD_KEYS = ("name", "type", "address", "subway", "phone", "facilities", "price", "rating", "hotel_id")
@@ -38,10 +38,7 @@ def _record(entry: Any, index: int, where: str) -> dict[str, Any]:
 @lru_cache(maxsize=4)
 def _load(path: str, size: int, mtime_ns: int) -> tuple[dict[str, Any], ...]:
     # size and mtime are part of the cache key so that an edited file is read again (the database rebuilds on it).
-    try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise InputError(f"not valid JSON: {e.msg}", where=f"{path}:{e.lineno}") from None
+    raw = jsonio.read_json(path, "the hotel database")
     if not isinstance(raw, list):
         raise InputError("expected a JSON list of hotels", where=path)
     return tuple(_record(entry, i, path) for i, entry in enumerate(raw))

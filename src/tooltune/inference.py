@@ -10,7 +10,7 @@ With `GenerationConfig.constrained`, a call's body is generated under its tool's
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ from tooltune.dialogue import (
 from tooltune.errors import InputError
 from tooltune.formats import ChatFormat, ParsedTurn, SampleTooLong, encode
 from tooltune.formats.base import single_id
+from tooltune.jsonio import scrub_surrogates
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,8 @@ class Generator:
         """Calls whose opener came with text the grammar refused, so they were left unconstrained (counted)."""
         self.constraint_seconds = 0.0
         """Time spent constraining (watching for call openers, grammar steps, masks), over all batches."""
+        self.replaced_characters = 0
+        """Lone surrogates in decoded outputs replaced by U+FFFD (no UTF-8 file can hold them), over all batches."""
 
     def prompt_ids(self, history: Sequence[Turn], tools: Sequence[Tool] | None = None) -> list[int]:
         tools = tools or self.tools
@@ -116,8 +119,14 @@ class Generator:
             return encode(segments, self.tokenizer).input_ids[-self.max_prompt:]
 
     def predict(self, histories: Sequence[Sequence[Turn]], tools: Sequence[Sequence[Tool]] | None = None,
-                progress: bool = False) -> list[Prediction]:
-        """The next model turn for each history (offering `tools[i]`, default the generator's), in the given order."""
+                progress: bool = False, skip: Collection[int] = (),
+                on_batch: Callable[[list[int], list[Prediction]], None] | None = None) -> list[Prediction]:
+        """The next model turn for each history (offering `tools[i]`, default the generator's), in the given order.
+
+        Batches are formed over all `histories` (by prompt length); a batch whose indexes are all in `skip` is not
+        generated and its entries are None. So a resumed evaluation, skipping what it wrote before, decodes exactly
+        the batches (and so gets the outputs) of an uninterrupted one. `on_batch(indexes, predictions)` is called
+        after each generated batch (`tooltune eval` writes its rows there)."""
         row_tools = [tuple(tools[i]) if tools else self.tools for i in range(len(histories))]
         prompts = [self.prompt_ids(h, row_tools[i]) for i, h in enumerate(histories)]
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
@@ -132,10 +141,13 @@ class Generator:
         with restricted_head(self.model, allowed):
             for start in range(0, len(order), self.config.batch_size):
                 batch = order[start:start + self.config.batch_size]
-                copies = [self._copy(histories[i]) for i in batch]
-                for i, pred in zip(batch, self._generate([prompts[i] for i in batch], [row_tools[i] for i in batch],
-                                                         copies)):
-                    out[i] = pred
+                if not all(i in skip for i in batch):
+                    copies = [self._copy(histories[i]) for i in batch]
+                    preds = self._generate([prompts[i] for i in batch], [row_tools[i] for i in batch], copies)
+                    for i, pred in zip(batch, preds):
+                        out[i] = pred
+                    if on_batch is not None:
+                        on_batch(batch, preds)
                 if bar is not None:
                     bar.update(len(batch))
         if bar is not None:
@@ -183,7 +195,8 @@ class Generator:
         preds = []
         for prompt, ids in zip(prompts, new):
             cut = next((k for k, t in enumerate(ids) if t in ends), len(ids))
-            raw = self.tokenizer.decode(ids[:cut], skip_special_tokens=False)
+            raw, replaced = scrub_surrogates(self.tokenizer.decode(ids[:cut], skip_special_tokens=False))
+            self.replaced_characters += replaced
             if raw and self.text_stops and ended_at_once(self.tokenizer.decode(prompt[-8:]), raw, self.text_stops):
                 raw = ""
             preds.append(Prediction(self.fmt.parse(raw), raw, cut))

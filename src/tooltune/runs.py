@@ -64,12 +64,9 @@ RUN_FILE = "tooltune_run.json"
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    import json
+    from tooltune.jsonio import read_json
 
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise InputError(f"not valid JSON: {e}", where=str(path)) from None
+    info = read_json(path)
     if not isinstance(info, dict):
         raise InputError("must be a JSON object", where=str(path))
     return info

@@ -6,10 +6,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from tooltune import jsonio
 from tooltune.dialogue import Assistant, Call, Turn, turn_from_seed
 from tooltune.errors import InputError
 from tooltune.files.records import read_jsonl
@@ -33,10 +33,7 @@ def _json_field(row: dict, key: str, where: str):
     value = row.get(key)
     if not isinstance(value, str):
         raise InputError(f"'{key}' must be a JSON string", where=where, field=key)
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError as e:
-        raise InputError(f"'{key}' is not valid JSON: {e.msg}", where=where, field=key) from None
+    return jsonio.loads(value, where, key)
 
 
 def read_units(path: str | Path, split: str = "") -> list[Unit]:

@@ -22,6 +22,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+from tooltune import jsonio
 from tooltune.bot.session import Exchange, Search
 from tooltune.dialogue import Dialogue, Result, Tool, Turn, User
 from tooltune.errors import InputError
@@ -61,8 +62,8 @@ class ChatRequest:
 
 def decode_body(raw: bytes) -> dict[str, Any]:
     try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        body = jsonio.loads(jsonio.decode_utf8(raw, "request body"), "request body", line=1)
+    except InputError as e:
         raise ApiError(400, f"the request body is not valid JSON: {e}", code="invalid_json") from None
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
@@ -75,6 +76,10 @@ def _text_content(messages: Any) -> Any:
         raise ApiError(400, "'messages' must be a list", param="messages")
     out = []
     for i, msg in enumerate(messages):
+        if isinstance(msg, dict):
+            # A client that sends back the assistant messages it received adds empty fields (`refusal: null`,
+            # `annotations: []`): they say nothing, so they go; any other key not in the reader's table is refused.
+            msg = {k: v for k, v in msg.items() if v is not None and v != []}
         if isinstance(msg, dict) and isinstance(msg.get("content"), list):
             parts = msg["content"]
             if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
@@ -83,6 +88,15 @@ def _text_content(messages: Any) -> Any:
             msg = {**msg, "content": "".join(p["text"] for p in parts)}
         out.append(msg)
     return out
+
+
+def _without_strict(tools: Any) -> Any:
+    """Tools with OpenAI's `strict` flag left out of each function: it asks for schema-true arguments, which
+    `--constrained` decides here, not the request (the tool file reader refuses keys it does not know)."""
+    if not isinstance(tools, list):
+        return tools
+    return [{**t, "function": {k: v for k, v in t["function"].items() if k != "strict"}}
+            if isinstance(t, dict) and isinstance(t.get("function"), dict) else t for t in tools]
 
 
 def parse_chat_request(body: dict[str, Any], known_tools: tuple[Tool, ...], execute_tools: bool) -> ChatRequest:
@@ -103,7 +117,7 @@ def parse_chat_request(body: dict[str, Any], known_tools: tuple[Tool, ...], exec
                        param="tool_choice", code="unsupported_value")
     record = {"messages": _text_content(body["messages"])}
     if "tools" in body:
-        record["tools"] = body["tools"]
+        record["tools"] = _without_strict(body["tools"])
     try:
         dialogue: Dialogue = openai_file.parse(record, WHERE, Counter())
     except InputError as e:

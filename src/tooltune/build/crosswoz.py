@@ -25,6 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from tooltune import jsonio
 from tooltune.build.items import Item, Removed, make_item
 from tooltune.dialogue import HOTEL_TOOL, Assistant, Call, Result, Turn, User
 from tooltune.errors import InputError
@@ -252,15 +253,11 @@ def _read_zip(path: str, mtime_ns: int) -> Any:
             members = [n for n in z.namelist() if n.endswith(".json")]
             if len(members) != 1:
                 raise InputError(f"expected one .json file in the zip, found {members}", where=path)
-            return json.loads(z.read(members[0]).decode("utf-8"))
-    except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError) as e:
+            member = f"{path}!{members[0]}"
+            return jsonio.loads(jsonio.decode_utf8(z.read(members[0]), member), member, line=1)
+    except zipfile.BadZipFile as e:
         raise InputError(f"not a CrossWOZ zip: {e}", where=path) from None
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise InputError(f"not valid JSON: {e.msg}", where=f"{path}:{e.lineno}") from None
-    except OSError as e:
-        raise InputError(f"cannot read: {e.strerror}", where=str(path)) from None
+    return jsonio.read_json(path)

@@ -11,10 +11,10 @@ Readable files (JSON lines): seed dialogues (a JSON list of turns), the course's
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterable
 
+from tooltune import jsonio
 from tooltune.build.clean import normalise
 from tooltune.build.items import Item, Removed
 from tooltune.dialogue import User
@@ -28,10 +28,9 @@ def _user_turns(row: Any, where: str) -> list[str]:
     elif isinstance(row, dict) and isinstance(row.get("conversations"), list):
         turns = row["conversations"]
     elif isinstance(row, dict) and isinstance(row.get("context"), str):
-        try:
-            turns = json.loads(row["context"]) + [json.loads(row.get("response") or "{}")]
-        except json.JSONDecodeError as e:
-            raise InputError(f"'context' or 'response' is not JSON: {e.msg}", where=where) from None
+        context = jsonio.loads(row["context"], where, "context")
+        response = jsonio.loads(row.get("response") or "{}", where, "response")
+        turns = (context if isinstance(context, list) else []) + [response]
     else:
         raise InputError("expected a seed dialogue (list), a chatglm3 row (conversations) or a llama2 sample "
                          "(context/response)", where=where)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from tooltune import paths
+from tooltune import jsonio, paths
 from tooltune.build import crosswoz
 from tooltune.build.augment import AugmentConfig, augment, paraphrase_table
 from tooltune.build.clean import CleanConfig, clean, remove_leakage
@@ -108,24 +108,23 @@ def course_paraphrases(root: Path) -> dict[str, str]:
     split_map = root / COURSE_RAW / "split_map.json"
     if not split_map.exists():
         return {}
-    try:
-        where = json.loads(split_map.read_text(encoding="utf-8"))["map"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise InputError("expected a JSON object with a 'map' of file -> split", where=str(split_map)) from None
+    content = jsonio.read_json(split_map)
+    where = content.get("map") if isinstance(content, dict) else None
+    if not isinstance(where, dict) or not all(isinstance(v, str) for v in where.values()):
+        raise InputError("expected a JSON object with a 'map' of file -> split", where=str(split_map))
     pairs = []
     for name, split in sorted(where.items()):
         path = root / COURSE_RAW / "enhanced_hotel_data" / name
         if not split.startswith("train") or not path.exists():
             continue
-        try:
-            turns = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise InputError(f"not valid JSON: {e.msg}", where=f"{path}:{e.lineno}") from None
+        turns = jsonio.read_json(path)
         if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
             raise InputError("expected a seed dialogue (a JSON list of turns)", where=str(path))
         for t, nxt in zip(turns, turns[1:]):
             if t.get("role") == "search" and nxt.get("role") == "return":
-                pairs.append((t.get("arguments", {}).get("facilities") or [], nxt.get("records") or []))
+                args = t.get("arguments")
+                pairs.append(((args.get("facilities") if isinstance(args, dict) else None) or [],
+                              nxt.get("records") or []))
     return learn_paraphrases(pairs)
 
 
@@ -190,7 +189,7 @@ def write_outputs(config: BuildConfig, splits: dict[str, list[Item]], sources: d
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     for name, items in splits.items():
-        (out / f"{name}.jsonl").write_text("".join(seed_json(i) + "\n" for i in items), encoding="utf-8")
+        jsonio.atomic_write_text(out / f"{name}.jsonl", "".join(seed_json(i) + "\n" for i in items))
     count_tokens = _token_counter(config.tokenizer)
     stats = {name: split_stats(items, count_tokens) for name, items in splits.items()}
     settings = {"seed": config.seed, "limit": config.limit, "ratios": "/".join(f"{r:g}" for r in config.ratios),
@@ -200,5 +199,5 @@ def write_outputs(config: BuildConfig, splits: dict[str, list[Item]], sources: d
                 "ngram": config.clean.ngram, "llm": config.llm.model if config.llm else None,
                 "exclude": ",".join(Path(p).name for p in config.exclude) or None}
     report = render_markdown(stats, sources, counts, removed, settings, "tokens" if config.tokenizer else "chars")
-    (out / "report.md").write_text(report, encoding="utf-8")
+    jsonio.atomic_write_text(out / "report.md", report)
     plot_balance(stats, out / "balance.png")

@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from tooltune.build.items import Item
     from tooltune.build.report import plot_balance, split_stats
     from tooltune.errors import InputError
+    from tooltune.jsonio import atomic_write_text
     from tooltune.files import read_dialogues, write_dialogues
     from tooltune.loop.balance import balance, balance_table
 
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         out = Path(args.report)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "balance.md").write_text(table, encoding="utf-8")
+        atomic_write_text(out / "balance.md", table)
         stats = {name: split_stats([Item(d, name, str(i)) for i, d in enumerate(ds)])
                  for name, ds in (("before", dialogues), ("after", result.dialogues))}
         plot_balance(stats, out / "balance.png")

@@ -23,9 +23,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from tooltune.errors import InputError
+    from tooltune.jsonio import atomic_write_text
     from tooltune.files import read_dialogues, write_dialogues
     from tooltune.loop.annotate import merge, merge_report, read_annotations
 
@@ -42,5 +42,5 @@ def run(args: argparse.Namespace) -> int:
     print(report, end="")
     print(f"wrote {len(base)} + {len(result.merged)} dialogues to {args.out}")
     if args.report:
-        Path(args.report).write_text(f"# Annotations merged from {args.annotations}\n\n" + report, encoding="utf-8")
+        atomic_write_text(args.report, f"# Annotations merged from {args.annotations}\n\n" + report)
     return 0

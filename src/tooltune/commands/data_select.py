@@ -32,9 +32,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
-    from pathlib import Path
 
     from tooltune.errors import InputError
+    from tooltune.jsonio import atomic_write_text
     from tooltune.files import read_dialogues, write_dialogues
     from tooltune.formats import get_format
     from tooltune.inference import Generator
@@ -72,11 +72,10 @@ def run(args: argparse.Namespace) -> int:
     if args.label_studio:
         tasks = [label_studio_task(k + 1, pool[u.index], args.batch, u.score(args.by)[0], "\n".join(u.greedy))
                  for k, u in enumerate(top)]
-        Path(args.label_studio).write_text(json.dumps(tasks, ensure_ascii=False, indent=1), encoding="utf-8")
+        atomic_write_text(args.label_studio, json.dumps(tasks, ensure_ascii=False, indent=1))
         print(f"wrote {len(tasks)} Label Studio tasks to {args.label_studio}")
     if args.scores:
-        with open(args.scores, "w", encoding="utf-8") as f:
-            for u in scored:
-                f.write(json.dumps({"id": pool[u.index].id, "points": u.points, "mean": u.mean, "min": u.min,
-                                    "disagree": u.disagree, "loss": u.loss}, ensure_ascii=False) + "\n")
+        atomic_write_text(args.scores, "".join(
+            json.dumps({"id": pool[u.index].id, "points": u.points, "mean": u.mean, "min": u.min,
+                        "disagree": u.disagree, "loss": u.loss}, ensure_ascii=False) + "\n" for u in scored))
     return 0

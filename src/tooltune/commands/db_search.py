@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 
-from tooltune.errors import ToolTuneError
 
 HELP = "search the local hotel database with search_hotels arguments given as JSON"
 
@@ -24,10 +23,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tooltune.db import HotelDB
 
-    try:
-        arguments = json.loads(args.arguments)
-    except json.JSONDecodeError as e:
-        raise ToolTuneError(f"arguments are not valid JSON: {e}") from None
+    from tooltune.jsonio import loads
+
+    arguments = loads(args.arguments, "arguments")  # the command line's ARGUMENTS (a JSON text)
     result = HotelDB.open(args.db, args.data_dir).search(arguments, limit=args.limit, order=args.order)
     for phrase in result.unmatched:
         print(f"note: facility {phrase!r} matches no facility of the database; it was not used as a filter",

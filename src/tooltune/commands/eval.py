@@ -34,6 +34,13 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="generate only tokens of the run's training data or of the prompt (its output layer then "
                         "computes those rows only: faster decoding with a large vocabulary; recorded in metrics.json)")
     p.add_argument("--no-task-success", action="store_true", help="skip running calls on the hotel database")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted evaluation of the same settings from the rows it wrote to "
+                        "OUT/predictions.partial.jsonl (without it an evaluation starts afresh)")
+
+# The options that decide the predictions: a resumed evaluation must be given the same ones.
+SETTINGS = ("run", "data", "mode", "limit", "format", "observation", "split", "batch_size", "max_new_tokens", "dtype",
+            "constrained", "copy", "db", "domain_vocab")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     from tooltune.evaluate.predictions import Row, write_predictions
     from tooltune.evaluate.report import write_metrics
     from tooltune.evaluate.score import hoteldb_search
-    from tooltune.evaluate.units import Prediction, eval_units, predict_dialogues
+    from tooltune.evaluate.partial import PartialPredictions
+    from tooltune.evaluate.units import Prediction, eval_units, predict_dialogue, unit_id
     from tooltune.files import read_dialogues
     from tooltune.formats import get_format
     from tooltune.inference import Generator, domain_vocab
@@ -70,31 +78,66 @@ def run(args: argparse.Namespace) -> int:
                           config=loaded.generation(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                                                    constrained=args.constrained, copy_values=copy_values,
                                                    output_vocab=vocab))
-    started = time.perf_counter()
+    out = Path(args.out)
+    partial = PartialPredictions(out, {key: getattr(args, key) for key in SETTINGS})
     if args.mode == "turn":
         units = eval_units(dialogues, split=split)[:args.limit]
-        preds = generator.predict([u.history for u in units], [u.tools for u in units], progress=True)
-        rows = [Row(u.id, u.gold, p.parsed.turn, p.raw) for u, p in zip(units, preds)]
+        golds = {u.id: u.gold for u in units}
     else:
-        def generate(history, tools):
-            p = generator.predict([history], [tools])[0]
-            return Prediction(p.parsed.turn, p.raw)
-        rows = predict_dialogues(dialogues[:args.limit], generate, split=split)
+        dialogues = dialogues[:args.limit]
+        golds = {unit_id(split, i, t): d.turns[t] for i, d in enumerate(dialogues) for t in d.targets()}
+    done: dict = {}
+    if args.resume:
+        done, cut = partial.resume(golds)
+        print(f"resuming: {len(done)} of {len(golds)} units already predicted in {partial.path}"
+              + (f" ({cut} line cut short by the interruption dropped; redone)" if cut else ""))
+    elif partial.path.exists():
+        print(f"note: {partial.path} holds an interrupted evaluation; starting afresh (--resume continues it)")
+    partial.open(done.values())
+    started = time.perf_counter()
+    try:
+        if args.mode == "turn":
+            def write_batch(batch, preds):
+                partial.append([Row(units[i].id, units[i].gold, p.parsed.turn, p.raw) for i, p in zip(batch, preds)])
+
+            preds = generator.predict([u.history for u in units], [u.tools for u in units], progress=True,
+                                      skip={i for i, u in enumerate(units) if u.id in done}, on_batch=write_batch)
+            rows = [done[u.id] if p is None else Row(u.id, u.gold, p.parsed.turn, p.raw) for u, p in zip(units, preds)]
+        else:
+            def generate(history, tools):
+                p = generator.predict([history], [tools])[0]
+                return Prediction(p.parsed.turn, p.raw)
+
+            rows = []
+            for i, dialogue in enumerate(dialogues):
+                ids = [unit_id(split, i, t) for t in dialogue.targets()]
+                if all(id_ in done for id_ in ids):
+                    rows += [done[id_] for id_ in ids]
+                    continue
+                new = predict_dialogue(dialogue, generate, split=split, dialogue_index=i)
+                partial.append(new)
+                rows += new
+    finally:
+        partial.close(finished=False)
     seconds = time.perf_counter() - started
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     write_predictions(out / "predictions.jsonl", rows)
+    malformed = sum(fmt.parse(r.raw).malformed for r in rows)
     meta = {"model": loaded.model_name, "method": loaded.method, "mode": args.mode, "run": str(args.run),
             "data": str(args.data), "format": loaded.format, "observation": loaded.observation,
             "argument_order": loaded.argument_order,
             "generation_seconds": round(seconds, 1), "units": len(rows),
             "prompts_cut_inside_a_segment": generator.prompts_cut_inside, "constrained": args.constrained,
             "copy": args.copy,
-            "output_vocab": f"{len(vocab)} ids of {train_file} + the prompt's" if vocab is not None else "all"}
+            "output_vocab": f"{len(vocab)} ids of {train_file} + the prompt's" if vocab is not None else "all",
+            "malformed_outputs": malformed, "resumed_units": len(done),
+            "invalid_characters_replaced": generator.replaced_characters}
     search = None if args.no_task_success else hoteldb_search(args.db)
     content = write_metrics(out, rows, meta, search=search)
     m = content["metrics"]
     print(f"{loaded.model_name} {loaded.method}: BLEU-4 {m['bleu4']:.2f}  SLOT-P {m['slot_p']:.2f}  "
           f"SLOT-R {m['slot_r']:.2f}  SLOT-F1 {m['slot_f1']:.2f}  ({len(rows)} units, {seconds:.0f} s)")
+    partial.close(finished=True)
+    if malformed:
+        print(f"{malformed} outputs were malformed (a call that could not be read cleanly; scored as read)")
     print(f"wrote {out / 'predictions.jsonl'} and {out / 'metrics.json'}")
     return 0

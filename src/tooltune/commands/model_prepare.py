@@ -16,12 +16,11 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
-    import json
-
+    from tooltune.jsonio import read_json
     from tooltune.models.load import PREPARED_NOTE, prepare_base
 
     folder = prepare_base(args.name, out=args.out, dtype=args.dtype, force=args.force)
-    note = json.loads((folder / PREPARED_NOTE).read_text(encoding="utf-8"))
+    note = read_json(folder / PREPARED_NOTE)
     print(f"# {note['parameters']:,} parameters, vocab {note['vocab_size']:,}, {note['dtype']}, "
           f"converted in {note['convert_seconds']} s from {note['source']}")
     print(folder)

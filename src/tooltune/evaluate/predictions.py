@@ -7,7 +7,6 @@ generated and `pred` what it was parsed into (null when it could not be parsed i
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Union
@@ -15,6 +14,7 @@ from typing import Any, Iterable, Union
 from tooltune.dialogue import Assistant, Call, turn_from_seed, turn_to_seed
 from tooltune.errors import InputError
 from tooltune.files.records import read_jsonl
+from tooltune.jsonio import atomic_write_text, dumps, read_text
 
 Target = Union[Call, Assistant]
 """A turn a model is asked to produce."""
@@ -73,10 +73,7 @@ def row_from_json(obj: Any, where: str) -> Row:
 def read_predictions(path: str | Path) -> list[Row]:
     """Every row of a predictions file, in order; bad JSON, bad rows, repeated ids raise `InputError` at file:line."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise InputError(f"cannot read predictions: {e.strerror}", where=str(path)) from None
+    text = read_text(path, "predictions")
     rows: list[Row] = []
     first_line: dict[str, int] = {}
     for where, obj in read_jsonl(path, text):
@@ -91,12 +88,8 @@ def read_predictions(path: str | Path) -> list[Row]:
 
 
 def write_predictions(path: str | Path, rows: Iterable[Row]) -> int:
-    """Write `rows` as JSON lines (UTF-8, Chinese kept readable); returns how many were written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    count = 0
-    with path.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row_to_json(row), ensure_ascii=False) + "\n")
-            count += 1
-    return count
+    """Write `rows` as JSON lines (UTF-8, Chinese kept readable), atomically (a temporary file renamed over `path`:
+    a reader never sees half a file); returns how many were written."""
+    lines = [dumps(row_to_json(row)) + "\n" for row in rows]
+    atomic_write_text(path, "".join(lines))
+    return len(lines)

@@ -6,12 +6,12 @@ A run directory holds `predictions.jsonl` and `metrics.json`:
 
 from __future__ import annotations
 
-import json
 import unicodedata
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from tooltune.errors import InputError
+from tooltune.jsonio import atomic_write_json, read_json
 from tooltune.evaluate.predictions import Row
 from tooltune.evaluate.score import COURSE_KEYS, score
 from tooltune.evaluate.units import MODES
@@ -40,9 +40,7 @@ def write_metrics(directory: str | Path, rows: Sequence[Row], meta: Mapping[str,
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r} (expected one of {', '.join(MODES)})", field="meta.mode")
     content = {**meta, "mode": mode, "metrics": score(rows, **score_options)}
-    path = Path(directory) / METRICS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(content, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(Path(directory) / METRICS_FILE, content)
     return content
 
 
@@ -51,12 +49,7 @@ def read_metrics(directory: str | Path) -> dict[str, Any]:
     path = Path(directory)
     if path.is_dir():
         path = path / METRICS_FILE
-    try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise InputError(f"cannot read run metrics: {e.strerror}", where=str(path)) from None
-    except json.JSONDecodeError as e:
-        raise InputError(f"not valid JSON: {e.msg}", where=f"{path}:{e.lineno}") from None
+    content = read_json(path, "run metrics")
     if not isinstance(content, dict):
         raise InputError("expected a JSON object", where=str(path))
     for key in REQUIRED_META:

@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from tooltune import jsonio
 from tooltune.dialogue import Assistant, Call, Dialogue, Result, Tool, Turn, User
 from tooltune.errors import InputError
 from tooltune.files.fields import json_string, need, need_object, build_dialogue, read_each, records_of, tools_of
@@ -27,6 +28,10 @@ NAME = "chatglm3"
 DESCRIPTION = "the course's ChatGLM3 JSONL: tools + conversations with user/assistant/tool turns"
 FILLER = "我需要使用search_hotels工具来查询酒店"
 """The assistant turn the course inserts before each tool turn (it names the hotel tool whatever the call is)."""
+TURN_KEYS = {"user": ("role", "content"), "assistant": ("role", "content"),
+             "tool": ("role", "name", "parameters", "observation")}
+"""The keys a turn of each role may have; any other is an error naming it (a misspelled `observations` would
+otherwise lose the hotels without a word)."""
 
 
 def looks_like(record: Any) -> bool:
@@ -56,6 +61,8 @@ def _turns(conv: list[Any], where: str, counts: Counter) -> tuple[list[Turn], li
         fld = f"conversations[{i}]"
         t = need_object(raw, where, fld)
         role = t.get("role")
+        if role in TURN_KEYS:
+            jsonio.check_keys(t, TURN_KEYS[role], where, fld)
         if role in ("user", "assistant"):
             content = need(t, "content", str, where, fld)
             nxt = conv[i + 1] if i + 1 < len(conv) else None
@@ -81,6 +88,7 @@ def _turns(conv: list[Any], where: str, counts: Counter) -> tuple[list[Turn], li
 
 def parse(value: Any, where: str, counts: Counter) -> Dialogue:
     obj = need_object(value, where)
+    jsonio.check_keys(obj, ("tools", "conversations"), where)
     tools = _tools(need(obj, "tools", list, where, ""), where) if "tools" in obj else ()
     turns, sources = _turns(need(obj, "conversations", list, where, ""), where, counts)
     return build_dialogue(turns, sources, tools, where)

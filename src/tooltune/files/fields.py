@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from tooltune import jsonio
 from tooltune.dialogue import Dialogue, Tool, Turn
 from tooltune.errors import InputError
 
@@ -35,10 +35,7 @@ def json_string(text: Any, kind: type | tuple[type, ...], where: str, field: str
     """Decode a field that holds JSON as a string (LLaMA-Factory's `tools`, OpenAI's `arguments`)."""
     if not isinstance(text, str):
         raise InputError(f"must be a JSON string, got {type(text).__name__}", where=where, field=field)
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(f"not valid JSON: {e.msg} (column {e.colno})", where=where, field=field) from None
+    value = jsonio.loads(text, where, field)
     if not isinstance(value, kind):
         kinds = kind if isinstance(kind, tuple) else (kind,)
         wanted = " or ".join(_NAMES.get(k, k.__name__) for k in kinds)

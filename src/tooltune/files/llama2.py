@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from tooltune import jsonio
 from tooltune.dialogue import HOTEL_TOOL, Assistant, Call, Dialogue, check_order, turn_from_seed, turn_to_seed
 from tooltune.errors import InputError
 from tooltune.files.fields import json_string, need, need_object, record_id
@@ -38,6 +39,7 @@ def looks_like(record: Any) -> bool:
 def _seed_turns(value: Any, where: str) -> list[dict[str, Any]]:
     """The sample's context + response as seed turns (raw JSON), checked: valid turns in a valid order."""
     obj = need_object(value, where)
+    jsonio.check_keys(obj, ("context", "response"), where)
     context = json_string(need(obj, "context", str, where, ""), list, where, "context")
     response = json_string(need(obj, "response", str, where, ""), dict, where, "response")
     turns = []

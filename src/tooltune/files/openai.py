@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from tooltune import jsonio
 from tooltune.dialogue import Assistant, Call, Dialogue, Result, Tool, Turn, User
 from tooltune.errors import InputError
 from tooltune.files.fields import build_dialogue, json_string, need, need_object, read_each, records_of, tools_of
@@ -26,6 +27,11 @@ from tooltune.files.records import dumps
 
 NAME = "openai"
 DESCRIPTION = "OpenAI chat: messages with assistant tool_calls and tool messages + function tools"
+MESSAGE_KEYS = {"user": ("role", "content"), "assistant": ("role", "content", "tool_calls"),
+                "tool": ("role", "tool_call_id", "content", "name"), "system": ("role", "content"),
+                "developer": ("role", "content")}
+"""The keys a message of each role may have (a tool message's `name`, the older form, must be its call's); any other
+is an error naming it, not ignored."""
 
 
 def looks_like(record: Any) -> bool:
@@ -38,6 +44,7 @@ def _tools(value: Any, where: str) -> tuple[Tool, ...]:
     specs = []
     for i, item in enumerate(value):
         item = need_object(item, where, f"tools[{i}]")
+        jsonio.check_keys(item, ("type", "function"), where, f"tools[{i}]")
         if item.get("type") != "function":
             raise InputError(f"only function tools are supported, not {item.get('type')!r}", where=where,
                              field=f"tools[{i}].type")
@@ -56,8 +63,10 @@ def _call(msg: dict[str, Any], where: str, fld: str) -> tuple[Call, str]:
                          where=where, field=f"{fld}.content")
     cfld = f"{fld}.tool_calls[0]"
     call = need_object(calls[0], where, cfld)
+    jsonio.check_keys(call, ("id", "type", "function"), where, cfld)
     call_id = need(call, "id", str, where, cfld)
     func = need(call, "function", dict, where, cfld)
+    jsonio.check_keys(func, ("name", "arguments"), where, f"{cfld}.function")
     name = need(func, "name", str, where, f"{cfld}.function")
     args = json_string(need(func, "arguments", str, where, f"{cfld}.function"), dict, where,
                        f"{cfld}.function.arguments")
@@ -66,6 +75,7 @@ def _call(msg: dict[str, Any], where: str, fld: str) -> tuple[Call, str]:
 
 def parse(value: Any, where: str, counts: Counter) -> Dialogue:
     obj = need_object(value, where)
+    jsonio.check_keys(obj, ("messages", "tools"), where)
     tools = _tools(obj["tools"], where) if "tools" in obj else ()
     turns: list[Turn] = []
     sources: list[str] = []
@@ -74,6 +84,8 @@ def parse(value: Any, where: str, counts: Counter) -> Dialogue:
         fld = f"messages[{i}]"
         msg = need_object(raw, where, fld)
         role = msg.get("role")
+        if role in MESSAGE_KEYS:
+            jsonio.check_keys(msg, MESSAGE_KEYS[role], where, fld)
         if role == "user":
             turns.append(User(need(msg, "content", str, where, fld)))
         elif role == "assistant" and msg.get("tool_calls"):
@@ -87,6 +99,9 @@ def parse(value: Any, where: str, counts: Counter) -> Dialogue:
                 before = f"the call {pending_id!r}" if turns and isinstance(turns[-1], Call) else "no call"
                 raise InputError(f"a tool message answers the call right before it; this one answers {answered!r} "
                                  f"and follows {before}", where=where, field=f"{fld}.tool_call_id")
+            if "name" in msg and msg["name"] != turns[-1].name:
+                raise InputError(f"names the tool {msg['name']!r}, but it answers a call of {turns[-1].name!r}",
+                                 where=where, field=f"{fld}.name")
             content = json_string(need(msg, "content", str, where, fld), list, where, f"{fld}.content")
             turns.append(Result(records_of(content, where, f"{fld}.content"), name=turns[-1].name))
         elif role in ("system", "developer"):

@@ -7,7 +7,6 @@ owns the file layout, so that a format is only a mapping between records and `Di
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -15,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from tooltune import jsonio
 from tooltune.errors import InputError
 
 Record = tuple[str, Any]
@@ -38,27 +38,19 @@ def iter_records(path: Path, document_is_record: bool = False) -> Iterator[Recor
         for file in files:
             yield from iter_records(file, document_is_record)
         return
-    text = _read_text(path)
+    data = jsonio.read_bytes(path)
     if path.suffix == ".json":
+        text = jsonio.decode_utf8(data, str(path))
         try:
-            value = json.loads(text)
-        except json.JSONDecodeError as e:
-            if e.msg != "Extra data":  # not several values: a broken document, report it where it broke
-                yield str(path), InputError(f"not valid JSON: {e.msg} (column {e.colno})", where=f"{path}:{e.lineno}")
+            value = jsonio.loads(text, str(path), line=1)
+        except InputError as e:
+            if "extra data" not in e.message:  # not several values: a broken document, report it where it broke
+                yield str(path), e
                 return
         else:
             yield from _document_records(path, value, document_is_record)
             return
-    yield from _jsonl_records(path, text)
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError("no such file", where=str(path)) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read: {e}", where=str(path)) from None
+    yield from _jsonl_records(path, data)
 
 
 def _document_records(path: Path, value: Any, document_is_record: bool) -> Iterator[Record]:
@@ -71,24 +63,26 @@ def _document_records(path: Path, value: Any, document_is_record: bool) -> Itera
             yield f"{path}:[{i}]", item
 
 
-def _jsonl_records(path: Path, text: str) -> Iterator[Record]:
-    # split on "\n" only: str.splitlines() also splits on U+2028, U+0085 and others, which JSON leaves unescaped
-    # inside strings, and would cut such a record in two
-    for lineno, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
+def _jsonl_records(path: Path, data: bytes) -> Iterator[Record]:
+    for lineno, line in jsonio.jsonl_lines(path, data):
+        where = f"{path}:{lineno}"
+        if isinstance(line, InputError):
+            yield where, line
             continue
         try:
-            value = json.loads(line)
-        except json.JSONDecodeError as e:
-            value = InputError(f"not valid JSON: {e.msg} (column {e.colno})", where=f"{path}:{lineno}")
-        yield f"{path}:{lineno}", value
+            value = jsonio.loads(line, where)
+        except InputError as e:
+            value = e
+        yield where, value
 
 
 def read_jsonl(path: str | os.PathLike, text: str | None = None) -> Iterator[Record]:
     """(`path:line`, value) for every non-blank line of a JSON Lines file (or of `text` read from it); a line that
-    is not JSON raises `InputError` there. The one strict JSONL reader (it splits on "\\n" only, see above)."""
+    is not JSON raises `InputError` there. The one strict JSONL reader (it splits on "\\n" only, see
+    `jsonio.jsonl_lines`)."""
     path = Path(path)
-    for where, value in _jsonl_records(path, _read_text(path) if text is None else text):
+    data = jsonio.read_bytes(path) if text is None else text.encode("utf-8", "surrogatepass")
+    for where, value in _jsonl_records(path, data):
         if isinstance(value, InputError):
             raise value
         yield where, value
@@ -106,9 +100,7 @@ def first_record(path: Path) -> Record | None:
         return None
 
 
-def dumps(value: Any, indent: int | None = None) -> str:
-    """JSON as the course writes it: UTF-8 characters kept, Python's float repr (344.0 stays 344.0)."""
-    return json.dumps(value, ensure_ascii=False, indent=indent)
+dumps = jsonio.dumps
 
 
 def write_jsonl_atomic(values: Iterable[Any], path: Path) -> int:
@@ -125,6 +117,8 @@ def write_jsonl_atomic(values: Iterable[Any], path: Path) -> int:
             for value in values:
                 f.write(dumps(value) + "\n")
                 count += 1
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
@@ -133,16 +127,7 @@ def write_jsonl_atomic(values: Iterable[Any], path: Path) -> int:
 
 
 def write_text_atomic(text: str, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    jsonio.atomic_write_text(path, text)
 
 
 def write_dir_atomic(files: Iterable[tuple[str, str]], path: Path) -> int:

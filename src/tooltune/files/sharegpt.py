@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from tooltune import jsonio
 from tooltune.dialogue import HOTEL_TOOL, Assistant, Call, Dialogue, Result, Turn, User
 from tooltune.errors import InputError
 from tooltune.files.fields import build_dialogue, json_string, need, need_object, read_each, records_of, tools_of
@@ -41,6 +42,7 @@ def _call(value: str, where: str, field: str) -> Call:
                              where=where, field=field)
         body = body[0]
     body = need_object(body, where, field)
+    jsonio.check_keys(body, ("name", "arguments"), where, field)
     name = need(body, "name", str, where, field)
     args = body.get("arguments")
     if isinstance(args, str):  # some writers nest the arguments as a JSON string once more
@@ -52,6 +54,7 @@ def _call(value: str, where: str, field: str) -> Call:
 
 def parse(value: Any, where: str, counts: Counter) -> Dialogue:
     obj = need_object(value, where)
+    jsonio.check_keys(obj, ("conversations", "tools", "system"), where)
     if obj.get("system"):
         raise InputError("a system prompt is not supported (tooltune renders its own)", where=where, field="system")
     tools = tools_of(json_string(obj["tools"], list, where, "tools"), where, "tools") if "tools" in obj else ()
@@ -60,6 +63,7 @@ def parse(value: Any, where: str, counts: Counter) -> Dialogue:
     for i, raw in enumerate(need(obj, "conversations", list, where, "")):
         fld = f"conversations[{i}]"
         msg = need_object(raw, where, fld)
+        jsonio.check_keys(msg, ("from", "value"), where, fld)
         role = msg.get("from")
         if role not in ROLES:
             raise InputError(f"unknown 'from' {role!r} (expected one of {', '.join(ROLES)})", where=where,

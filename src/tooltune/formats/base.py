@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
+from tooltune import jsonio
 from tooltune.dialogue import Assistant, Call, Dialogue, Result, Tool, Turn
 from tooltune.errors import InputError
 
@@ -364,11 +365,12 @@ def show(segments: Sequence[Segment], color: bool = False) -> str:
 
 def read_json_object(text: str) -> tuple[dict[str, Any] | None, bool]:
     """The JSON object at the start of `text` (after whitespace): (object, clean). `clean` is False when anything
-    but whitespace follows it; (None, False) when there is no readable object. Never raises."""
+    but whitespace follows it; (None, False) when there is no readable object, or when it holds what no tool argument
+    can (a lone surrogate, `NaN`, an integer of hundreds of digits, nesting past `jsonio.MAX_DEPTH`). Never raises."""
     body = text.lstrip()
     try:
-        obj, end = json.JSONDecoder().raw_decode(body)
-    except (json.JSONDecodeError, RecursionError):
+        obj, end = jsonio.decode(body, "generated text")
+    except InputError:
         return None, False
     if not isinstance(obj, dict):
         return None, False

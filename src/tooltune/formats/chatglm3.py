@@ -25,6 +25,7 @@ import ast
 import re
 from typing import Any, Sequence
 
+from tooltune import jsonio
 from tooltune.dialogue import Assistant, Call, Dialogue, Result, Tool, Turn, User
 from tooltune.formats.base import (BOS, EOS, ChatFormat, ParsedTurn, Piece, Segment, check_prompt_turns, cut_at_stop,
                                    merge, read_json_object, records_json, result_after,
@@ -121,7 +122,8 @@ def call_body(arguments: dict[str, Any]) -> str:
 
 
 def parse_call_body(text: str) -> dict[str, Any] | None:
-    """Arguments of a `tool_call(...)` body (fenced or not); None when it cannot be read. Never raises."""
+    """Arguments of a `tool_call(...)` body (fenced or not); None when it cannot be read or holds anything but JSON
+    values (see `jsonio.json_problem`). Never raises."""
     code = text.strip()
     if code.startswith("```"):
         code = code.split("\n", 1)[1] if "\n" in code else ""
@@ -134,6 +136,8 @@ def parse_call_body(text: str) -> dict[str, Any] | None:
     if not isinstance(call, ast.Call) or call.args or any(k.arg is None for k in call.keywords):
         return None
     try:
-        return {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+        args = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
     except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
         return None
+    # literal_eval also reads sets, bytes, complex numbers, tuples and `...`: no tool argument holds those
+    return None if jsonio.json_problem(args) is not None else args

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from tooltune import jsonio
 from tooltune.dialogue import Dialogue, dialogue_from_seed, dialogue_to_seed, turn_to_seed
 from tooltune.errors import InputError
 from tooltune.files.records import read_jsonl
@@ -93,15 +94,16 @@ def _from_label_studio(task: Any, where: str, sent: dict[int, Dialogue]) -> Anno
     who = ann.get("completed_by")
     annotator = str(who.get("email", who.get("id"))) if isinstance(who, dict) else str(who)
     dialogue, check = sent[line], None
-    for r in ann.get("result") or []:
+    results = ann.get("result") or []
+    if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+        raise InputError("must be a list of objects", where=where, field="annotations.result")
+    for r in results:
         value = r.get("value") or {}
+        if not isinstance(value, dict):
+            raise InputError("must be an object", where=where, field="annotations.result.value")
         if r.get("from_name") == "dialogue" and value.get("text"):
             text = value["text"][0] if isinstance(value["text"], list) else value["text"]
-            try:
-                turns = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise InputError(f"the corrected dialogue is not valid JSON: {e.msg}", where=where,
-                                 field="annotations.result.dialogue") from None
+            turns = jsonio.loads(text, where, "annotations.result.dialogue") if isinstance(text, str) else text
             dialogue = _dialogue(turns, where, "annotations.result.dialogue")
         elif r.get("from_name") == "check":
             check = _check_value((value.get("choices") or [None])[0], where, "annotations.result.check")
@@ -115,13 +117,12 @@ def read_annotations(path: str | Path, sent: Sequence[Dialogue]) -> tuple[list[A
     if not path.is_file():
         raise InputError("file not found", where=str(path))
     by_line = {i + 1: d for i, d in enumerate(sent)}
-    text = path.read_text(encoding="utf-8")
+    text = jsonio.read_text(path)
     out, unannotated = [], 0
     if text.lstrip().startswith("["):
-        try:
-            tasks = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise InputError(f"not valid JSON: {e.msg}", where=str(path)) from None
+        tasks = jsonio.loads(text, str(path), line=1)
+        if not isinstance(tasks, list):
+            raise InputError("a Label Studio export is a JSON list of tasks", where=str(path))
         for i, task in enumerate(tasks):
             a = _from_label_studio(task, f"{path}: task {i + 1}", by_line)
             unannotated += a is None

@@ -17,6 +17,7 @@ from pathlib import Path
 from tooltune.build.split import kfold
 from tooltune.dialogue import Dialogue
 from tooltune.errors import ToolTuneError
+from tooltune.jsonio import atomic_write_text
 from tooltune.loop.balance import slot_keys_category
 from tooltune.train.config import RunConfig, replace
 
@@ -80,8 +81,8 @@ def train_kfold(cfg: RunConfig, k: int, eval_limit: int = 0, seed: int | None = 
     stats = {key: mean_std([r[key] for r in rows]) for key in keys}
     result = {"k": k, "folds": rows, "mean": {key: s[0] for key, s in stats.items()},
               "std": {key: s[1] for key, s in stats.items()}, "eval_limit": eval_limit}
-    (out / "kfold.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
-    (out / "kfold.md").write_text(kfold_table(result), encoding="utf-8")
+    atomic_write_text(out / "kfold.json", json.dumps(result, indent=1))
+    atomic_write_text(out / "kfold.md", kfold_table(result))
     return result
 
 

@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from tooltune import paths
+from tooltune import jsonio, paths
 from tooltune.errors import InputError
+from tooltune.files.records import read_jsonl
 from tooltune.hotels import load_hotels
 
 # Shorter utterances ("好的，谢谢。") recur across dialogues and identify none of them.
@@ -72,21 +73,14 @@ def _one_line(text: str) -> str:
 def _read_json(path: Path):
     if not path.is_file():
         raise InputError("missing data file (see `tooltune data fetch`)", where=str(path))
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise InputError(f"not valid JSON: {e.msg}", where=f"{path}:{e.lineno}") from None
+    return jsonio.read_json(path)
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
     if not path.is_file():
         raise InputError("missing data file (see `tooltune data fetch`)", where=str(path))
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                yield number, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"not valid JSON: {e.msg}", where=f"{path}:{number}") from None
+    for where, value in read_jsonl(path):
+        yield int(where.rsplit(":", 1)[1]), value
 
 
 def _chatglm3_parts(conversations: list[dict]) -> tuple[list[str], list[str]]:
@@ -99,7 +93,7 @@ def _chatglm3_parts(conversations: list[dict]) -> tuple[list[str], list[str]]:
             # The course wrote the arguments as a Python repr; JSON is what the chat formats render.
             try:
                 other.append(json.dumps(ast.literal_eval(turn["parameters"]), ensure_ascii=False))
-            except (ValueError, SyntaxError):
+            except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError):
                 other.append(str(turn["parameters"]))
     return utterances, other
 
@@ -168,7 +162,11 @@ def _crosswoz(root: Path):
             continue
         with zipfile.ZipFile(path) as archive:
             for member in archive.namelist():
-                for key, dialogue in json.loads(archive.read(member)).items():
+                where = f"{path}!{member}"
+                content = jsonio.loads(jsonio.decode_utf8(archive.read(member), where), where, line=1)
+                if not isinstance(content, dict):
+                    raise InputError("expected CrossWOZ's object of dialogues by id", where=where)
+                for key, dialogue in content.items():
                     where = f"{path}#{key}"
                     yield ("crosswoz", where, *_parts(where, lambda d: _messages(d["messages"]), dialogue))
 
@@ -238,7 +236,7 @@ def write_corpus(documents: list[Document], out: str | Path) -> Path:
     """One document per line (UTF-8), the form `tooltune pretrain model` reads."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("".join(d.text + "\n" for d in documents), encoding="utf-8")
+    jsonio.atomic_write_text(out, "".join(d.text + "\n" for d in documents))
     return out
 
 

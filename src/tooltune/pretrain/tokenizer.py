@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterable
 
 from tooltune.errors import ToolTuneError
+from tooltune.jsonio import staged_directory
 
 ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|observation|>")
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
@@ -61,6 +62,6 @@ def train_tokenizer(texts: Iterable[str], config: TokenizerConfig = TokenizerCon
 def save_tokenizer(tokenizer, out: str | Path) -> Path:
     """Save as a folder that `AutoTokenizer.from_pretrained(out)` loads."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    tokenizer.save_pretrained(out)
+    with staged_directory(out) as staging:  # no half-saved tokenizer folder for a later step to load
+        tokenizer.save_pretrained(staging)
     return out

@@ -7,16 +7,23 @@ checkpoint of a 7B LoRA run is small. FSDP and DeepSpeed shard the optimizer; th
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
+import shutil
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from accelerate.utils import DistributedType
 
-from tooltune.errors import ToolTuneError
+from tooltune.errors import InputError, ToolTuneError
+from tooltune.jsonio import atomic_write_text, read_json
 
 SHARDED = (DistributedType.FSDP, DistributedType.DEEPSPEED)
+PROGRESS = "progress.json"
+"""Written last: a checkpoint without a readable one is not complete."""
 
 
 def _rng_state() -> dict:
@@ -51,26 +58,61 @@ def _adalora_state(model) -> dict:
 
 
 def save(directory: Path, accelerator, model, optimizer, scheduler, progress: dict) -> None:
-    """Write checkpoint `directory` (every process writes its RNG state; the main process the rest)."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write checkpoint `directory` (every process writes its RNG state; the main process the rest), atomically:
+    everything goes to a temporary directory beside it, `progress.json` last, renamed to `directory` once every
+    process has written. A kill midway leaves the temporary directory, which `latest` never picks."""
+    tmp = directory.with_name(f".{directory.name}.tmp")
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)  # left by a save that was killed
+        tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     if accelerator.distributed_type in SHARDED:
-        accelerator.save_state(str(directory / "accelerate"))
-    torch.save(_rng_state(), directory / f"rng-{accelerator.process_index}.pt")
+        accelerator.save_state(str(tmp / "accelerate"))
+    torch.save(_rng_state(), tmp / f"rng-{accelerator.process_index}.pt")
     if accelerator.is_main_process:
         if accelerator.distributed_type not in SHARDED:
             trainable = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
-            torch.save(trainable, directory / "trainable.pt")
-            torch.save(optimizer.state_dict(), directory / "optimizer.pt")
-        torch.save({"scheduler": scheduler.state_dict(), "adalora": _adalora_state(model)}, directory / "state.pt")
-        (directory / "progress.json").write_text(json.dumps(progress, indent=1), encoding="utf-8")
+            torch.save(trainable, tmp / "trainable.pt")
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save({"scheduler": scheduler.state_dict(), "adalora": _adalora_state(model)}, tmp / "state.pt")
+        atomic_write_text(tmp / PROGRESS, json.dumps(progress, indent=1))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if directory.exists():  # the same step saved again (a resumed run): the new one replaces it whole
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
     accelerator.wait_for_everyone()
 
 
-def latest(run_dir: Path) -> Path | None:
-    steps = [(int(m.group(1)), p) for p in (run_dir / "checkpoints").glob("step-*")
-             if (m := re.fullmatch(r"step-(\d+)", p.name)) and (p / "progress.json").is_file()]
-    return max(steps)[1] if steps else None
+def incomplete(directory: Path) -> str | None:
+    """Why checkpoint `directory` cannot be resumed from (a file missing, `progress.json` unreadable); None when
+    it is complete."""
+    if not (directory / PROGRESS).is_file():
+        return f"no {PROGRESS}"
+    try:
+        progress = read_json(directory / PROGRESS)
+    except InputError as e:
+        return f"{PROGRESS} is unreadable ({e.message})"
+    if not isinstance(progress, dict) or not isinstance(progress.get("step"), int):
+        return f"{PROGRESS} holds no step"
+    sharded = (directory / "accelerate").is_dir()
+    needed = ["state.pt"] + (["accelerate"] if sharded else ["trainable.pt", "optimizer.pt"])
+    missing = [name for name in needed if not (directory / name).exists()]
+    return f"missing {', '.join(missing)}" if missing else None
+
+
+def latest(run_dir: Path, say: Callable[[str], None] | None = None) -> Path | None:
+    """The newest complete checkpoint of `run_dir`, or None. A newer one that is not complete (written by a version
+    that did not write atomically, or damaged since) is skipped, and `say` (default: print to stderr) says so."""
+    say = say or (lambda message: print(message, file=sys.stderr))
+    steps = sorted(((int(m.group(1)), p) for p in (run_dir / "checkpoints").glob("step-*")
+                    if (m := re.fullmatch(r"step-(\d+)", p.name)) and p.is_dir()), reverse=True)
+    for _, path in steps:
+        why = incomplete(path)
+        if why is None:
+            return path
+        say(f"tooltune train: skipping checkpoint {path}: not complete ({why}); using an earlier one")
+    return None
 
 
 def load(directory: Path, accelerator, model, optimizer, scheduler) -> dict:
@@ -99,4 +141,4 @@ def load(directory: Path, accelerator, model, optimizer, scheduler) -> dict:
         raise ToolTuneError(f"checkpoint {directory} has no RNG state for process {accelerator.process_index}: "
                             f"resume with the same number of processes")
     _set_rng_state(torch.load(rng, weights_only=False))
-    return json.loads((directory / "progress.json").read_text(encoding="utf-8"))
+    return read_json(directory / PROGRESS)

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from tooltune.errors import ToolTuneError
+from tooltune.jsonio import staged_directory
 from tooltune.train.methods import METHODS
 
 
@@ -46,12 +47,12 @@ def merge(run_dir: str | Path, out: str | Path, base_path: str | None = None) ->
     else:
         from peft import PeftModel
         model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), run_dir).merge_and_unload()
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(run_dir).save_pretrained(out)
-    info = run_dir / "run.json"
-    if info.is_file():
-        shutil.copy(info, out / "tooltune_run.json")
-    (out / "tooltune_export.json").write_text(json.dumps({"merged_from": str(run_dir), "base": base,
-                                                          "method": method}, indent=1), encoding="utf-8")
+    with staged_directory(out) as staging:  # each file renamed into `out` once all are written
+        model.save_pretrained(staging)
+        AutoTokenizer.from_pretrained(run_dir).save_pretrained(staging)
+        info = run_dir / "run.json"
+        if info.is_file():
+            shutil.copy(info, staging / "tooltune_run.json")
+        (staging / "tooltune_export.json").write_text(json.dumps({"merged_from": str(run_dir), "base": base,
+                                                                  "method": method}, indent=1), encoding="utf-8")
     return out
