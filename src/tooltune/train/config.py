@@ -311,7 +311,8 @@ def config_to_dict(cfg: Any) -> dict:
 
 
 def dump_config(cfg: RunConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True), encoding="utf-8")
+    from tooltune.jsonio import atomic_write_text
+    atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True))
 
 
 def replace(cfg: RunConfig, **sections: dict) -> RunConfig:

@@ -20,6 +20,7 @@ from accelerate import Accelerator, DistributedType
 from accelerate.utils import parse_flag_from_env, set_seed
 
 from tooltune.errors import ToolTuneError
+from tooltune.jsonio import atomic_write_text, staged_directory
 from tooltune.train import checkpoint, methods
 from tooltune.train.config import RunConfig, dump_config
 from tooltune.train.data import IGNORE, Example, batch_order, collate
@@ -283,7 +284,7 @@ def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: li
                           f"served from it, {bottom.misses} computed")
     summary.update(_finish(accelerator, loss_module, model, tokenizer, dev, run_dir, prog, stopped_early))
     if accelerator.is_main_process:
-        (run_dir / "run.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False), encoding="utf-8")
+        atomic_write_text(run_dir / "run.json", json.dumps(summary, indent=1, ensure_ascii=False))
     accelerator.wait_for_everyone()
     return TrainResult(summary, model)
 
@@ -422,9 +423,10 @@ def _save_model(accelerator, loss_module, model, tokenizer, run_dir: Path) -> No
         # Only the engine (the prepared TokenLoss) can gather ZeRO-3 partitions; its keys start with "model.".
         gathered = accelerator.get_state_dict(loss_module)
         state_dict = {k.removeprefix("model."): v for k, v in gathered.items()}
-    if accelerator.is_main_process:
-        accelerator.unwrap_model(model).save_pretrained(run_dir, state_dict=state_dict)
-        tokenizer.save_pretrained(run_dir)
+    if accelerator.is_main_process:  # staged, then moved in: a kill never leaves half an adapter
+        with staged_directory(run_dir) as staging:
+            accelerator.unwrap_model(model).save_pretrained(staging, state_dict=state_dict)
+            tokenizer.save_pretrained(staging)
     accelerator.wait_for_everyone()
 
 
@@ -444,8 +446,7 @@ def _finish(accelerator, loss_module, model, tokenizer, dev, run_dir: Path, prog
 
 
 def _write_log(run_dir: Path, history: list) -> None:
-    with (run_dir / "log.jsonl").open("w", encoding="utf-8") as f:
-        f.writelines(json.dumps(e) + "\n" for e in history)
+    atomic_write_text(run_dir / "log.jsonl", "".join(json.dumps(e) + "\n" for e in history))
 
 
 def _progress_bar(accelerator, total: int, initial: int):
