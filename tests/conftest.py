@@ -9,6 +9,8 @@ import pytest
 
 from tooltune import paths
 
+pytest_plugins = ["ci_skips"]  # in CI, a skip fails unless tests/ci_skips.py allows it (with why)
+
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:

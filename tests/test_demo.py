@@ -17,6 +17,7 @@ from tooltune.demo import (
     table,
 )
 from tooltune.train.config import RunConfig, _build, load_config
+from vocab_support import outside, record_generation, rendered_ids, run_vocabulary
 
 # A tiny GPT-2 on a small corpus, two steps of each training, three test units; the rules row is tested apart.
 TINY = Budget(build_limit=5, corpus_documents=150, vocab_size=300, n_layer=2, n_embd=32, n_head=2, context=1280,
@@ -50,7 +51,8 @@ def test_demo_end_to_end_then_resumes(tmp_path, data_root):
     assert table(out / "eval", None) in "\n".join(again)
 
 
-def test_demo_on_a_local_model_folder_trains_lora_and_evaluates_with_the_domain_vocabulary(tmp_path, data_root):
+def test_demo_on_a_local_model_folder_trains_lora_and_evaluates_with_the_domain_vocabulary(tmp_path, data_root,
+                                                                                           monkeypatch):
     """The PyPI-base path (what `--base gemma3-270m` does after preparing the model), on a tiny local model."""
     from dataclasses import replace
 
@@ -58,6 +60,7 @@ def test_demo_on_a_local_model_folder_trains_lora_and_evaluates_with_the_domain_
 
     base = save_tiny_model(tmp_path / "tiny", vocab_size=300)
     out = tmp_path / "demo"
+    generated = record_generation(monkeypatch)
     run = run_demo(DemoConfig(out=out, data_dir=str(data_root), base=str(base),
                               budget=replace(TINY, domain_vocab=True)), say=lambda s: None)
     assert (out / "base" / "tiny").resolve() == base.resolve()
@@ -66,6 +69,10 @@ def test_demo_on_a_local_model_folder_trains_lora_and_evaluates_with_the_domain_
     metrics = json.loads((out / "eval" / "metrics.json").read_text(encoding="utf-8"))
     assert (metrics["model"], metrics["method"], metrics["units"]) == ("tiny", "lora", TINY.eval_limit)
     assert metrics["output_vocab"].endswith("ids of the training data + the prompt's")
+    # Generated: only ids of the run's training file, of the row's own prompt, or eos (see vocab_support).
+    allowed, tok = run_vocabulary(run)
+    assert len(generated) == TINY.eval_limit and any(new for _, new in generated)
+    assert not any(outside(generated, allowed | {tok.eos_token_id}))
 
 
 def test_an_interrupted_stage_is_redone_and_a_foreign_folder_refused(tmp_path, data_root, monkeypatch):
@@ -126,7 +133,8 @@ def test_cli_refuses_bad_numbers(tmp_path, argv, capsys):
     assert "must be a positive number" in capsys.readouterr().err
 
 
-def test_an_untrained_model_folder_is_evaluated_with_the_vocabulary_of_a_given_training_file(tmp_path, data_root):
+def test_an_untrained_model_folder_is_evaluated_with_the_vocabulary_of_a_given_training_file(tmp_path, data_root,
+                                                                                          monkeypatch):
     """The lecture's native row (bench/quality.py): a plain model has no run to take its domain vocabulary from."""
     from dataclasses import replace
 
@@ -140,7 +148,17 @@ def test_an_untrained_model_folder_is_evaluated_with_the_vocabulary_of_a_given_t
     budget = replace(TINY, domain_vocab=True, eval_limit=2)
     with pytest.raises(InputError, match="data.train"):
         evaluate(base, split / "test.chatglm3.jsonl", tmp_path / "none", budget, str(data_root), format="llama2")
+    generated = record_generation(monkeypatch)
     metrics = evaluate(base, split / "test.chatglm3.jsonl", tmp_path / "native", budget, str(data_root),
                        format="llama2", observation="compact", train_file=split / "train.chatglm3.jsonl")
     assert metrics["units"] == 2 and metrics["output_vocab"].endswith("ids of the training data + the prompt's")
     assert len((tmp_path / "native" / "predictions.jsonl").read_text(encoding="utf-8").splitlines()) == 2
+    # Generated: only ids of the given training file (rendered as evaluated: llama2, compact), the prompt's, or eos.
+    from transformers import AutoTokenizer
+
+    from tooltune.files import read_dialogues
+
+    tok = AutoTokenizer.from_pretrained(base)
+    allowed = rendered_ids(read_dialogues(split / "train.chatglm3.jsonl"), tok, "llama2", "compact")
+    assert len(generated) == 2 and any(new for _, new in generated)
+    assert not any(outside(generated, allowed | {tok.eos_token_id}))

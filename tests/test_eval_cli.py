@@ -133,3 +133,44 @@ def test_an_output_holding_a_lone_surrogate_is_still_written(tmp_path, few_dialo
     rows = read_predictions(out / "predictions.jsonl")
     assert len(rows) == 3 and any(r.raw.endswith("\ufffd") for r in rows)
     assert json.loads((out / "metrics.json").read_text(encoding="utf-8"))["invalid_characters_replaced"] >= 1
+
+
+def test_eval_scores_scripted_predictions_to_hand_worked_values(tmp_path, few_dialogues, monkeypatch):
+    """The model is replaced by a script: every call is the gold call plus one wrong slot, every reply the gold
+    reply. By the course's definitions, slot recall is then 100, precision G / (G + calls) with G the gold slots
+    (a list element is one slot), and each reply's character BLEU-4 is 100."""
+    from tooltune.dialogue import Assistant, Call
+    from tooltune.evaluate.units import eval_units
+    from tooltune.formats import ParsedTurn
+    from tooltune.inference import Generator, Prediction
+
+    units = eval_units(read_dialogues(few_dialogues), split="few")
+    calls = [u.gold for u in units if isinstance(u.gold, Call)]
+    replies = [u.gold for u in units if isinstance(u.gold, Assistant)]
+    assert calls and replies and all(len(r.content.strip()) >= 4 for r in replies)
+    assert all("price_range_upper" not in c.arguments for c in calls)
+
+    def scripted(self, histories, tools=None, progress=False, skip=(), on_batch=None):
+        assert not skip
+        out = []
+        assert len(histories) == len(units)
+        for history, unit in zip(histories, units):
+            assert tuple(history) == unit.history
+            gold = unit.gold
+            turn = Call({**gold.arguments, "price_range_upper": 1.0}) if isinstance(gold, Call) else gold
+            out.append(Prediction(ParsedTurn(turn), "scripted", 1))
+        if on_batch is not None:  # eval writes its rows as batches end
+            on_batch(list(range(len(out))), out)
+        return out
+
+    monkeypatch.setattr(Generator, "predict", scripted)
+    model_dir = save_tiny_model(tmp_path / "tiny", vocab_size=300)
+    assert main(["eval", str(model_dir), "--format", "llama2", "--data", str(few_dialogues), "--out",
+                 str(tmp_path / "scripted"), "--no-task-success"]) == 0
+    metrics = _check_outputs(tmp_path / "scripted", len(units))["metrics"]
+    gold_slots = sum(len(v) if isinstance(v, list) else 1 for c in calls for v in c.arguments.values())
+    precision = 100 * gold_slots / (gold_slots + len(calls))
+    assert metrics["slot_r"] == pytest.approx(100.0)
+    assert metrics["slot_p"] == pytest.approx(precision)
+    assert metrics["slot_f1"] == pytest.approx(2 * precision * 100 / (precision + 100))
+    assert metrics["bleu4"] == pytest.approx(100.0)

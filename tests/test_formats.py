@@ -64,18 +64,49 @@ def test_golden(golden, fmt, template, policy, dialogues, bpe, update_golden):
     parts.append(f"##### prompt after the first user turn of tiny\n{show(chat.prompt(tiny_dialogue().turns[:1], ()))}")
     text = "\n".join(parts) + "\n"
     path = GOLDEN / f"{golden}.{policy}.txt"
-    if update_golden:
+    if update_golden:  # a rewrite is never a pass: the run fails, and the diff is reviewed before committing
         path.parent.mkdir(parents=True, exist_ok=True)
+        changed = not path.exists() or path.read_text(encoding="utf-8") != text
         path.write_text(text, encoding="utf-8")
+        pytest.fail(f"--update-golden wrote {path} ({'changed' if changed else 'unchanged'}): review `git diff "
+                    f"tests/golden`, then run the tests without --update-golden")
     assert path.exists(), f"{path} missing: run `pytest --update-golden` and review it"
     assert text == path.read_text(encoding="utf-8"), f"{path} differs: review, then `pytest --update-golden`"
 
 
-def test_show_marks_only_trained_spans_and_colours_on_request():
-    samples = FORMATS["llama2"].render(tiny_dialogue(), policy="last")
-    marked = show(samples[0])
-    assert marked.count("[[") == 1 and "[[assistant: 不客气。" in marked
-    assert "\x1b[1;32m" in show(samples[0], color=True) and "[[" not in show(samples[0], color=True)
+# ---- anchors: one course sample per format, its rendering written by hand -------------------------------------
+
+ANCHORS = GOLDEN / "anchors"
+
+
+def course_record(data_root: Path) -> tuple[Dialogue, list]:
+    """The course's first test turn sample (test.llama2.jsonl line 1: a user turn, then the search to predict) as a
+    dialogue, and the tools of the course's test.chatglm3.jsonl (line 1) as the file holds them."""
+    split = data_root / "hotel/v3_chatglm3_llama2"
+    record = json.loads((split / "test.llama2.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    [user], response = json.loads(record["context"]), json.loads(record["response"])
+    assert user["role"] == "user" and response["role"] == "search"
+    tools = json.loads(json.loads((split / "test.chatglm3.jsonl").read_text(encoding="utf-8").splitlines()[0])["tools"][0])
+    return Dialogue((User(user["content"]), Call(response["arguments"]))), tools
+
+
+def hand_written(name: str, tools: list) -> str:
+    """An anchor file's text: its `# ` header lines (where it comes from) left out, `{COURSE_TOOLS}` replaced by the
+    course file's tools as JSON with indent 4, and the file's final newline left out."""
+    lines = (ANCHORS / f"{name}.txt").read_text(encoding="utf-8").splitlines(keepends=True)
+    text = "".join(line for line in lines if not line.startswith("# ")).removesuffix("\n")
+    return text.replace("{COURSE_TOOLS}", json.dumps(tools, indent=4, ensure_ascii=False))
+
+
+@pytest.mark.parametrize("golden,fmt,template", [v for v in VARIANTS if v[0] != "chat_template_gemma"])
+def test_a_course_sample_renders_as_written_by_hand(golden, fmt, template, data_root, bpe):
+    chat, _ = fmt_for(fmt, template, bpe)
+    dialogue, tools = course_record(data_root)
+    if fmt != "chatglm3":  # only ChatGLM3's system message is the course's own; the others are shown without tools
+        dialogue = Dialogue(dialogue.turns, tools=())
+    assert [t.to_dict() for t in dialogue.tools] == tools[:len(dialogue.tools)]
+    [sample] = chat.render(dialogue, policy="last")
+    assert show(sample) == hand_written(golden, tools)
 
 
 # ---- round trips -----------------------------------------------------------------------------------------------
@@ -188,6 +219,34 @@ def make_tokenizer(kind: str, bpe, llama_tok):
     return copy.deepcopy(bpe if kind == "byte_bpe" else llama_tok)
 
 
+def trained_runs(ex) -> list[list[int]]:
+    """The maximal runs of consecutive trained positions, as their input ids."""
+    runs: list[list[int]] = []
+    for k, (i, label) in enumerate(zip(ex.input_ids, ex.labels)):
+        if label == IGNORE_INDEX:
+            continue
+        if k and ex.labels[k - 1] != IGNORE_INDEX:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs
+
+
+def trainable_text_runs(sample, tok) -> list[str]:
+    """The maximal runs of consecutive trainable (non-empty) segments, as text (the EOS placeholder: eos's text)."""
+    runs: list[str] = []
+    previous = False
+    for seg in (s for s in sample if s.text):
+        if seg.trainable:
+            text = getattr(tok, "eos_token", EOS) if seg.text == EOS else seg.text
+            if previous:
+                runs[-1] += text
+            else:
+                runs.append(text)
+        previous = seg.trainable
+    return runs
+
+
 # chat templates carry their own special tokens: checked on the byte-level tokenizer only
 @pytest.mark.parametrize("golden,fmt,template,kind", [v + (k,) for v in VARIANTS for k in TOKENIZERS
                                                       if v[2] is None or k == "byte_bpe"])
@@ -200,9 +259,15 @@ def test_labels_cover_exactly_the_trainable_spans(golden, fmt, template, kind, d
             for sample in chat.render(dialogue, policy=policy):
                 ex = encode(sample, tok)
                 per_segment = segment_ids(tok, sample)
-                expected = [i if seg.trainable else IGNORE_INDEX for seg, ids in zip(sample, per_segment) for i in ids]
-                assert ex.labels == expected and len(ex.input_ids) == len(ex.labels)
-                assert ex.trained_tokens == sum(len(ids) for seg, ids in zip(sample, per_segment) if seg.trainable) > 0
+                # Without segment_ids: a label is its input id or ignored, and each run of trained positions decodes
+                # to a run of trainable segments' text (so no trained span starts, ends or breaks off elsewhere).
+                assert len(ex.input_ids) == len(ex.labels)
+                assert all(label in (IGNORE_INDEX, i) for i, label in zip(ex.input_ids, ex.labels))
+                assert ex.trained_tokens == sum(label != IGNORE_INDEX for label in ex.labels) > 0
+                id_runs, text_runs = trained_runs(ex), trainable_text_runs(sample, tok)
+                assert len(id_runs) == len(text_runs)
+                if kind != "chatglm3_like":
+                    assert [tok.decode(r, skip_special_tokens=False) for r in id_runs] == text_runs
                 for seg, ids in zip(sample, per_segment):  # each special token is exactly one id
                     if seg.special and seg.text != BOS:
                         assert len(ids) == 1
@@ -376,3 +441,13 @@ def test_chat_template_without_system_role_puts_tools_in_the_first_user_turn(bpe
     assert "[[<tool_call>{\"name\": \"search_hotels\"" in show(sample)
     call = tiny_dialogue().turns[1]
     assert chat.parse(generated_text(chat, Dialogue(tiny_dialogue().turns[:2]))).turn == call
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("assistant: 好的，已为您找到。\n\n[Round 2]\n\nuser: 谢谢", Assistant("好的，已为您找到。")),
+    ('search:\n{\n    "type": "经济型"\n}\n\n[Round 1]\n\nreturn:\n[]', Call({"type": "经济型"})),
+])
+def test_llama2_reads_a_turn_up_to_the_next_round(text, expected):
+    """A model that runs on writes the next round; the turn ends at "\\n\\n[Round" (values written here by hand)."""
+    parsed = FORMATS["llama2"].parse(text)
+    assert parsed.turn == expected and not parsed.malformed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -41,7 +42,16 @@ def test_show_with_a_local_tokenizer_counts_tokens(seed_file, tmp_path, capsys):
     tok.save_pretrained(tmp_path / "tok")
     assert main(["data", "show", str(seed_file), "--format", "chat_template", "--tokenizer", str(tmp_path / "tok")]) == 0
     out = capsys.readouterr().out
-    assert "tokens" in out and "trained" in out and "[[<tool_call>" in out
+    assert "[[<tool_call>" in out
+    # The counts, against the tokenizer's own calls on each rendered segment (a special token is one id).
+    from tooltune.formats import FORMATS
+
+    fmt = FORMATS["chat_template"].for_tokenizer(tok)
+    [sample] = fmt.render(tiny_dialogue())
+    lengths = [1 if seg.special else len(tok(seg.text, add_special_tokens=False)["input_ids"]) for seg in sample]
+    total, trained = sum(lengths), sum(n for n, seg in zip(lengths, sample) if seg.trainable)
+    assert 0 < trained < total
+    assert re.search(r", (\d+) tokens, (\d+) trained\)", out).groups() == (str(total), str(trained))
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from bot_support import tiny_llama, tokenizer_for
 from formats_support import tiny_dialogue
+from vocab_support import outside, record_generation, rendered_ids, run_vocabulary
 
 from tooltune.cli import main
 from tooltune.formats import encode
@@ -145,13 +146,17 @@ def test_domain_vocab_holds_every_id_of_the_rendered_dialogues():
     fmt, tok = tokenizer_for("llama2")
     dialogue = tiny_dialogue()
     vocab = domain_vocab([dialogue], tok, fmt, "compact")
-    expected = set()
-    for sample in fmt.render(dialogue, observation="compact"):
-        expected.update(encode(sample, tok).input_ids)
-    assert vocab == expected and len(vocab) < len(tok)
+    assert vocab == rendered_ids([dialogue], tok, "llama2", "compact") and len(vocab) < len(tok)
+    # By hand: the words of the dialogue are in, a word the tokenizer knows from elsewhere is not, and compact
+    # results leave out the fields the model does not use (hotel_id, phone).
+    ids = lambda text: set(tok(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    assert ids("豪华型") <= vocab and ids("推荐甲酒店。") <= vocab and tok.eos_token_id in vocab
+    assert not ids("北京") <= vocab and not ids("评分") <= vocab
+    assert ids("hotel_id") - domain_vocab([dialogue], tok, fmt, "compact") and ids("hotel_id") <= domain_vocab(
+        [dialogue], tok, fmt, "full")
 
 
-def test_eval_with_domain_vocab(tmp_path, course_dir):
+def test_eval_with_domain_vocab(tmp_path, course_dir, monkeypatch):
     from tooltune.files import read_dialogues, write_dialogues
     from tooltune.train.tiny import save_tiny_model
 
@@ -163,11 +168,22 @@ def test_eval_with_domain_vocab(tmp_path, course_dir):
                  "model.dtype=float32", "train.mixed_precision=no", "data.format=llama2", f"data.train={data}",
                  "data.dev=", "data.max_length=1024", "train.max_steps=1", "train.batch_size=2", "train.grad_accum=1",
                  "train.eval_every=0", "train.save_every=0", "train.warmup_steps=0", f"train.out={run}"]) == 0
+    generated = record_generation(monkeypatch)
+    rows = {}
     for flag, name in (([], "whole"), (["--domain-vocab"], "domain")):
+        generated.clear()
         assert main(["eval", str(run), "--data", str(data), "--out", str(tmp_path / name), "--limit", "4",
                      "--max-new-tokens", "8", "--no-task-success", *flag]) == 0
+        rows[name] = list(generated)
     whole, domain = (json.loads((tmp_path / n / "metrics.json").read_text(encoding="utf-8")) for n in ("whole", "domain"))
     assert whole["output_vocab"] == "all" and str(data) in domain["output_vocab"]
+    # What was generated: with --domain-vocab only ids of the training file, of the row's prompt, or eos; the whole
+    # vocabulary (the same model and prompts) does write other ids, so the restriction is what kept them out.
+    allowed, tok = run_vocabulary(run)
+    allowed.add(tok.eos_token_id)
+    assert len(rows["whole"]) == len(rows["domain"]) == 4
+    assert any(outside(rows["whole"], allowed)) and not any(outside(rows["domain"], allowed))
+    assert any(new for _, new in rows["domain"])
 
 
 def test_domain_vocab_needs_the_runs_training_data(tmp_path, capsys):

@@ -211,12 +211,41 @@ def test_concurrent_requests_are_served_one_generation_at_a_time(url, switch):
     assert results == {i: f"回答{i}" for i in range(12)} and overlap.calls == 12 and overlap.most == 1
 
 
+def _greedy_by_hand(model, tok, prompt: list[int], steps: int) -> str:
+    """Greedy decoding written out (no `generate`, no KV cache): argmax of the last position, never <pad>, up to eos."""
+    import torch
+
+    new: list[int] = []
+    with torch.no_grad():
+        for _ in range(steps):
+            logits = model(torch.tensor([prompt + new])).logits[0, -1]
+            if tok.pad_token_id is not None and tok.pad_token_id != tok.eos_token_id:
+                logits[tok.pad_token_id] = float("-inf")
+            token = int(logits.argmax())
+            if token == tok.eos_token_id:
+                break
+            new.append(token)
+    return tok.decode(new)
+
+
 def test_a_real_tiny_model_behind_the_server(db):
-    with LiveServer(create_app(real_tiny_policy("llama2", max_new_tokens=6), db)) as u:
+    """The server answers with what the model writes: the same turn as greedy decoding by hand on the same prompt."""
+    from tooltune.formats import FORMATS
+
+    policy = real_tiny_policy("llama2", max_new_tokens=6)
+    with LiveServer(create_app(policy, db)) as u:
         r = client(u).chat.completions.create(model="tiny-llama", messages=ASK, tools=TOOLS)
     choice = r.choices[0]
-    assert choice.finish_reason in ("stop", "tool_calls")
-    assert (choice.message.content is not None) != bool(choice.message.tool_calls)
+    gen = policy.generator
+    text = _greedy_by_hand(gen.model, gen.tokenizer, gen.prompt_ids([User(ASK[0]["content"])], (HOTEL_TOOL,)), 6)
+    turn = FORMATS["llama2"].parse(text.split("\n\n[Round")[0]).turn
+    assert text  # the untrained model does write something in 6 tokens
+    if isinstance(turn, Call):
+        assert choice.finish_reason == "tool_calls" and choice.message.content is None
+        assert json.loads(choice.message.tool_calls[0].function.arguments) == turn.arguments
+    else:
+        assert choice.finish_reason == "stop" and not choice.message.tool_calls
+        assert choice.message.content == turn.content
 
 
 def test_binding_beyond_localhost_needs_a_key():

@@ -4,6 +4,7 @@ and gradient accumulation normalises by the trained tokens of the whole optimize
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -96,16 +97,17 @@ def test_accumulated_step_is_sum_over_tokens_not_mean_of_means():
     assert abs(float(sum(means) / 2) - float(expected)) > 1e-3
 
 
+class ScaledHead(type(tiny_llama(VOCAB))):  # like Cohere's logit_scale: forward scales what the head gives
+    def forward(self, *args, **kwargs):
+        out = super().forward(*args, **kwargs)
+        out.logits = out.logits * 3.0
+        if out.loss is not None:
+            raise AssertionError("the check computes the loss itself")
+        return out
+
+
 def test_a_model_whose_head_does_more_falls_back_to_the_plain_path():
     from tooltune.train.loss import fast_path_agrees
-
-    class ScaledHead(type(tiny_llama(VOCAB))):  # like Cohere's logit_scale: forward scales what the head gives
-        def forward(self, *args, **kwargs):
-            out = super().forward(*args, **kwargs)
-            out.logits = out.logits * 3.0
-            if out.loss is not None:
-                raise AssertionError("the check computes the loss itself")
-            return out
 
     plain_model = tiny_llama(VOCAB)
     scaled = ScaledHead(plain_model.config)
@@ -114,3 +116,53 @@ def test_a_model_whose_head_does_more_falls_back_to_the_plain_path():
     assert fast_path_agrees(TokenLoss(plain_model, plain=False), batch)[0]
     ok, fast, plain = fast_path_agrees(TokenLoss(scaled, plain=False), batch)
     assert not ok and abs(fast - plain) > 1e-2
+
+
+def _first_step_loss(model, tmp_path, examples):
+    """Train `model` (method full) one step on all of `examples` at once; returns (logged loss, summary)."""
+    import json
+
+    from tooltune.train.config import config_from_dict
+    from tooltune.train.loop import run_training
+    from tooltune.train.tiny import tiny_tokenizer
+
+    cfg = config_from_dict({"model": {"path": "unused"}, "method": {"name": "full"},
+                            "train": {"out": str(tmp_path), "max_steps": 1, "batch_size": len(examples),
+                                      "grad_accum": 1, "lr": 1e-3, "warmup_steps": 0, "save_every": 0,
+                                      "eval_every": 0, "seed": 0}})
+    result = run_training(cfg, model, tiny_tokenizer(), examples, [])
+    [entry] = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    return entry["loss"], result.summary
+
+
+def _hand_loss(logits, batch):
+    """Cross-entropy of the shifted labels, averaged over trained tokens, written out here."""
+    targets = batch["labels"][:, 1:]
+    logp = torch.log_softmax(logits[:, :-1].double(), dim=-1)
+    keep = targets != -100
+    picked = logp.gather(-1, targets.clamp(min=0)[..., None])[..., 0]
+    return float(-(picked * keep).sum() / keep.sum())
+
+
+def test_training_a_model_whose_head_does_more_runs_the_plain_path(tmp_path):
+    """The fallback in a real run: loss_path says so, and the logged loss is the scaled model's own loss (the
+    trained-positions path, which skips the scaling, would give the unscaled one)."""
+    examples = synthetic_examples(4, VOCAB, seed=3, min_len=6, max_len=20)
+    batch = collate(examples, 0)
+    plain_model = tiny_llama(VOCAB)
+    scaled = ScaledHead(plain_model.config)
+    scaled.load_state_dict(plain_model.state_dict())
+    with torch.no_grad():
+        want_plain = _hand_loss(plain_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch)
+        want_scaled = _hand_loss(scaled(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch)
+    assert abs(want_scaled - want_plain) > 0.1  # the two paths are told apart
+
+    loss, summary = _first_step_loss(plain_model, tmp_path / "plain", examples)
+    assert summary["loss_path"] == "trained positions only"
+    assert loss == pytest.approx(want_plain, abs=1e-5)
+
+    loss, summary = _first_step_loss(scaled, tmp_path / "scaled", examples)
+    assert summary["loss_path"].startswith("full logits (trained-positions loss")
+    assert loss == pytest.approx(want_scaled, abs=1e-5)
+    run = json.loads((tmp_path / "scaled" / "run.json").read_text())
+    assert run["loss_path"] == summary["loss_path"]

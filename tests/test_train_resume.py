@@ -32,16 +32,43 @@ def _log(run_dir):
     return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
 
 
-def test_resumed_run_ends_with_the_same_loss_and_weights(tmp_path):
+def _record_steps(monkeypatch):
+    """Each optimizer step's starting trainable weights, in order: what the loop really computed from."""
+    from tooltune.train import loop
+
+    starts = []
+    real = loop._train_step
+
+    def recording(accelerator, loss_module, *args, **kwargs):
+        model = accelerator.unwrap_model(loss_module).model
+        starts.append({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
+        return real(accelerator, loss_module, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "_train_step", recording)
+    return starts
+
+
+def test_resumed_run_ends_with_the_same_loss_and_weights(tmp_path, monkeypatch):
     model_dir = save_tiny_model(tmp_path / "model")
     tokenizer = tiny_tokenizer()
+    steps = _record_steps(monkeypatch)
     whole = _run(_cfg(model_dir, tmp_path / "whole"), model_dir, tokenizer)
+    whole_starts = list(steps)
+    assert len(whole_starts) == 6
 
     cut = _cfg(model_dir, tmp_path / "cut")
     interrupted = _run(cut, model_dir, tokenizer, stop_after=3)
     assert interrupted.summary["interrupted_at"] == 3
     assert not (tmp_path / "cut" / "run.json").exists()
+    steps.clear()
     resumed = _run(cut, model_dir, tokenizer, resume=True)
+    # The newest checkpoint is step 2 (save_every=2): the resumed run takes steps 3..6 only, starting from the
+    # weights the uninterrupted run had after step 2 (a resume that restored nothing would start from step 0's).
+    assert len(steps) == 4
+    for got, want in zip(steps, whole_starts[2:]):
+        assert got.keys() == want.keys()
+        assert all(torch.equal(got[n], want[n]) for n in want)
+    assert any(not torch.equal(whole_starts[2][n], whole_starts[0][n]) for n in whole_starts[0])
 
     assert resumed.summary["final_train_loss"] == whole.summary["final_train_loss"]
     assert resumed.summary["best_dev_loss"] == whole.summary["best_dev_loss"]
@@ -71,10 +98,19 @@ def test_runs_are_not_mixed(tmp_path):
 
 
 def test_early_stopping_stops_after_patience_and_keeps_the_best(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
     from tooltune.train import loop
 
     dev_losses = iter([3.0, 2.0, 2.5, 2.6, 1.0])  # best at the 2nd evaluation, then 2 worse ones
-    monkeypatch.setattr(loop, "evaluate", lambda *a, **k: next(dev_losses))
+    at_eval = []  # the trainable weights at each evaluation
+
+    def fake_evaluate(accelerator, loss_module, *a, **k):
+        model = accelerator.unwrap_model(loss_module).model
+        at_eval.append({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
+        return next(dev_losses)
+
+    monkeypatch.setattr(loop, "evaluate", fake_evaluate)
     model_dir = save_tiny_model(tmp_path / "model")
     tree = config_to_dict(_cfg(model_dir, tmp_path / "run"))
     tree["train"].update(max_steps=5, grad_accum=1, eval_every=1, early_stopping=2, save_every=0)
@@ -83,6 +119,15 @@ def test_early_stopping_stops_after_patience_and_keeps_the_best(tmp_path, monkey
     assert result.summary["best_dev_loss"] == 2.0
     evals = [e["step"] for e in _log(tmp_path / "run") if "dev_loss" in e]
     assert evals == [1, 2, 3, 4]
+    # On disk: the adapter of the 2nd evaluation (the best), not of the last (step 4) or the first.
+    saved = load_file(tmp_path / "run" / "adapter_model.safetensors")
+    assert len(at_eval) == 4 and saved
+
+    def matches(weights):
+        by_suffix = {n.replace(".default", ""): p for n, p in weights.items()}
+        return all(torch.equal(value, by_suffix[name]) for name, value in saved.items())
+
+    assert [matches(w) for w in at_eval] == [False, True, False, False]
 
 
 def test_resume_skips_an_incomplete_checkpoint_and_says_so(tmp_path, capsys):

@@ -14,7 +14,9 @@ from tooltune.bot.server import ServerConfig, create_app
 from tooltune.db import HotelDB
 from tooltune.dialogue import Assistant, Call, Result, User
 
-CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+# Found through PATH (Debian's chromium / chromium-driver, Ubuntu's chromium-browser, or a Chrome install).
+CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+DRIVER = shutil.which("chromedriver")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync")
 ARGS = {"type": "经济型", "rating_range_lower": 4.5}
@@ -22,8 +24,9 @@ ARGS = {"type": "经济型", "rating_range_lower": 4.5}
 
 @pytest.fixture(scope="module")
 def browser():
-    if not (Path(CHROMIUM).is_file() and Path(DRIVER).is_file()):
-        pytest.skip(f"Chromium not found ({CHROMIUM}, {DRIVER}): apt-get install -y chromium chromium-driver")
+    if not (CHROMIUM and DRIVER):
+        pytest.skip(f"Chromium or its driver not on PATH (browser: {CHROMIUM}, chromedriver: {DRIVER}): "
+                    f"apt-get install -y chromium chromium-driver")
     webdriver = pytest.importorskip("selenium.webdriver")
     profile = tempfile.mkdtemp(prefix="tooltune-chromium-")
     options = webdriver.ChromeOptions()

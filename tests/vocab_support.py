@@ -1,0 +1,69 @@
+"""What a model really generated, and which ids a training file holds, for the domain-vocabulary checks.
+
+`record_generation` records every `generate` call of any transformers model (the eval command and the demo load
+their model themselves); `rendered_ids` lists a training file's token ids through the tokenizer's own calls, one
+segment at a time, without `tooltune.formats.encode` or `tooltune.inference.domain_vocab`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+
+def record_generation(monkeypatch) -> list[tuple[list[int], list[int]]]:
+    """Every generated row, as (its prompt ids without the left padding, its new ids)."""
+    from transformers.generation.utils import GenerationMixin
+
+    rows: list[tuple[list[int], list[int]]] = []
+    original = GenerationMixin.generate
+
+    def recording(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        ids, mask = kwargs["input_ids"], kwargs["attention_mask"]
+        width = ids.shape[1]
+        for row in range(ids.shape[0]):
+            rows.append((ids[row][mask[row].bool()].tolist(), out[row, width:].tolist()))
+        return out
+
+    monkeypatch.setattr(GenerationMixin, "generate", recording)
+    return rows
+
+
+def rendered_ids(dialogues, tokenizer, fmt_name: str, observation: str) -> set[int]:
+    """Each segment of each rendered sample through the tokenizer: text by `tokenizer(text)`, a special token by
+    `convert_tokens_to_ids` (the format's BOS/EOS placeholders: the tokenizer's own bos/eos)."""
+    from tooltune.formats import BOS, EOS, FORMATS
+
+    fmt = FORMATS[fmt_name].for_tokenizer(tokenizer)
+    ids: set[int] = set()
+    for dialogue in dialogues:
+        for sample in fmt.render(dialogue, observation=observation):
+            for seg in sample:
+                if seg.text == BOS:
+                    ids.update(i for i in [tokenizer.bos_token_id] if i is not None)
+                elif seg.text == EOS:
+                    ids.add(tokenizer.eos_token_id)
+                elif seg.special:
+                    ids.add(tokenizer.convert_tokens_to_ids(seg.text))
+                else:
+                    ids.update(tokenizer(seg.text, add_special_tokens=False)["input_ids"])
+    return ids
+
+
+def run_vocabulary(run: Path) -> tuple[set[int], object]:
+    """The ids of the run's training file as the run rendered it (its config.yaml), and the run's tokenizer."""
+    from transformers import AutoTokenizer
+
+    from tooltune.files import read_dialogues
+
+    config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))["data"]
+    assert config.get("argument_order", "as-written") == "as-written", "rendered_ids renders calls as written"
+    tokenizer = AutoTokenizer.from_pretrained(run)
+    return rendered_ids(read_dialogues(config["train"]), tokenizer, config["format"], config["observation"]), tokenizer
+
+
+def outside(rows, allowed: set[int]) -> list[list[int]]:
+    """Per generated row, the ids it wrote that are neither in `allowed` nor in its own prompt."""
+    return [[i for i in new if i not in allowed and i not in prompt] for prompt, new in rows]
