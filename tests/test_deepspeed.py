@@ -53,7 +53,7 @@ def test_deepspeed_trains_and_resumes_exactly_like_the_plain_loop(tmp_path, stag
     # The DeepSpeed run is interrupted after 2 steps and resumed from its step-1 checkpoint (accelerate's save_state
     # of the engine): it must still end where the uninterrupted plain run does. The lr rises through a warm-up as long
     # as the run, so the schedule is exercised and the cut run's max_steps does not change it.
-    run = {"model": {"path": str(model_dir)}, "method": {"name": "lora"},
+    run = {"model": {"path": str(model_dir), "dtype": "float32"}, "method": {"name": "lora"},
            "data": {"train": str(tmp_path / "train.jsonl")},
            "train": {"max_steps": 3, "batch_size": 2, "grad_accum": 2, "lr": 1e-2, "max_grad_norm": 0.05,
                      "warmup_steps": 3, "schedule": "constant", "save_every": 1}}
