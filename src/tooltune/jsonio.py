@@ -233,21 +233,29 @@ def dumps(value: Any, indent: int | None = None) -> str:
     return json.dumps(value, ensure_ascii=False, indent=indent)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write `text` (UTF-8) to a temporary file beside `path`, then rename it over `path`: a reader (or a resumed
-    step) finds the old file or the whole new one. On any error the temporary file is removed, `path` untouched."""
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike) -> Iterator[Any]:
+    """A text file (UTF-8) open on a temporary name beside `path`; when the block ends without error it is synced
+    and renamed over `path`, so a reader (or a resumed step) finds the old file or the whole new one. On any error
+    the temporary file is removed and `path` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` (UTF-8) to `path` atomically (see `atomic_writer`)."""
+    with atomic_writer(path) as f:
+        f.write(text)
 
 
 def atomic_write_json(path: str | os.PathLike, value: Any, indent: int | None = 2) -> None:

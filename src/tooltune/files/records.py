@@ -108,21 +108,11 @@ def write_jsonl_atomic(values: Iterable[Any], path: Path) -> int:
 
     An error while producing `values` leaves `path` as it was (no half-written output). Returns the line count.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for value in values:
-                f.write(dumps(value) + "\n")
-                count += 1
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with jsonio.atomic_writer(path) as f:
+        for value in values:
+            f.write(dumps(value) + "\n")
+            count += 1
     return count
 
 
