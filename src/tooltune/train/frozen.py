@@ -34,9 +34,11 @@ def parse_layers(spec: str) -> int | None:
     return int(match.group(1))
 
 
-def decoder_layers(model: nn.Module) -> nn.ModuleList:
+def decoder_layers(model: nn.Module, option: str = "method.layers", fallback: str = "method.layers=all"
+                   ) -> nn.ModuleList:
     """The model's list of decoder blocks: the ModuleList whose children are the classes it names in
-    `_no_split_modules` (LlamaDecoderLayer, Gemma3DecoderLayer, GPT2Block, ...)."""
+    `_no_split_modules` (LlamaDecoderLayer, Gemma3DecoderLayer, GPT2Block, ...). Where there is none, the error
+    names `option`, the setting that needed the blocks, and `fallback`, the setting that does without them."""
     from tooltune.train.loss import transformers_model
 
     causal_lm = transformers_model(model)
@@ -44,8 +46,8 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     for module in causal_lm.modules():
         if isinstance(module, nn.ModuleList) and len(module) and all(type(m).__name__ in names for m in module):
             return module
-    raise ToolTuneError(f"method.layers: {type(causal_lm).__name__} names no list of decoder blocks "
-                        f"(_no_split_modules); use method.layers=all")
+    raise ToolTuneError(f"{option}: {type(causal_lm).__name__} names no repeated blocks "
+                        f"(_no_split_modules); set {fallback}")
 
 
 def cut_index(model: nn.Module, spec: str) -> int:
@@ -65,7 +67,6 @@ def top_layer_targets(model: nn.Module, spec: str, targets: tuple[str, ...]) -> 
     layers = decoder_layers(causal_lm)
     cut = cut_index(causal_lm, spec)
     wanted = set(targets)
-    names = {id(layer): f"{i}" for i, layer in enumerate(layers)}
     prefix = next(name for name, module in causal_lm.named_modules() if module is layers)
     out = []
     for i in range(cut, len(layers)):
@@ -73,7 +74,7 @@ def top_layer_targets(model: nn.Module, spec: str, targets: tuple[str, ...]) -> 
             last = name.rsplit(".", 1)[-1]
             linear = isinstance(module, nn.Linear) or type(module).__name__ in ("Linear4bit", "Linear8bitLt")
             if linear and (wanted == {"all-linear"} or last in wanted):
-                out.append(f"{prefix}.{names[id(layers[i])]}.{name}")
+                out.append(f"{prefix}.{i}.{name}")
     if not out:
         raise InputError(f"no module named {', '.join(targets)} in the top {len(layers) - cut} layers",
                          field="method.target_modules")

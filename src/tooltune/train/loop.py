@@ -326,12 +326,7 @@ def compile_blocks(model) -> int:
     forward is one code object, so one compiled graph serves all of them, and `Module.compile` compiles in place, so
     parameter names (and so checkpoints and the saved adapter) stay as they are. The rest of the model runs eagerly.
     """
-    causal_lm = transformers_model(model)
-    names = set(getattr(causal_lm, "_no_split_modules", None) or ())
-    blocks = [m for m in causal_lm.modules() if type(m).__name__ in names]
-    if not blocks:
-        raise ToolTuneError(f"train.compile: {type(causal_lm).__name__} names no repeated blocks to compile "
-                            f"(_no_split_modules); set train.compile=false")
+    blocks = decoder_layers(model, option="train.compile", fallback="train.compile=false")
     for block in blocks:
         block.compile()
     return len(blocks)
