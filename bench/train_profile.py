@@ -29,6 +29,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook, register_op
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from tooltune.hardware import cpu_name  # noqa: E402
 from tooltune.train import loop as train_loop  # noqa: E402
 from tooltune.train.config import load_config  # noqa: E402
 from tooltune.train.loss import transformers_model  # noqa: E402
@@ -119,7 +120,6 @@ def main() -> int:
         p.cfg = replace(p.cfg, train={"max_steps": args.steps + 1})
     clock = PartClock()
     step_ends: list[float] = []
-    counts = {"loss_forward": 0.0}
 
     def on_step_end(optimizer, *_):
         step_ends.append(time.perf_counter())
@@ -180,7 +180,7 @@ def main() -> int:
     timed_tokens = sum(tokens[args.skip:args.steps])
     s = clock.seconds
     parts = {name: s[name] for name in s if name.startswith(("forward: ", "backward: ")) and "(all)" not in name}
-    decoder_fwd, decoder_bwd = s["forward: decoder (all)"], s.get("backward: decoder (all)", 0.0)
+    decoder_fwd = s["forward: decoder (all)"]
     rows = [(name, parts[name]) for name in sorted(parts) if "decoder" not in name]
     rows.append(("forward: LM head + loss", s["forward (all)"] - decoder_fwd))
     bwd_parts = sum(v for k, v in parts.items() if k.startswith("backward: ") and "decoder" not in k)
@@ -190,7 +190,7 @@ def main() -> int:
 
     cmd = "python bench/train_profile.py " + " ".join(sys.argv[1:])
     title = args.label or (" ".join(args.overrides) or "the demo's settings")
-    cpu = _cpu_name()
+    cpu = cpu_name()
     lines = [f"## {title}", "", f"Command: `{cmd}`  ",
              f"Hardware: {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, Python {platform.python_version()}. "
              f"{args.steps - args.skip} timed steps of {cfg.train.batch_size} dialogues: {timed_tokens} tokens in "
@@ -214,16 +214,6 @@ def main() -> int:
         f.write(text)
     print(text)
     return 0
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "CPU"
 
 
 if __name__ == "__main__":

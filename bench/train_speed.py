@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import resource
 import statistics
@@ -229,9 +228,8 @@ def write(args, names, results, failures, peak) -> None:
     def med(name, key):
         return statistics.median(x[key] for x in results[name])
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    from tooltune.hardware import native_bf16
+    from tooltune.hardware import cpu_name, native_bf16
+    cpu = cpu_name()
     any_row = next(results[n][0] for n in names if results[n])
     lines = ["# Training speed levers on Gemma-3-270M (LoRA r=16 on every linear layer)", "",
              f"Command: `python bench/train_speed.py {' '.join(sys.argv[1:])}`  ",

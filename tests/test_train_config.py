@@ -119,3 +119,10 @@ def test_cpu_flags_are_read_from_cpuinfo():
     assert "avx512_bf16" in cpu_flags(BF16_CPUINFO)
     assert "avx512_bf16" not in cpu_flags(AVX2_CPUINFO)
     assert cpu_flags("no flags line here") == set()
+
+
+def test_cpu_name_is_read_from_cpuinfo():
+    from tooltune.hardware import cpu_name
+
+    assert cpu_name("processor\t: 0\nmodel name\t: AMD EPYC 9B14\nflags\t\t: fpu\n") == "AMD EPYC 9B14"
+    assert cpu_name("processor\t: 0\n")  # no model name line: the platform's word, never empty

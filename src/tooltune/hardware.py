@@ -15,17 +15,30 @@ BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 """/proc/cpuinfo flags of x86 CPUs that run bf16 matmuls natively (AVX512-BF16, AMX)."""
 
 
-def cpu_flags(cpuinfo: str | None = None) -> set[str]:
-    """The CPU's feature flags (Linux /proc/cpuinfo; empty where it cannot be read)."""
+def _cpuinfo_field(names: tuple[str, ...], cpuinfo: str | None) -> str | None:
+    """The first /proc/cpuinfo line's value whose key is one of `names` (None where there is none or no file)."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
         except OSError:
-            return set()
+            return None
     for line in cpuinfo.splitlines():
-        if line.startswith(("flags", "Features")):
-            return set(line.partition(":")[2].split())
-    return set()
+        key, sep, value = line.partition(":")
+        if sep and key.strip() in names:
+            return value.strip()
+    return None
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo; empty where it cannot be read)."""
+    return set((_cpuinfo_field(("flags", "Features"), cpuinfo) or "").split())
+
+
+def cpu_name(cpuinfo: str | None = None) -> str:
+    """The CPU's model name, for benchmark reports (/proc/cpuinfo, else what the platform module says)."""
+    import platform
+
+    return _cpuinfo_field(("model name",), cpuinfo) or platform.processor() or platform.machine() or "CPU"
 
 
 @lru_cache(maxsize=1)
