@@ -10,7 +10,6 @@ from formats_support import tiny_dialogue
 from vocab_support import outside, record_generation, rendered_ids, run_vocabulary
 
 from tooltune.cli import main
-from tooltune.formats import encode
 from tooltune.inference import (
     GenerationConfig,
     Generator,

@@ -18,7 +18,6 @@ places, which the tool cannot express) removes the part, or cuts it before the t
 
 from __future__ import annotations
 
-import json
 import re
 import zipfile
 from functools import lru_cache

@@ -6,7 +6,6 @@ Output (`BuildConfig.out`): `{train,dev,test}.jsonl` (seed format, one dialogue 
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
