@@ -171,3 +171,41 @@ def test_a_save_cut_short_leaves_no_checkpoint_to_resume_from(tmp_path, monkeypa
     assert not (checkpoints / "step-4").exists() and (checkpoints / ".step-4.tmp").is_dir()
     assert checkpoint.latest(tmp_path / "run") == checkpoints / "step-2"
     assert checkpoint.incomplete(checkpoints / ".step-4.tmp") == "no progress.json"
+
+
+def test_max_minutes_ends_the_run_at_the_step_that_reaches_it_and_saves(tmp_path, monkeypatch):
+    """train.max_minutes: the step during which the cap is reached is the last one, evaluated and saved like the
+    planned last step; run.json says where and why it stopped. A cap of a few nanoseconds is reached at step 1."""
+    from safetensors.torch import load_file
+
+    from tooltune.train import loop
+
+    at_eval = []
+
+    def fake_evaluate(accelerator, loss_module, *a, **k):
+        model = accelerator.unwrap_model(loss_module).model
+        at_eval.append({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
+        return 1.0
+
+    monkeypatch.setattr(loop, "evaluate", fake_evaluate)
+    model_dir = save_tiny_model(tmp_path / "model")
+    tree = config_to_dict(_cfg(model_dir, tmp_path / "run"))
+    tree["train"].update(max_steps=6, grad_accum=1, eval_every=0, save_every=0, max_minutes=1e-9)
+    result = _run(config_from_dict(tree), model_dir, tiny_tokenizer())
+    assert result.summary["steps"] == 1
+    assert result.summary["stopped_for_time"] == {"step": 1, "epoch": 0, "minutes": 1e-9}
+    assert [e["step"] for e in _log(tmp_path / "run") if "dev_loss" in e] == [1]
+    saved = load_file(tmp_path / "run" / "adapter_model.safetensors")
+    by_suffix = {n.replace(".default", ""): p for n, p in at_eval[0].items()}
+    assert saved and all(torch.equal(value, by_suffix[name]) for name, value in saved.items())
+    # Without a cap the same configuration runs every planned step.
+    tree["train"].update(max_minutes=0, out=str(tmp_path / "uncapped"))
+    uncapped = _run(config_from_dict(tree), model_dir, tiny_tokenizer())
+    assert uncapped.summary["steps"] == 6 and "stopped_for_time" not in uncapped.summary
+
+
+def test_max_minutes_must_not_be_negative():
+    from tooltune.train.config import TrainConfig
+
+    with pytest.raises(Exception, match="train.max_minutes"):
+        TrainConfig(max_minutes=-1)

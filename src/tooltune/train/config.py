@@ -153,6 +153,10 @@ class TrainConfig:
     """Passes over the training data (used when max_steps is 0)."""
     max_steps: int = 0
     """Optimizer steps to run; 0: derived from epochs."""
+    max_minutes: float = 0.0
+    """Wall-clock cap on the training steps, in minutes from the first step (0: none). When it is reached, the step
+    under way ends the run as a last step would (dev loss evaluated, best kept, adapter saved; loading and saving are
+    outside it), so a run fits a time budget whatever the machine's speed. The schedule stays the planned one."""
     max_grad_norm: float = 1.0
     """Clip the gradient norm to this; 0 disables clipping."""
     warmup_steps: int = 0
@@ -192,6 +196,7 @@ class TrainConfig:
             _check(getattr(self, key) >= 0, f"train.{key}", "must be >= 0")
         _check(self.epochs > 0 or self.max_steps > 0, "train.epochs", "epochs or max_steps must be positive")
         _check(self.max_grad_norm >= 0, "train.max_grad_norm", "must be >= 0")
+        _check(self.max_minutes >= 0, "train.max_minutes", "must be >= 0")
         _check(self.schedule in SCHEDULES, "train.schedule", f"must be one of {', '.join(SCHEDULES)}")
         _check(self.mixed_precision in MIXED_PRECISION, "train.mixed_precision",
                f"must be one of {', '.join(MIXED_PRECISION)}")

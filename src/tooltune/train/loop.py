@@ -229,7 +229,7 @@ def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: li
                "output_vocab": len(vocab) if vocab is not None else "all", **(meta or {})}
     bar = _progress_bar(accelerator, plan_.total_steps, prog.step)
     started, seen_tokens, seen_trained = time.perf_counter(), 0.0, 0.0
-    stopped_early = False
+    stopped_early = out_of_time = False
 
     def log(entry: dict) -> None:
         prog.history.append(entry)
@@ -237,7 +237,7 @@ def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: li
             with (run_dir / "log.jsonl").open("a", encoding="utf-8") as f:
                 f.write(json.dumps(entry) + "\n")
 
-    while prog.step < plan_.total_steps and not stopped_early:
+    while prog.step < plan_.total_steps and not stopped_early and not out_of_time:
         windows = _windows(train, cfg, plan_, prog.epoch, accelerator.process_index, accelerator.num_processes)
         for window in windows[prog.window:]:
             loss, trained, tokens = _train_step(accelerator, loss_module, window, pad_id, extra_loss, bottom)
@@ -262,7 +262,8 @@ def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: li
                      "trained_tokens_per_s": seen_trained / elapsed, **method_log})
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{seen_tokens / elapsed:.0f}")
-            last = prog.step == plan_.total_steps
+            out_of_time = _out_of_time(accelerator, elapsed, cfg.train.max_minutes)
+            last = prog.step == plan_.total_steps or out_of_time
             if dev and ((cfg.train.eval_every and prog.step % cfg.train.eval_every == 0) or last):
                 stopped_early = _evaluate_and_keep_best(accelerator, loss_module, model, tokenizer, dev, cfg,
                                                         run_dir, prog, log, bottom)
@@ -274,9 +275,13 @@ def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: li
         if stop_after is not None and prog.step >= stop_after:
             bar.close()
             return TrainResult({**summary, "interrupted_at": prog.step}, model)
-        if prog.step < plan_.total_steps and not stopped_early:
+        if prog.step < plan_.total_steps and not stopped_early and not out_of_time:
             prog.epoch, prog.window = prog.epoch + 1, 0
     bar.close()
+    if out_of_time:
+        summary["stopped_for_time"] = {"step": prog.step, "epoch": prog.epoch, "minutes": cfg.train.max_minutes}
+        accelerator.print(f"tooltune train: train.max_minutes={cfg.train.max_minutes:g} reached at step {prog.step} "
+                          f"of {plan_.total_steps}; ending the run there")
     if bottom is not None and bottom.cache:
         summary.update({"frozen_cache_bytes": bottom.nbytes, "frozen_cache_hits": bottom.hits,
                         "frozen_cache_misses": bottom.misses})
@@ -287,6 +292,17 @@ def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: li
         atomic_write_text(run_dir / "run.json", json.dumps(summary, indent=1, ensure_ascii=False))
     accelerator.wait_for_everyone()
     return TrainResult(summary, model)
+
+
+def _out_of_time(accelerator, elapsed: float, max_minutes: float) -> bool:
+    """train.max_minutes reached (on any process: all of them stop at the same step)."""
+    if not max_minutes:
+        return False
+    late = elapsed >= max_minutes * 60
+    if accelerator.num_processes > 1:
+        flag = torch.tensor(float(late), device=accelerator.device)
+        late = bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+    return late
 
 
 def output_vocab(train: list[Example]) -> list[int]:
@@ -368,7 +384,7 @@ def _choose_loss_path(accelerator, loss_module, examples, tokenizer) -> str:
 
 
 # Settings a resumed run may change: they do not alter what the steps already taken computed.
-RESUMABLE_CHANGES = {"train.cache_frozen", "train.max_steps", "train.epochs", "train.eval_every", "train.early_stopping", "train.save_every",
+RESUMABLE_CHANGES = {"train.cache_frozen", "train.max_steps", "train.max_minutes", "train.epochs", "train.eval_every", "train.early_stopping", "train.save_every",
                      "train.log_every"}
 
 
