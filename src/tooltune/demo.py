@@ -301,10 +301,11 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> Path:
     """Every stage in order (skipping finished ones); prints the table and returns the run directory."""
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
-    course = paths.data_dir(cfg.data_dir) / paths.COURSE_SPLIT
-    test_file = course / "test.chatglm3.jsonl"
-    if not test_file.is_file():
-        raise ToolTuneError(f"the course test set is missing: {test_file} (give --data-dir)")
+    from tooltune.build.fetch import DEMO_FILES, ensure
+
+    root = paths.data_dir(cfg.data_dir)
+    ensure(root, DEMO_FILES, say)  # a fresh machine: the public files, each checked against its SHA-256
+    test_file = root / paths.COURSE_SPLIT / "test.chatglm3.jsonl"
     for name in ("data", "base", "run", "eval", "rules"):  # leftovers of an interrupted stage
         if (out / f"{name}.partial").exists():
             say(f"[{name}] removing the unfinished {out / f'{name}.partial'}")

@@ -20,6 +20,6 @@ def run(args: argparse.Namespace) -> int:
     from tooltune.build.fetch import fetch_all
 
     dest = args.dest or paths.cache_dir() / "data"
-    for f in fetch_all(dest, only=args.only, timeout=args.timeout):
-        print(f"{f.status:10} {f.size:>10} {f.path}")
+    for f in fetch_all(dest, only=args.only, timeout=args.timeout, progress=True):
+        print(f"{f.status:22} {f.size:>10} {f.path}")
     return 0
