@@ -72,7 +72,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     return info
 
 
-def _base_dir(base: str, run: Path) -> Path:
+def base_dir(base: str, run: Path) -> Path:
     """A run's base model folder: as written (absolute, or relative to where training ran), else beside the run."""
     for candidate in (Path(base), run.parent / base, run / base):
         if (candidate / "config.json").is_file():
@@ -162,7 +162,7 @@ def load_for_inference(path: str | Path, *, format: str | None = None, observati
                 trained_dtype = _dtype(cfg.get("model", {}).get("dtype") or dtype)
                 kwargs = {**train_methods.load_kwargs(method, trained_dtype),
                           "device_map": {"": device or default_device()}}
-            model = AutoModelForCausalLM.from_pretrained(_base_dir(base, path), dtype=_dtype(dtype), **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(base_dir(base, path), dtype=_dtype(dtype), **kwargs)
             if quantized and not cpu_4bit_kernel(model):
                 # Without bitsandbytes' fused CPU kernel, every 4-bit matmul would dequantise its weight again at each
                 # decoding step: the same NF4 values are decoded once into plain weights instead.

@@ -56,3 +56,58 @@ def merge(run_dir: str | Path, out: str | Path, base_path: str | None = None) ->
         (staging / "tooltune_export.json").write_text(json.dumps({"merged_from": str(run_dir), "base": base,
                                                                   "method": method}, indent=1), encoding="utf-8")
     return out
+
+
+def checkpoint_run(run_dir: str | Path, step: int, out: str | Path) -> Path:
+    """Write `out`: a run directory like `run_dir` whose adapter is the one of its checkpoint at optimizer step `step`
+    (`checkpoints/step-STEP`), so that `tooltune eval`, `chat` and `serve` load the model of that moment (a learning
+    curve, or a step chosen on dev). Only adapter methods (the checkpoint holds the trainable weights; a full run's
+    is the whole model) and unsharded checkpoints (FSDP/DeepSpeed ones are in accelerate's own layout)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tooltune.runs import base_dir
+    from tooltune.train.checkpoint import incomplete
+
+    run_dir, out = Path(run_dir), Path(out)
+    method, base = run_info(run_dir)
+    if METHODS[method].peft_config is None:
+        raise ToolTuneError(f"{run_dir}: method {method} trains the whole model; its checkpoints are not adapters")
+    source = run_dir / "checkpoints" / f"step-{step}"
+    if not source.is_dir():
+        have = sorted(p.name for p in (run_dir / "checkpoints").glob("step-*")) if (run_dir / "checkpoints").is_dir() else []
+        raise ToolTuneError(f"{run_dir} has no checkpoint at step {step} (it has: {', '.join(have) or 'none'})")
+    why = incomplete(source)
+    if why is not None:
+        raise ToolTuneError(f"checkpoint {source} is not complete ({why})")
+    if not (source / "trainable.pt").is_file():
+        raise ToolTuneError(f"checkpoint {source} was written by FSDP/DeepSpeed (accelerate's sharded layout); "
+                            f"resume it with --resume instead")
+    trainable = torch.load(source / "trainable.pt", map_location="cpu", weights_only=True)
+    # The run's model as inference loads it (base, rows for the run's added tokens, its adapter), in float32: the
+    # checkpoint's weights are then copied in exactly whatever dtype they were trained in.
+    model = AutoModelForCausalLM.from_pretrained(base_dir(base, run_dir), dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(run_dir)
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)  # rows come from the adapter
+    model = PeftModel.from_pretrained(model, run_dir)
+    params = dict(model.named_parameters())
+    unknown = sorted(set(trainable) - set(params))
+    if unknown:
+        raise ToolTuneError(f"checkpoint {source} holds weights the run's model has not ({unknown[0]}, ...): it "
+                            f"belongs to another configuration")
+    with torch.no_grad():
+        for name, value in trainable.items():
+            params[name].copy_(value.to(params[name].dtype))
+    with staged_directory(out) as staging:
+        for path in run_dir.iterdir():  # config, tokenizer, adapter config: as the run has them
+            if path.is_file() and path.name not in ("adapter_model.safetensors", "run.json", "log.jsonl", "loss.png"):
+                shutil.copy(path, staging / path.name)
+        model.save_pretrained(staging)
+        info = json.loads((run_dir / "run.json").read_text(encoding="utf-8")) if (run_dir / "run.json").is_file() else {}
+        progress = json.loads((source / "progress.json").read_text(encoding="utf-8"))
+        info.update({"checkpoint_of": str(run_dir), "steps": step, "epoch": progress.get("epoch"),
+                     "saved": f"checkpoint step-{step}"})
+        (staging / "run.json").write_text(json.dumps(info, indent=1, ensure_ascii=False), encoding="utf-8")
+    return out
