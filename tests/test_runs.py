@@ -3,7 +3,10 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from tooltune.cli import main
+from tooltune.errors import InputError, ToolTuneError
 from tooltune.dialogue import Call, Result, User
 from tooltune.formats import get_format
 from tooltune.inference import GenerationConfig, Generator
@@ -53,3 +56,29 @@ def test_train_caps_max_length_at_the_model_positions(tmp_path, capsys):
     out = capsys.readouterr()
     assert "data.max_length=2048 capped at the 512 positions" in out.out
     assert rc == 2 and "missing.jsonl" in out.err  # then the missing training file is the error
+
+
+def test_a_run_names_its_base_by_alias_and_its_data_relative_to_the_data_dir(tmp_path, monkeypatch):
+    """A run shipped with the repository (bench/artifacts/) cannot name machine paths: its base is an alias, found
+    where `tooltune model prepare` puts it, and its training file is relative to the data dir."""
+    from tooltune import runs
+    from tooltune.models import load
+    from tooltune.train.tiny import save_tiny_model
+
+    prepared = save_tiny_model(tmp_path / "cache" / "gemma3-270m")
+    asked = []
+    monkeypatch.setattr(load, "prepare_base", lambda name, **kw: asked.append(name) or prepared)
+    run = tmp_path / "run"
+    run.mkdir()
+    assert runs.base_dir("gemma3-270m", run) == prepared and asked == ["gemma3-270m"]
+    with pytest.raises(ToolTuneError, match="'no-such-model' is not a model folder here"):
+        runs.base_dir("no-such-model", run)
+    data = tmp_path / "data"
+    (data / "hotel").mkdir(parents=True)
+    (data / "hotel" / "train.jsonl").write_text("{}\n", encoding="utf-8")
+    (run / "config.yaml").write_text("data:\n  train: hotel/train.jsonl\n", encoding="utf-8")
+    monkeypatch.setenv("TOOLTUNE_DATA", str(data))
+    assert runs.training_data(run) == data / "hotel" / "train.jsonl"
+    monkeypatch.setenv("TOOLTUNE_DATA", str(tmp_path))
+    with pytest.raises(InputError, match="is not a file here"):
+        runs.training_data(run)

@@ -73,23 +73,33 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def base_dir(base: str, run: Path) -> Path:
-    """A run's base model folder: as written (absolute, or relative to where training ran), else beside the run."""
+    """A run's base model folder: as written (absolute, or relative to where training ran), else beside the run, else
+    a base-model alias (`gemma3-270m`: the folder `tooltune model prepare` writes, prepared now if it is not yet)."""
     for candidate in (Path(base), run.parent / base, run / base):
         if (candidate / "config.json").is_file():
             return candidate
+    from tooltune.models.registry import ALIASES
+
+    if base in ALIASES:
+        from tooltune.models.load import prepare_base
+
+        return prepare_base(base)
     raise ToolTuneError(f"{run}: its base model {base!r} is not a model folder here; the adapter needs it")
 
 
 def training_data(run: str | Path) -> Path:
     """The dialogue file a fine-tuning run was trained on (its config.yaml's `data.train`): as written (absolute, or
-    relative to where training ran), else beside the run."""
+    relative to where training ran), else beside the run, else relative to the data dir (`tooltune.paths.data_dir`:
+    a run shipped with the repository names `hotel/v3_chatglm3_llama2/train.chatglm3.jsonl`)."""
     run = Path(run)
     config = run / "config.yaml"
     cfg = yaml.safe_load(config.read_text(encoding="utf-8")) if config.is_file() else None
     train = cfg.get("data", {}).get("train") if isinstance(cfg, dict) and isinstance(cfg.get("data"), dict) else None
     if not train:
         raise InputError("not a fine-tuning run with training data (no config.yaml with data.train)", where=str(run))
-    for candidate in (Path(train), run.parent / train, run / train):
+    from tooltune import paths
+
+    for candidate in (Path(train), run.parent / train, run / train, paths.data_dir() / train):
         if candidate.is_file():
             return candidate
     raise InputError(f"the training data {train!r} is not a file here", where=str(config), field="data.train")
