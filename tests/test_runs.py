@@ -82,3 +82,14 @@ def test_a_run_names_its_base_by_alias_and_its_data_relative_to_the_data_dir(tmp
     monkeypatch.setenv("TOOLTUNE_DATA", str(tmp_path))
     with pytest.raises(InputError, match="is not a file here"):
         runs.training_data(run)
+
+
+def test_a_run_without_a_tokenizer_uses_its_bases(tmp_path):
+    from tooltune.runs import tokenizer_dir
+
+    base = save_tiny_model(tmp_path / "base")
+    run = tmp_path / "run"
+    run.mkdir()
+    assert tokenizer_dir(run, str(base)) == base
+    (run / "tokenizer_config.json").write_text("{}", encoding="utf-8")
+    assert tokenizer_dir(run, str(base)) == run

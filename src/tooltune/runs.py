@@ -87,6 +87,14 @@ def base_dir(base: str, run: Path) -> Path:
     raise ToolTuneError(f"{run}: its base model {base!r} is not a model folder here; the adapter needs it")
 
 
+def tokenizer_dir(run: Path, base: str) -> Path:
+    """Where a run's tokenizer is: the run itself, or (a run that added no token and ships without one, like those
+    under bench/artifacts/) its base model's folder."""
+    if (run / "tokenizer_config.json").is_file():
+        return run
+    return base_dir(base, run)
+
+
 def training_data(run: str | Path) -> Path:
     """The dialogue file a fine-tuning run was trained on (its config.yaml's `data.train`): as written (absolute, or
     relative to where training ran), else beside the run, else relative to the data dir (`tooltune.paths.data_dir`:
@@ -158,7 +166,7 @@ def load_for_inference(path: str | Path, *, format: str | None = None, observati
         obs = observation or data.get("observation") or "full"
         order = data.get("argument_order") or "as-written"
         base = cfg.get("model", {}).get("path", "")
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(path, base))
         if (path / "adapter_config.json").is_file():
             from peft import PeftModel
 

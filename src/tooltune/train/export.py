@@ -31,6 +31,8 @@ def merge(run_dir: str | Path, out: str | Path, base_path: str | None = None) ->
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from tooltune.runs import base_dir, tokenizer_dir
+
     run_dir, out = Path(run_dir), Path(out)
     method, base = run_info(run_dir)
     entry = METHODS[method]
@@ -46,10 +48,11 @@ def merge(run_dir: str | Path, out: str | Path, base_path: str | None = None) ->
         model = AutoModelForCausalLM.from_pretrained(run_dir)
     else:
         from peft import PeftModel
-        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), run_dir).merge_and_unload()
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir(base, run_dir)),
+                                          run_dir).merge_and_unload()
     with staged_directory(out) as staging:  # each file renamed into `out` once all are written
         model.save_pretrained(staging)
-        AutoTokenizer.from_pretrained(run_dir).save_pretrained(staging)
+        AutoTokenizer.from_pretrained(tokenizer_dir(run_dir, base)).save_pretrained(staging)
         info = run_dir / "run.json"
         if info.is_file():
             shutil.copy(info, staging / "tooltune_run.json")
@@ -67,7 +70,7 @@ def checkpoint_run(run_dir: str | Path, step: int, out: str | Path) -> Path:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tooltune.runs import base_dir
+    from tooltune.runs import base_dir, tokenizer_dir
     from tooltune.train.checkpoint import incomplete
 
     run_dir, out = Path(run_dir), Path(out)
@@ -88,7 +91,7 @@ def checkpoint_run(run_dir: str | Path, step: int, out: str | Path) -> Path:
     # The run's model as inference loads it (base, rows for the run's added tokens, its adapter), in float32: the
     # checkpoint's weights are then copied in exactly whatever dtype they were trained in.
     model = AutoModelForCausalLM.from_pretrained(base_dir(base, run_dir), dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(run_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(run_dir, base))
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)  # rows come from the adapter
     model = PeftModel.from_pretrained(model, run_dir)
