@@ -192,7 +192,7 @@ MUTATIONS: list[Mutation] = [
     Mutation("vocab: demo ignores its vocabulary", "src/tooltune/demo.py",
              "max_prompt_tokens=min(2048, positions - budget.max_new_tokens), output_vocab=vocab)",
              "max_prompt_tokens=min(2048, positions - budget.max_new_tokens), output_vocab=None)",
-             ("tests/test_demo.py::test_an_untrained_model_folder_is_evaluated_with_the_vocabulary_of_a_given_training_file",),
+             (T_VOCAB, "tests/test_demo.py::test_an_untrained_model_folder_is_evaluated_with_the_vocabulary_of_a_given_training_file"),
              "the demo's figures claim a vocabulary that decoding did not use"),
     Mutation("vocab: prompt ids not allowed", INFER,
              "allowed = set(self.config.output_vocab).union(self.end_ids, *prompts) - set(self.suppressed)",
@@ -207,7 +207,7 @@ MUTATIONS: list[Mutation] = [
     Mutation("vocab: domain vocabulary from the first dialogue only", INFER,
              "    for dialogue in dialogues:\n        for sample in fmt.render(with_argument_order(dialogue, argument_order), observation=observation):",
              "    for dialogue in dialogues[:1]:\n        for sample in fmt.render(with_argument_order(dialogue, argument_order), observation=observation):",
-             ("tests/test_demo.py::test_an_untrained_model_folder_is_evaluated_with_the_vocabulary_of_a_given_training_file",),
+             (T_VOCAB, "tests/test_demo.py::test_an_untrained_model_folder_is_evaluated_with_the_vocabulary_of_a_given_training_file"),
              "the vocabulary misses most of the training data"),
 ]
 

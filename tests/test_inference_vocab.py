@@ -141,6 +141,49 @@ def test_a_wrapped_head_is_restricted_as_it_computes():
     torch.testing.assert_close(restricted[ids], full[ids], rtol=1e-5, atol=1e-5)
 
 
+def test_a_head_with_a_bias_is_restricted_with_its_bias():
+    """A head with a bias (some models have one; an adapter can add one): the restricted logits keep it."""
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 50, bias=True)
+    torch.nn.init.normal_(head.bias, std=5.0)  # large next to the weights' part: leaving it out changes the logits
+    ids = {1, 7, 20, 49}
+    hidden = torch.randn(3, 16)
+    with torch.no_grad():
+        want, got = head(hidden), SubsetHead(head, ids)(hidden)
+    index = torch.tensor(sorted(ids))
+    torch.testing.assert_close(got[:, index], want[:, index], rtol=1e-5, atol=1e-5)
+    assert got[:, index].argmax(-1).tolist() == want[:, index].argmax(-1).tolist()
+
+
+def test_an_id_of_the_prompt_may_be_generated_though_not_in_the_vocabulary():
+    """A hotel name returned by the search is in the prompt but maybe in no training dialogue: the generator allows
+    the prompt's own ids beside the vocabulary, so the model can copy it."""
+    fmt, tok = tokenizer_for("llama2")
+    model = tiny_llama(len(tok))
+    allowed = frozenset(range(40, 80))
+    gen = Generator(model, tok, fmt, config=GenerationConfig(max_new_tokens=4, output_vocab=allowed))
+    history = tiny_dialogue().turns[:1]
+    prompt = gen.prompt_ids(history)
+    copy = next(i for i in prompt if i not in allowed and i != tok.eos_token_id and i > 5)
+
+    def prefer_copy(module, args, output):  # the model wants the prompt id most
+        output.logits[..., copy] += 1e4
+        return output
+
+    model.register_forward_hook(prefer_copy)
+    seen = []
+    original = model.generate
+
+    def recording(*args, **kwargs):
+        out = original(*args, **kwargs)
+        seen.extend(out[0, kwargs["input_ids"].shape[1]:].tolist())
+        return out
+
+    model.generate = recording
+    gen.predict([history])
+    assert seen[0] == copy
+
+
 def test_domain_vocab_holds_every_id_of_the_rendered_dialogues():
     fmt, tok = tokenizer_for("llama2")
     dialogue = tiny_dialogue()
@@ -153,6 +196,14 @@ def test_domain_vocab_holds_every_id_of_the_rendered_dialogues():
     assert not ids("北京") <= vocab and not ids("评分") <= vocab
     assert ids("hotel_id") - domain_vocab([dialogue], tok, fmt, "compact") and ids("hotel_id") <= domain_vocab(
         [dialogue], tok, fmt, "full")
+    # Every dialogue counts, not only the first: a second one with other words adds them.
+    from dataclasses import replace
+
+    from tooltune.dialogue import User
+
+    other = replace(dialogue, turns=(User("北京评分"), *dialogue.turns[1:]))
+    assert ids("北京") <= domain_vocab([dialogue, other], tok, fmt, "compact")
+    assert ids("北京") <= domain_vocab([other, dialogue], tok, fmt, "compact")
 
 
 def test_eval_with_domain_vocab(tmp_path, course_dir, monkeypatch):
