@@ -204,6 +204,23 @@ def test_max_minutes_ends_the_run_at_the_step_that_reaches_it_and_saves(tmp_path
     assert uncapped.summary["steps"] == 6 and "stopped_for_time" not in uncapped.summary
 
 
+def test_a_run_cut_by_max_minutes_keeps_a_checkpoint_and_resumes_to_the_uncut_weights(tmp_path):
+    model_dir = save_tiny_model(tmp_path / "model")
+    tokenizer = tiny_tokenizer()
+    whole = _run(_cfg(model_dir, tmp_path / "whole"), model_dir, tokenizer)
+    tree = config_to_dict(_cfg(model_dir, tmp_path / "cut"))
+    tree["train"]["max_minutes"] = 1e-9  # reached at step 1, between the save_every=2 checkpoints
+    cut = _run(config_from_dict(tree), model_dir, tokenizer)
+    assert cut.summary["steps"] == 1 and (tmp_path / "cut" / "checkpoints" / "step-1" / "trainable.pt").is_file()
+    tree["train"]["max_minutes"] = 0
+    resumed = _run(config_from_dict(tree), model_dir, tokenizer, resume=True)
+    assert resumed.summary["steps"] == 6
+    mine = dict(resumed.model.named_parameters())
+    for name, value in whole.model.named_parameters():
+        if value.requires_grad:
+            torch.testing.assert_close(mine[name], value, rtol=0, atol=1e-6)
+
+
 def test_max_minutes_must_not_be_negative():
     from tooltune.train.config import TrainConfig
 

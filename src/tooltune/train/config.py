@@ -156,7 +156,8 @@ class TrainConfig:
     max_minutes: float = 0.0
     """Wall-clock cap on the training steps, in minutes from the first step (0: none). When it is reached, the step
     under way ends the run as a last step would (dev loss evaluated, best kept, adapter saved; loading and saving are
-    outside it), so a run fits a time budget whatever the machine's speed. The schedule stays the planned one."""
+    outside it), so a run fits a time budget whatever the machine's speed. The schedule stays the planned one. With
+    save_every, a checkpoint of that step is written too, which `--resume` (with a larger cap) continues."""
     max_grad_norm: float = 1.0
     """Clip the gradient norm to this; 0 disables clipping."""
     warmup_steps: int = 0

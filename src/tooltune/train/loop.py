@@ -267,7 +267,9 @@ def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: li
             if dev and ((cfg.train.eval_every and prog.step % cfg.train.eval_every == 0) or last):
                 stopped_early = _evaluate_and_keep_best(accelerator, loss_module, model, tokenizer, dev, cfg,
                                                         run_dir, prog, log, bottom)
-            if cfg.train.save_every and prog.step % cfg.train.save_every == 0 and not last:
+            # A run cut by train.max_minutes keeps a checkpoint of where it stopped: its last weights stay on disk
+            # (the saved adapter is the best dev loss's) and --resume with a larger cap continues it.
+            if cfg.train.save_every and (prog.step % cfg.train.save_every == 0 and not last or out_of_time):
                 checkpoint.save(run_dir / "checkpoints" / f"step-{prog.step}", accelerator,
                                 accelerator.unwrap_model(loss_module).model, optimizer, scheduler, vars(prog))
             if last or stopped_early or (stop_after is not None and prog.step >= stop_after):
