@@ -299,13 +299,17 @@ def table(eval_dir: Path, rules_dir: Path | None, markdown: bool = False) -> str
 
 def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> Path:
     """Every stage in order (skipping finished ones); prints the table and returns the run directory."""
-    out = cfg.out
-    out.mkdir(parents=True, exist_ok=True)
     from tooltune.build.fetch import DEMO_FILES, ensure
+    from tooltune.models.registry import ALIASES
 
-    root = paths.data_dir(cfg.data_dir)
+    if cfg.base != OWN_GPT2 and cfg.base not in ALIASES and not Path(cfg.base).is_dir():
+        raise ToolTuneError(f"--base {cfg.base!r} is neither {OWN_GPT2}, a known alias ({', '.join(sorted(ALIASES))}) "
+                            f"nor a model folder")
+    root = paths.data_dir(cfg.data_dir)  # checked before anything is written
     ensure(root, DEMO_FILES, say)  # a fresh machine: the public files, each checked against its SHA-256
     test_file = root / paths.COURSE_SPLIT / "test.chatglm3.jsonl"
+    out = cfg.out
+    out.mkdir(parents=True, exist_ok=True)
     for name in ("data", "base", "run", "eval", "rules"):  # leftovers of an interrupted stage
         if (out / f"{name}.partial").exists():
             say(f"[{name}] removing the unfinished {out / f'{name}.partial'}")

@@ -22,10 +22,22 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="data dir to build the database from when it is missing or stale")
 
 
+def check_numbers(args: argparse.Namespace, names: tuple[str, ...]) -> None:
+    """Refuse a count option that is not positive, naming it (before any slow loading)."""
+    from tooltune.errors import ToolTuneError
+
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and value <= 0:
+            raise ToolTuneError(f"--{name.replace('_', '-')} must be a positive number, not {value}")
+
+
 def open_session_parts(args: argparse.Namespace):
     """(policy, database, session config) from the shared options."""
     from tooltune.bot import SessionConfig, load_policy
     from tooltune.db import HotelDB
+
+    check_numbers(args, ("max_new_tokens", "max_calls", "limit"))
 
     config = SessionConfig(max_calls=args.max_calls, limit=args.limit)
     policy = load_policy(args.run, fmt=args.format, device=args.device, max_new_tokens=args.max_new_tokens,

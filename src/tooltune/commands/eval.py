@@ -57,8 +57,9 @@ def run(args: argparse.Namespace) -> int:
     from tooltune.inference import Generator, domain_vocab
     from tooltune.runs import load_for_inference, training_data
 
-    if args.limit is not None and args.limit <= 0:
-        raise ToolTuneError("--limit must be a positive number")
+    from tooltune.commands.chat import check_numbers
+
+    check_numbers(args, ("limit", "batch_size", "max_new_tokens"))
     if args.copy and not args.constrained:
         raise ToolTuneError("--copy works through constrained decoding: add --constrained")
     copy_values = None

@@ -23,6 +23,10 @@ def run(args: argparse.Namespace) -> int:
     from tooltune.bot.server import ServerConfig, check_bind, create_app, serve
     from tooltune.commands.chat import open_session_parts
 
+    from tooltune.errors import ToolTuneError
+
+    if not 0 < args.port < 65536:
+        raise ToolTuneError(f"--port must be 1-65535, not {args.port}")
     check_bind(args.host, args.api_key)  # before loading the model: a refusal should be quick
     policy, db, session = open_session_parts(args)
     config = ServerConfig(model_name=getattr(policy, "name", "tooltune"), api_key=args.api_key,

@@ -247,5 +247,5 @@ def read_corpus(paths_: list[str | Path]) -> list[str]:
         path = Path(path)
         if not path.is_file():
             raise InputError("corpus file does not exist", where=str(path))
-        texts.extend(line for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+        texts.extend(line for line in jsonio.read_text(path).splitlines() if line.strip())
     return texts

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tooltune import jsonio
 from tooltune.errors import InputError, ToolTuneError
 from tooltune.train.config import (DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig, _build, _check,
                                    apply_override)
@@ -83,7 +84,7 @@ def read_documents(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise InputError("corpus file not found", where=str(path))
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [line.strip() for line in jsonio.read_text(path).splitlines() if line.strip()]
 
 
 def blocks(documents: list[str], tokenizer, block_size: int) -> list[Example]:
