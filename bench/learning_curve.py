@@ -79,6 +79,7 @@ def main() -> None:
     parser.add_argument("--dev", default=DEV)
     parser.add_argument("--limit", type=int, default=150)
     parser.add_argument("--name", default="G7")
+    parser.add_argument("--note", default="", help="a sentence added under the table")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "learning_curve")
     args = parser.parse_args()
     log = log_entries(args.run)
@@ -118,7 +119,8 @@ def write(args, rows: list[dict]) -> None:
         ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(png, dpi=110)
-    cmd = " ".join(["python", "bench/learning_curve.py", str(args.run), "--limit", str(args.limit), "--name", args.name])
+    cmd = " ".join(["python", "bench/learning_curve.py", str(args.run), "--limit", str(args.limit), "--name", args.name,
+                    *(["--note", f"'{args.note}'"] if args.note else [])])
     lines = [f"# Learning curve: run {args.name} on dev", "",
              f"Made by `{cmd}` (each point: `tooltune export RUN --checkpoint STEP`, then `tooltune eval` on the first "
              f"{args.limit} dev turn units, greedy, domain vocabulary, the run's dtype). Minutes: the training loop's "
@@ -130,7 +132,10 @@ def write(args, rows: list[dict]) -> None:
         loss = f"{r['dev_loss']:.4f}" if r["dev_loss"] is not None else "-"
         lines.append(f"| {r['step']} | {r['epochs']:.2f} | {r['minutes']:.1f} | {loss} | {r['bleu4']:.2f} | "
                      f"{r['slot_p']:.2f} | {r['slot_r']:.2f} | {r['slot_f1']:.2f} | {r['source']} |")
-    lines += ["", "G4's settings on the same units (float32 decoding, bench/results/quality.md):", ""]
+    lines += ["", f"{args.name}'s points are checkpoints of one run whose cosine schedule was planned over all its "
+              "epochs, so the early ones were taken at a high learning rate; G6 and G4 are separate runs, each "
+              "decayed to zero.", *([args.note] if args.note else []),
+              "", "G4's settings on the same units (float32 decoding, bench/results/quality.md):", ""]
     for p in G4_SETTINGS:
         lines.append(f"- {p['label']}: {p['minutes']:.0f} minutes of training, {p['epochs']:.2f} epochs, "
                      f"SLOT-F1 {p['slot_f1']:.2f}, BLEU-4 {p['bleu4']:.2f}")
