@@ -4,7 +4,7 @@ with the command that made it). Run: python bench/collect_results.py"""
 from pathlib import Path
 
 HERE = Path(__file__).parent
-ORDER = ["quality", "train_speed", "train_profile", "rules", "train", "formats", "base", "db", "build", "io", "fuzz",
+ORDER = ["quality", "learning_curve", "train_speed", "train_profile", "rules", "train", "formats", "base", "db", "build", "io", "fuzz",
          "eval", "constrained", "bot", "loop", "loop_active_gemma", "loop_active_full", "loop_active_gpu"]
 HEADER = """# tooltune: measured results
 
