@@ -178,3 +178,14 @@ def test_db_search_bounds_its_inputs_in_milliseconds(tmp_path, capsys, data_root
     assert "tooltune: error: arguments: nested more than 100 levels deep" in capsys.readouterr().err
     assert main(["db", "search", '{"name": "\\udc80"}']) == 2
     assert "tooltune: error: arguments: name: holds a lone surrogate" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("role", [{"name": "user"}, ["user"]])
+def test_a_role_that_is_an_object_or_a_list_is_named_not_a_traceback(tmp_path, capsys, role):
+    """Found by `bench/fuzz.py --examples 3000`: an unhashable role reached a dict lookup (TypeError)."""
+    path = tmp_path / "dialogues.jsonl"
+    path.write_text(json.dumps([{"role": "user", "content": "有酒店吗"}, {"role": role, "content": "x"}],
+                               ensure_ascii=False) + "\n", encoding="utf-8")
+    assert main(["data", "convert", str(path), str(tmp_path / "out.jsonl"), "--to", "chatglm3"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "dialogues.jsonl:1" in err and "turns[1].role" in err, err

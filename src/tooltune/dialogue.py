@@ -201,7 +201,7 @@ def turn_from_seed(d: Any, where: str | None = None, index: int | None = None) -
     if not isinstance(d, dict):
         raise InputError(f"a turn must be a JSON object, got {type(d).__name__}", where=where, field=fld)
     role = d.get("role")
-    if role not in SEED_ROLES:
+    if not isinstance(role, str) or role not in SEED_ROLES:  # a list or object role is unhashable: no `in` on it
         raise InputError(f"unknown role {role!r} (expected one of {', '.join(SEED_ROLES)})", where=where,
                          field=f"{fld}.role")
     jsonio.check_keys(d, SEED_KEYS[role], where, fld)

@@ -21,7 +21,8 @@ DOCUMENT_IS_RECORD = True
 
 def looks_like(record: Any) -> bool:
     """A dialogue (a list), or the first turn of a `.json` file that holds one dialogue."""
-    return isinstance(record, list) or (isinstance(record, dict) and record.get("role") in SEED_ROLES)
+    role = record.get("role") if isinstance(record, dict) else None
+    return isinstance(record, list) or (isinstance(role, str) and role in SEED_ROLES)
 
 
 def parse(value: Any, where: str, counts: Counter) -> Dialogue:
