@@ -69,7 +69,9 @@ class Export:
 
 
 def _mark(index: int, stored: StoredTurn, label: str) -> dict[str, Any]:
-    return {"index": index, "role": turn_to_seed(stored.turn)["role"], "label": label,
+    """A turn of a training dialogue: its role there (a correction may have changed it), label, and who wrote it."""
+    exported = stored.correction if label == "corrected" else stored.turn
+    return {"index": index, "role": turn_to_seed(exported)["role"], "label": label,
             "by": "model" if stored.by_model else "client"}
 
 

@@ -264,7 +264,9 @@ def prepare(path: str | os.PathLike) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         con = _connect(path)
     except (OSError, sqlite3.Error) as e:
-        raise InputError(f"cannot open the feedback database: {e}", where=str(path), field="--feedback-db") from None
+        foreign = not fresh and isinstance(e, sqlite3.DatabaseError) and not isinstance(e, sqlite3.OperationalError)
+        what = "not a tooltune feedback database" if foreign else "cannot open the feedback database"
+        raise InputError(f"{what}: {e}", where=str(path), field="--feedback-db") from None
     try:
         if fresh:
             con.execute("PRAGMA journal_mode = WAL")
