@@ -55,6 +55,16 @@ def open_feedback(args: argparse.Namespace):
     return store
 
 
+def close_feedback(store) -> None:
+    """Write what is queued and say how many completions could not be stored (counted, never silently lost)."""
+    if store is None:
+        return
+    store.close()
+    if store.failed:
+        print(f"feedback: {store.failed} completions could not be stored in {store.path} (the log says why)",
+              file=sys.stderr)
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     add_model_options(parser)
 
@@ -75,6 +85,5 @@ def run(args: argparse.Namespace) -> int:
     try:
         chat_loop(Session(policy, db, config), sys.stdin, sys.stdout, feedback=store, run=run_label(args))
     finally:
-        if store is not None:
-            store.close()
+        close_feedback(store)
     return 0

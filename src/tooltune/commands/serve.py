@@ -22,7 +22,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tooltune.bot.server import ServerConfig, check_bind, create_app, serve
-    from tooltune.commands.chat import open_feedback, open_session_parts, run_label
+    from tooltune.commands.chat import close_feedback, open_feedback, open_session_parts, run_label
 
     check_bind(args.host, args.api_key)  # before loading the model: a refusal should be quick
     policy, db, session = open_session_parts(args)
@@ -32,6 +32,5 @@ def run(args: argparse.Namespace) -> int:
     try:
         serve(create_app(policy, db, config, feedback=store), args.host, args.port)
     finally:
-        if store is not None:
-            store.close()  # what is queued is written before the process ends
+        close_feedback(store)  # what is queued is written before the process ends
     return 0
