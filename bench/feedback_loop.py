@@ -192,8 +192,7 @@ def main() -> None:
 
     clock = time.time()
     merged = work / "merged"
-    if not (merged / "config.json").is_file():
-        merge(served, merged)
+    merge(served, merged)
     replay = rng.sample(train_all, args.replay)
     runs = {"+feedback": train(start, merged, corrections + replay, work / "feedback-run", args.steps, args),
             "control (replay only)": train(start, merged, replay, work / "control-run", args.steps, args)}
