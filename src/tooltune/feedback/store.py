@@ -460,7 +460,8 @@ def read_conversations(path: str | os.PathLike) -> list[StoredConversation]:
     """Every stored conversation, oldest first, with its turns, their completions' runs and their feedback."""
     path = Path(path)
     if not path.is_file():
-        raise InputError("no such feedback database", where=str(path))
+        raise InputError("no such feedback database (`tooltune serve` and `tooltune chat` create it and print its path)",
+                         where=str(path))
     try:
         con = sqlite3.connect(str(path), timeout=10)
     except sqlite3.Error as e:
