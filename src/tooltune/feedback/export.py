@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from tooltune.dialogue import Assistant, Call, Dialogue, Turn, turn_to_seed
-from tooltune.feedback.store import StoredConversation, StoredTurn
+from tooltune.feedback.database import StoredConversation, StoredTurn
 
 LABELS = ("corrected", "confirmed", "rejected", "unrated")
 

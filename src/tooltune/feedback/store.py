@@ -1,10 +1,7 @@
-"""Conversations and feedback in an embedded SQLite database: `tooltune serve` and `tooltune chat` write it,
-`tooltune data feedback export` reads it.
+"""Writing conversations and feedback to the database (`tooltune.feedback.database`): `tooltune serve` and `tooltune
+chat` record every completion and take ratings and corrections through a `FeedbackStore`.
 
-What is stored, and nothing else about the user: each conversation as the model saw it (its turns in the seed form:
-user turns, calls, the hotels returned, replies; the tools it was shown), which completion wrote each model turn, with
-the run that answered and the time, and the feedback on model turns: a rating (good or bad) and/or a correction (the
-turn as it should have been). No address, header, API key, user name or client id.
+What is stored (and that nothing else about the user is): see `tooltune.feedback.database`.
 
 A stateless API needs no conversation id: a client sends the whole history each time. A completion whose history
 continues a stored conversation (the stored turns are exactly its first turns) extends that conversation; any other
@@ -16,12 +13,11 @@ list (the web page's `messages` too).
 Writes go through one writer thread and a queue, each job one transaction (`BEGIN IMMEDIATE ... COMMIT`): `record`
 returns at once (a response never waits on the disk, and nothing is written under the model's lock); `rate` waits for
 its answer (the client must learn whether the completion exists) and runs after every `record` queued before it, so
-feedback on a completion just answered finds it. The database is in WAL mode: an export reads while a server writes.
+feedback on a completion just answered finds it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -31,73 +27,20 @@ import threading
 import time
 import uuid
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from tooltune import jsonio, paths
-from tooltune.dialogue import HOTEL_TOOL, Assistant, Call, Tool, Turn, turn_from_seed, turn_to_seed
+from tooltune import jsonio
+from tooltune.dialogue import HOTEL_TOOL, Assistant, Call, Tool, Turn, turn_from_seed
 from tooltune.errors import InputError, ToolTuneError
+from tooltune.feedback.database import SOURCES, chain, connect, prepare, tools_text, turn_key, turn_text
 
 log = logging.getLogger("tooltune.feedback")
 
-KIND = "tooltune feedback"
-SCHEMA_VERSION = "1"
 RATINGS = ("good", "bad")
-SOURCES = ("api", "web", "chat")
-"""Where a conversation came from: `/v1/chat/completions`, the web page, `tooltune chat`."""
 MAX_CONTENT = 4000
 """Most characters in a corrected reply (the course's replies have at most a few hundred)."""
-
-_DDL = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE conversations (
-    id TEXT PRIMARY KEY,
-    source TEXT NOT NULL,
-    tools TEXT NOT NULL,
-    started REAL NOT NULL,
-    updated REAL NOT NULL,
-    length INTEGER NOT NULL,
-    head TEXT NOT NULL
-);
-CREATE INDEX conversations_by_head ON conversations (head);
-CREATE TABLE completions (
-    id TEXT PRIMARY KEY,
-    conversation TEXT NOT NULL REFERENCES conversations (id),
-    run TEXT NOT NULL,
-    created REAL NOT NULL,
-    first_turn INTEGER NOT NULL,
-    last_turn INTEGER NOT NULL
-);
-CREATE TABLE turns (
-    conversation TEXT NOT NULL REFERENCES conversations (id),
-    idx INTEGER NOT NULL,
-    turn TEXT NOT NULL,
-    completion TEXT REFERENCES completions (id),
-    PRIMARY KEY (conversation, idx)
-);
-CREATE TABLE feedback (
-    conversation TEXT NOT NULL,
-    idx INTEGER NOT NULL,
-    rating TEXT CHECK (rating IN ('good', 'bad')),
-    correction TEXT,
-    updated REAL NOT NULL,
-    PRIMARY KEY (conversation, idx),
-    FOREIGN KEY (conversation, idx) REFERENCES turns (conversation, idx)
-);
-"""
-# conversations: `source` one of SOURCES; `tools` the JSON list of tools shown to the model; `started`/`updated` unix
-# times of its first and last completion; `length` its turns; `head` the chained hash of its turns (`_chain`).
-# completions: `id` the id the client received (chatcmpl-...); `run` the run that answered; `first_turn`..`last_turn`
-# the indexes of the turns it added (the model's calls and reply, and the results the server ran).
-# turns: `turn` the seed JSON of the turn; `completion` NULL for a turn the client sent.
-# feedback: `correction` the seed JSON of the turn as it should have been.
-
-
-def default_path() -> Path:
-    """Beside the hotel database in the user cache: `cache_dir()/feedback.sqlite`."""
-    return paths.cache_dir() / "feedback.sqlite"
 
 
 class UnknownCompletion(InputError):
@@ -171,115 +114,6 @@ class Feedback:
     correction: Call | Assistant | None
 
 
-@dataclass(frozen=True)
-class StoredTurn:
-    turn: Turn
-    completion: str | None
-    """The completion that added it, or None: the client sent it (a user turn, its tool's result, earlier turns)."""
-    run: str | None
-    created: float | None
-    rating: str | None = None
-    correction: Call | Assistant | None = None
-
-    @property
-    def by_model(self) -> bool:
-        """A call or reply the model wrote here (a result the server ran has a completion too, but is no model turn)."""
-        return self.completion is not None and isinstance(self.turn, (Call, Assistant))
-
-
-@dataclass(frozen=True)
-class StoredConversation:
-    id: str
-    source: str
-    started: float
-    updated: float
-    tools: tuple[Tool, ...]
-    turns: tuple[StoredTurn, ...] = field(default_factory=tuple)
-
-
-# ---- turns as stored -------------------------------------------------------------------------------------------------
-
-def _turn_text(turn: Turn) -> str:
-    """A turn's seed JSON as stored (arguments in the order written: the order is part of what the model wrote)."""
-    seed = turn_to_seed(turn)
-    if isinstance(turn, (Call,)) and turn.name != HOTEL_TOOL.name:
-        seed["name"] = turn.name
-    return json.dumps(seed, ensure_ascii=False)
-
-
-def _turn_key(turn: Turn) -> str:
-    """What the chained hash reads: the seed JSON with sorted keys, so that a client's copy of a turn (arguments or
-    records re-serialised in another key order) continues the conversation."""
-    seed = turn_to_seed(turn)
-    if isinstance(turn, Call):
-        seed["name"] = turn.name
-    return json.dumps(seed, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-
-
-def _chain(keys: Sequence[str]) -> list[str]:
-    """heads[k]: the hash of the first k turns (heads[0] = ""); each step hashes the previous head and one turn."""
-    heads = [""]
-    for key in keys:
-        heads.append(hashlib.sha256(f"{heads[-1]}\n{key}".encode("utf-8", "surrogatepass")).hexdigest())
-    return heads
-
-
-def _tools_text(tools: Sequence[Tool]) -> str:
-    return json.dumps([t.to_dict() for t in tools], ensure_ascii=False)
-
-
-# ---- the database file ------------------------------------------------------------------------------------------------
-
-def _connect(path: Path) -> sqlite3.Connection:
-    con = sqlite3.connect(str(path), timeout=10, isolation_level=None)  # transactions are explicit (`_transaction`)
-    con.execute("PRAGMA foreign_keys = ON")
-    return con
-
-
-def _meta(con: sqlite3.Connection) -> dict[str, str] | None:
-    try:
-        return dict(con.execute("SELECT key, value FROM meta").fetchall())
-    except sqlite3.DatabaseError:  # no meta table, or not an SQLite file at all
-        return None
-
-
-def _check_ours(con: sqlite3.Connection, path: Path) -> None:
-    meta = _meta(con)
-    if meta is None or meta.get("kind") != KIND:
-        raise InputError("not a tooltune feedback database (give the path `tooltune serve` or `tooltune chat` "
-                         "printed at start-up)", where=str(path))
-    if meta.get("schema") != SCHEMA_VERSION:
-        raise InputError(f"feedback database of schema {meta.get('schema')!r}; this tooltune reads schema "
-                         f"{SCHEMA_VERSION!r}", where=str(path))
-
-
-def prepare(path: str | os.PathLike) -> Path:
-    """Create the database at `path`, or check that the file there is one (never add tables to another file, e.g.
-    a mistyped `--feedback-db` naming the hotel database). Runs in the caller's thread: a bad path fails at start-up."""
-    path = Path(path)
-    if path.exists() and not path.is_file():
-        raise InputError("not a file (a directory?)", where=str(path), field="--feedback-db")
-    fresh = not path.exists() or path.stat().st_size == 0
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        con = _connect(path)
-    except (OSError, sqlite3.Error) as e:
-        foreign = not fresh and isinstance(e, sqlite3.DatabaseError) and not isinstance(e, sqlite3.OperationalError)
-        what = "not a tooltune feedback database" if foreign else "cannot open the feedback database"
-        raise InputError(f"{what}: {e}", where=str(path), field="--feedback-db") from None
-    try:
-        if fresh:
-            con.execute("PRAGMA journal_mode = WAL")
-            con.executescript("BEGIN;" + _DDL + "COMMIT;")
-            con.executemany("INSERT INTO meta VALUES (?, ?)", [("kind", KIND), ("schema", SCHEMA_VERSION)])
-        _check_ours(con, path)
-    except sqlite3.Error as e:
-        raise InputError(f"cannot write the feedback database: {e}", where=str(path), field="--feedback-db") from None
-    finally:
-        con.close()
-    return path
-
-
 def _transaction(con: sqlite3.Connection, write: Callable[[sqlite3.Connection], Any]) -> Any:
     con.execute("BEGIN IMMEDIATE")
     try:
@@ -297,9 +131,9 @@ def _transaction(con: sqlite3.Connection, write: Callable[[sqlite3.Connection], 
 class _Completion:
     id: str
     texts: tuple[str, ...]
-    """Every turn the model saw, then every turn it added, as stored (`_turn_text`)."""
+    """Every turn the model saw, then every turn it added, as stored (`turn_text`)."""
     keys: tuple[str, ...]
-    """The same turns as the chained hash reads them (`_turn_key`)."""
+    """The same turns as the chained hash reads them (`turn_key`)."""
     first: int
     """Index of the first added turn (= the number of turns the model was given)."""
     run: str
@@ -309,7 +143,7 @@ class _Completion:
 
 
 def _record(con: sqlite3.Connection, c: _Completion) -> None:
-    heads = _chain(c.keys)
+    heads = chain(c.keys)
     conversation, stored = None, 0
     for k in range(c.first, 0, -1):  # the longest stored conversation the history continues
         row = con.execute("SELECT id FROM conversations WHERE head = ? AND length = ? ORDER BY updated DESC LIMIT 1",
@@ -351,7 +185,7 @@ def _rate(con: sqlite3.Connection, completion_id: str, turn: int | None, rating:
     con.execute("INSERT INTO feedback (conversation, idx, rating, correction, updated) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (conversation, idx) DO UPDATE SET rating = COALESCE(excluded.rating, rating), "
                 "correction = COALESCE(excluded.correction, correction), updated = excluded.updated",
-                (conversation, index, rating, _turn_text(fixed) if fixed else None, now))
+                (conversation, index, rating, turn_text(fixed) if fixed else None, now))
     rating, fixed_text = con.execute("SELECT rating, correction FROM feedback WHERE conversation = ? AND idx = ?",
                                      (conversation, index)).fetchone()
     return Feedback(completion_id, conversation, index, original, rating,
@@ -374,7 +208,7 @@ class FeedbackStore:
 
     def _work(self) -> None:
         try:
-            con, broken = _connect(self.path), None
+            con, broken = connect(self.path), None
         except sqlite3.Error as e:
             con, broken = None, e
         try:
@@ -418,8 +252,8 @@ class FeedbackStore:
             return
         try:  # serialised here: a snapshot of the turns as they are now, and no Python objects cross threads
             every = (*history, *turns)
-            entry = _Completion(completion_id, tuple(map(_turn_text, every)), tuple(map(_turn_key, every)),
-                                len(history), run, source, _tools_text(tools), time.time())
+            entry = _Completion(completion_id, tuple(map(turn_text, every)), tuple(map(turn_key, every)),
+                                len(history), run, source, tools_text(tools), time.time())
         except (TypeError, ValueError) as e:
             self.failed += 1
             log.error("feedback store %s: completion %s not recorded: %s", self.path, completion_id, e)
@@ -452,43 +286,3 @@ class FeedbackStore:
         if self._thread.is_alive():
             self._jobs.put(None)
             self._thread.join(self.timeout)
-
-
-# ---- reading ----------------------------------------------------------------------------------------------------------
-
-def read_conversations(path: str | os.PathLike) -> list[StoredConversation]:
-    """Every stored conversation, oldest first, with its turns, their completions' runs and their feedback."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("no such feedback database (`tooltune serve` and `tooltune chat` create it and print its path)",
-                         where=str(path))
-    try:
-        con = sqlite3.connect(str(path), timeout=10)
-    except sqlite3.Error as e:
-        raise InputError(f"cannot open the feedback database: {e}", where=str(path)) from None
-    try:
-        _check_ours(con, path)
-        heads = con.execute("SELECT id, source, started, updated, tools FROM conversations "
-                            "ORDER BY started, id").fetchall()
-        rows = con.execute("SELECT t.conversation, t.idx, t.turn, t.completion, c.run, c.created, f.rating, "
-                           "f.correction FROM turns t LEFT JOIN completions c ON c.id = t.completion "
-                           "LEFT JOIN feedback f ON f.conversation = t.conversation AND f.idx = t.idx "
-                           "ORDER BY t.conversation, t.idx").fetchall()
-    except sqlite3.Error as e:
-        raise InputError(f"cannot read the feedback database: {e}", where=str(path)) from None
-    finally:
-        con.close()
-    turns: dict[str, list[StoredTurn]] = {}
-    for conv, idx, text, completion, run, created, rating, correction in rows:
-        where = f"{path}: conversation {conv}"
-        fld = f"turns[{idx}]"
-        turn = turn_from_seed(jsonio.loads(text, where, fld), where, idx)
-        fixed = turn_from_seed(jsonio.loads(correction, where, f"{fld}.correction"), where, idx) if correction else None
-        turns.setdefault(conv, []).append(StoredTurn(turn, completion, run, created, rating, fixed))
-    out = []
-    for conv, source, started, updated, tools in heads:
-        specs = jsonio.loads(tools, f"{path}: conversation {conv}", "tools")
-        out.append(StoredConversation(conv, source, started, updated,
-                                      tuple(Tool.from_dict(t, where=f"{path}: conversation {conv}") for t in specs),
-                                      tuple(turns.get(conv, ()))))
-    return out
