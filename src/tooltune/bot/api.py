@@ -255,9 +255,11 @@ def parse_feedback(body: dict[str, Any]) -> FeedbackRequest:
 
 
 def feedback_answer(feedback: Feedback) -> dict[str, Any]:
-    """The response to a feedback request: what the turn now holds."""
+    """The response to a feedback request: what the turn now holds (roles as the seed format names them: a call is
+    `search`, a reply `assistant`)."""
     def seed(turn: Turn | None) -> dict[str, Any] | None:
         return turn_to_seed(turn) if turn is not None else None
 
     return {"object": "feedback", "completion_id": feedback.completion_id, "turn": feedback.turn,
-            "role": feedback.original.role, "rating": feedback.rating, "correction": seed(feedback.correction)}
+            "role": turn_to_seed(feedback.original)["role"], "rating": feedback.rating,
+            "correction": seed(feedback.correction)}
