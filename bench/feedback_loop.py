@@ -100,7 +100,7 @@ def simulate_users(run: Path, feedback: list[Dialogue], share: float, seed: int,
 
 
 def start_config(args):
-    """The config new training starts from: the served run's (format, observation, method settings) or the tiny one's."""
+    """The config new training starts from: the served run's (format, observation, method) or the tiny one's."""
     from tooltune.train.config import config_from_dict, load_config
 
     if args.run:

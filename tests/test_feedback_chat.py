@@ -72,7 +72,8 @@ def test_the_chat_command_stores_where_it_says(db_path, tmp_path, monkeypatch, c
     monkeypatch.setattr("sys.stdin", io.StringIO("你好\n/good\n"))
     assert cli.main(["chat", "some-run", "--format", "llama2", "--db", str(db_path), "--feedback-db", str(path)]) == 0
     out = capsys.readouterr().out
-    assert f"feedback: conversations and feedback are stored in {path}" in out and "[feedback] good: reply 您好。" in out
+    assert f"feedback: conversations and feedback are stored in {path}" in out
+    assert "[feedback] good: reply 您好。" in out
     (conv,) = read_conversations(path)
     assert conv.turns[1].rating == "good" and conv.turns[1].run == str(Path("some-run").resolve())
 

@@ -29,7 +29,8 @@ E_CALL = {"type": "经济型", "price_range_upper": 300}
 def fill(store: FeedbackStore) -> None:
     """Five conversations, one per case of the export's rule."""
     # A: the call corrected (a cut right after it), the reply after it confirmed (past the cut)
-    store.record("a1", [User(A)], [Call({"type": "经济型"}), Result(HOTELS), Assistant("推荐如家酒店。")], "runs/one", "web")
+    store.record("a1", [User(A)], [Call({"type": "经济型"}), Result(HOTELS), Assistant("推荐如家酒店。")], "runs/one",
+                 "web")
     store.rate("a1", 1, "bad", Correction(arguments=A_FIXED))
     store.rate("a1", 3, "good")
     # B: the call confirmed, the reply unrated; later a call rated bad without a correction (to annotation)

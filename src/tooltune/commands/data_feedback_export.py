@@ -27,7 +27,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                                            "OUT.to_annotate.jsonl)")
     parser.add_argument("--label-studio", help="the same as Label Studio tasks, as `data select` writes them "
                                                "(default OUT.label_studio.json)")
-    parser.add_argument("--report", help="turns by feedback, per slot key and per run (markdown; default OUT.report.md)")
+    parser.add_argument("--report", help="turns by feedback, per slot key and per run (markdown; default "
+                                         "OUT.report.md)")
     parser.add_argument("--batch", default="feedback", help="batch name written into the Label Studio tasks")
 
 

@@ -102,7 +102,7 @@ class StoredConversation:
     turns: tuple[StoredTurn, ...] = field(default_factory=tuple)
 
 
-# ---- turns as stored -------------------------------------------------------------------------------------------------
+# ---- turns as stored -----------------------------------------------------------------------------------------------
 
 def turn_text(turn: Turn) -> str:
     """A turn's seed JSON as stored (arguments in the order written: the order is part of what the model wrote)."""
@@ -133,7 +133,7 @@ def tools_text(tools: Sequence[Tool]) -> str:
     return json.dumps([t.to_dict() for t in tools], ensure_ascii=False)
 
 
-# ---- the database file ------------------------------------------------------------------------------------------------
+# ---- the database file ---------------------------------------------------------------------------------------------
 
 def connect(path: Path) -> sqlite3.Connection:
     con = sqlite3.connect(str(path), timeout=10, isolation_level=None)  # transactions are explicit (BEGIN IMMEDIATE)
@@ -185,14 +185,14 @@ def prepare(path: str | os.PathLike) -> Path:
     return path
 
 
-# ---- reading ----------------------------------------------------------------------------------------------------------
+# ---- reading -------------------------------------------------------------------------------------------------------
 
 def read_conversations(path: str | os.PathLike) -> list[StoredConversation]:
     """Every stored conversation, oldest first, with its turns, their completions' runs and their feedback."""
     path = Path(path)
     if not path.is_file():
-        raise InputError("no such feedback database (`tooltune serve` and `tooltune chat` create it and print its path)",
-                         where=str(path))
+        raise InputError("no such feedback database (`tooltune serve` and `tooltune chat` create it and print its "
+                         "path)", where=str(path))
     try:
         con = sqlite3.connect(str(path), timeout=10)
     except sqlite3.Error as e:

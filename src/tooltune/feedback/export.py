@@ -154,7 +154,7 @@ def label_studio_tasks(result: Export, batch: str) -> list[dict[str, Any]]:
     return [label_studio_task(k, a.dialogue, batch, 1.0, a.notes) for k, a in enumerate(result.annotate, start=1)]
 
 
-# ---- the report ---------------------------------------------------------------------------------------------------
+# ---- the report ----------------------------------------------------------------------------------------------------
 
 def _canonical(value: Any) -> str:
     """A value's JSON with numbers as floats (400 == 400.0) and lists as multisets (facilities in another order are
@@ -249,7 +249,8 @@ def report(conversations: Sequence[StoredConversation], result: Export, db: str,
     for label in LABELS:
         calls = sum(label_of(s) == label and isinstance(s.turn, Call) for s in model_turns)
         replies = sum(label_of(s) == label and isinstance(s.turn, Assistant) for s in model_turns)
-        lines.append(f"| {label} | {calls} | {replies} | {calls + replies} | {_pct(calls + replies, len(model_turns))} |")
+        share = _pct(calls + replies, len(model_turns))
+        lines.append(f"| {label} | {calls} | {replies} | {calls + replies} | {share} |")
     n_calls = sum(isinstance(s.turn, Call) for s in model_turns)
     lines.append(f"| all | {n_calls} | {len(model_turns) - n_calls} | {len(model_turns)} | |")
     slots = slot_table(conversations)

@@ -125,7 +125,7 @@ def _transaction(con: sqlite3.Connection, write: Callable[[sqlite3.Connection], 
     return result
 
 
-# ---- writing ----------------------------------------------------------------------------------------------------------
+# ---- writing -------------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class _Completion:
