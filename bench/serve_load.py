@@ -152,7 +152,9 @@ def main() -> int:
         env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
         log = open(Path(tmp) / "server.log", "w")  # a file, not a pipe: a full pipe would stall the server
         proc = subprocess.Popen([sys.executable, "-m", "tooltune", "serve", str(run), "--port", str(port),
-                                 "--device", "cpu", "--max-new-tokens", str(args.max_new_tokens)],
+                                 "--device", "cpu", "--max-new-tokens", str(args.max_new_tokens),
+                                 # the default (conversations stored), in the temporary folder, not the user cache
+                                 "--feedback-db", str(Path(tmp) / "feedback.sqlite")],
                                 env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_ready(url, proc)

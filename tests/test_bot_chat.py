@@ -14,6 +14,7 @@ from tooltune.bot import Session
 from tooltune.bot.terminal import chat_loop, hotel_table, width
 from tooltune.db import HotelDB
 from tooltune.dialogue import Assistant, Call, User
+from tooltune.feedback import read_conversations
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +64,7 @@ def starts(line: str) -> list[int]:
 
 
 @pytest.mark.parametrize("name", FORMAT_NAMES)
-def test_chat_command_with_every_format(name, db_path, monkeypatch, capsys):
+def test_chat_command_with_every_format(name, db_path, tmp_path, monkeypatch, capsys):
     call = Call({"type": "豪华型", "rating_range_lower": 4.8})
     policy, _, _ = scripted_generator(name, [call, Assistant("推荐这家。"), Assistant("不客气。")])
     seen = {}
@@ -74,17 +75,20 @@ def test_chat_command_with_every_format(name, db_path, monkeypatch, capsys):
 
     monkeypatch.setattr(tooltune.bot, "load_policy", fake_load)
     monkeypatch.setattr("sys.stdin", io.StringIO("找评分4.8以上的豪华型酒店\n谢谢\n"))
-    rc = cli.main(["chat", "some-run", "--format", name, "--db", str(db_path), "--limit", "2"])
+    rc = cli.main(["chat", "some-run", "--format", name, "--db", str(db_path), "--limit", "2",
+                   "--feedback-db", str(tmp_path / "feedback.sqlite")])
     out = capsys.readouterr().out
     assert rc == 0 and seen == {"run": "some-run", "fmt": name}
     hotel = HotelDB.open(db_path).search(call.arguments, limit=2).records[0]["name"]
     assert "[call] search_hotels" in out and hotel in out and "bot> 推荐这家。" in out and "bot> 不客气。" in out
+    (conv,) = read_conversations(tmp_path / "feedback.sqlite")  # what the format parsed is what is stored
+    assert [s.turn for s in conv.turns][:2] == [User("找评分4.8以上的豪华型酒店"), call] and len(conv.turns) == 6
 
 
 def test_chat_command_loads_a_saved_tiny_model(tmp_path, db_path, monkeypatch, capsys):
     run = save_tiny_run(tmp_path / "run", "chatglm2")
     monkeypatch.setattr("sys.stdin", io.StringIO("你好\n/exit\n"))
-    rc = cli.main(["chat", str(run), "--db", str(db_path), "--max-new-tokens", "4", "--device", "cpu"])
+    rc = cli.main(["chat", str(run), "--db", str(db_path), "--max-new-tokens", "4", "--device", "cpu", "--no-feedback"])
     out = capsys.readouterr().out
     assert rc == 0 and "bot>" in out
 

@@ -265,7 +265,7 @@ def test_serve_command_wires_the_options(tmp_path, db, monkeypatch):
     monkeypatch.setattr("tooltune.bot.server.serve", lambda app, host, port: served.update(app=app, host=host,
                                                                                           port=port))
     rc = cli.main(["serve", str(run), "--db", str(db.path), "--host", "0.0.0.0", "--port", "8123", "--api-key", KEY,
-                   "--execute-tools", "--max-new-tokens", "4", "--device", "cpu"])
+                   "--execute-tools", "--max-new-tokens", "4", "--device", "cpu", "--no-feedback"])
     assert rc == 0 and served["host"] == "0.0.0.0" and served["port"] == 8123
     with LiveServer(served["app"]) as u:
         assert [m.id for m in client(u, KEY).models.list()] == ["run"]

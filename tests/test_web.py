@@ -99,3 +99,78 @@ def test_page_shows_server_errors(browser, db):
         say(browser, "你好", 2)
         assert "error 500: generation failed: RuntimeError: model exploded" in \
             browser.find_elements(By.CSS_SELECTOR, "#log .error")[-1].text
+
+
+def test_feedback_in_the_page_is_stored_and_kept_across_a_reload(browser, db, tmp_path):
+    """Thumbs on the reply, an edit of the call (the form built from the tool's schema) and of the reply; after a
+    reload the page shows the same and the conversation goes on; the store holds all of it."""
+    import json
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    from tooltune.feedback import FeedbackStore, read_conversations
+
+    store = FeedbackStore(tmp_path / "feedback.sqlite")
+    switch = SwitchPolicy()
+    switch.inner = ScriptedPolicy([Call(ARGS), Assistant("推荐第一家。"), Assistant("不客气。")])
+    config = ServerConfig(model_name="tiny", run="runs/tiny", session=SessionConfig(limit=3))
+    wait = WebDriverWait(browser, 20)
+
+    def chosen(selector: str) -> bool:
+        return "chosen" in browser.find_element(By.CSS_SELECTOR, selector).get_attribute("class")
+
+    try:
+        with LiveServer(create_app(switch, db, config, feedback=store)) as url:
+            browser.get(url + "/")
+            say(browser, "找一家评分4.5以上的经济型酒店", 1)
+            assert browser.find_element(By.CSS_SELECTOR, "#log .reply .text").text == "推荐第一家。"
+            assert browser.find_element(By.ID, "privacy").is_displayed()
+            browser.find_element(By.CSS_SELECTOR, "#log .reply button.bad").click()
+            wait.until(lambda d: chosen("#log .reply button.bad"))
+            browser.find_element(By.CSS_SELECTOR, "#log .reply button.good").click()  # changed my mind
+            wait.until(lambda d: chosen("#log .reply button.good") and not chosen("#log .reply button.bad"))
+
+            call = browser.find_element(By.CSS_SELECTOR, "#log .call")
+            call.find_element(By.CSS_SELECTOR, "button.edit").click()
+            form = call.find_element(By.CSS_SELECTOR, "form.fix")
+            assert form.find_element(By.NAME, "rating_range_lower").get_attribute("value") == "4.5"  # pre-filled
+            assert Select(form.find_element(By.NAME, "type")).first_selected_option.text == "经济型"
+            assert [o.text for o in Select(form.find_element(By.NAME, "type")).options] == \
+                ["(none)", "豪华型", "经济型", "舒适型", "高档型"]  # the schema's enum
+            Select(form.find_element(By.NAME, "type")).select_by_visible_text("舒适型")
+            form.find_element(By.NAME, "facilities").send_keys("免费WiFi、无烟房")
+            form.find_element(By.CSS_SELECTOR, "button.save").click()
+            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#log .call .fixed"))
+            fixed = {"type": "舒适型", "facilities": ["免费WiFi", "无烟房"], "rating_range_lower": 4.5}
+            shown = browser.find_element(By.CSS_SELECTOR, "#log .call .fixed").text
+            assert json.loads(shown.removeprefix("corrected: ")) == fixed
+
+            reply = browser.find_element(By.CSS_SELECTOR, "#log .reply")
+            reply.find_element(By.CSS_SELECTOR, "button.edit").click()
+            area = reply.find_element(By.CSS_SELECTOR, "form.fix textarea")
+            assert area.get_attribute("value") == "推荐第一家。"
+            area.clear()
+            area.send_keys("为您找到三家舒适型酒店。")
+            reply.find_element(By.CSS_SELECTOR, "form.fix button.save").click()
+            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#log .reply .fixed"))
+
+            browser.refresh()  # the page keeps its log, its feedback and its conversation
+            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#log .reply"))
+            assert chosen("#log .reply button.good") and not chosen("#log .reply button.bad")
+            assert browser.find_element(By.CSS_SELECTOR, "#log .call .fixed").text == shown
+            assert browser.find_element(By.CSS_SELECTOR, "#log .reply .fixed").text == "corrected: 为您找到三家舒适型酒店。"
+            say(browser, "谢谢", 2)
+            assert browser.find_elements(By.CSS_SELECTOR, "#log .reply .text")[-1].text == "不客气。"
+
+        store.flush()
+        (conv,) = read_conversations(store.path)
+        records = db.search(ARGS, limit=3).records
+        assert [s.turn for s in conv.turns] == [User("找一家评分4.5以上的经济型酒店"), Call(ARGS), Result(records),
+                                                Assistant("推荐第一家。"), User("谢谢"), Assistant("不客气。")]
+        call, reply = conv.turns[1], conv.turns[3]
+        assert (call.rating, call.correction) == (None, Call(fixed))
+        assert (reply.rating, reply.correction) == ("good", Assistant("为您找到三家舒适型酒店。"))
+        assert conv.source == "web" and {s.run for s in conv.turns if s.completion} == {"runs/tiny"}
+    finally:
+        store.close()

@@ -33,6 +33,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("data balance", "data_balance"),
     ("data select", "data_select"),
     ("data merge-annotations", "data_merge_annotations"),
+    ("data feedback export", "data_feedback_export"),
     ("demo", "demo"),
 ]
 

@@ -11,6 +11,11 @@ What is supported, and what is refused with a 400 rather than silently ignored:
   decoding cannot force a call. A request without `tools` is treated as "none" (the client cannot run the tool).
 - `n` must be 1. Decoding is greedy: `temperature`, `top_p`, `seed`, `max_tokens` and the like are accepted and
   have no effect (the server's generation settings decide); the response's `X-Tooltune-Ignored` header names them.
+
+Beside them, `POST /v1/feedback` (`parse_feedback`) takes a rating and/or a correction of a turn a completion wrote:
+`{"completion_id": "chatcmpl-...", "turn": 3, "rating": "good" | "bad", "correction": {"arguments": {...}} | {"content":
+"..."}}` (`turn`, the index of the turn's message in `messages`, defaults to the completion's last turn; a rating or a
+correction, or both). An unknown completion id is a 404, a bad field a 400 naming it (`tooltune.feedback.store`).
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ from typing import Any, Iterator
 
 from tooltune import jsonio
 from tooltune.bot.session import Exchange, Search
-from tooltune.dialogue import Dialogue, Result, Tool, Turn, User
+from tooltune.dialogue import Call, Dialogue, Result, Tool, Turn, User, turn_to_seed
 from tooltune.errors import InputError
+from tooltune.feedback.store import RATINGS, Correction, Feedback
 from tooltune.files import openai as openai_file
 
 WHERE = "request"
@@ -151,10 +157,15 @@ def _message(exchange: Exchange, executed: bool) -> tuple[dict[str, Any], str]:
     return {"role": "assistant", "content": None, "tool_calls": [call]}, "tool_calls"
 
 
-def completion(exchange: Exchange, model: str, executed: bool) -> dict[str, Any]:
-    """A `chat.completion` object for the exchange (`executed`: the server ran the model's calls)."""
+def new_completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+def completion(exchange: Exchange, model: str, executed: bool, id: str | None = None) -> dict[str, Any]:
+    """A `chat.completion` object for the exchange (`executed`: the server ran the model's calls; `id`: the
+    completion id, which feedback on it names; a new one when None)."""
     message, finish = _message(exchange, executed)
-    return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+    return {"id": id or new_completion_id(), "object": "chat.completion", "created": int(time.time()),
             "model": model, "choices": [{"index": 0, "message": message, "finish_reason": finish}]}
 
 
@@ -183,10 +194,72 @@ def chunks(full: dict[str, Any], piece: int = 16) -> Iterator[str]:
     yield "data: [DONE]\n\n"
 
 
-def web_answer(exchange: Exchange, history: list[Turn], tools: tuple[Tool, ...]) -> dict[str, Any]:
+def web_answer(exchange: Exchange, history: list[Turn], tools: tuple[Tool, ...],
+               completion_id: str | None = None) -> dict[str, Any]:
     """What the web page shows: each search (call, records or error), the reply, and the whole conversation as
-    OpenAI messages for the page to send back next time."""
+    OpenAI messages for the page to send back next time. With `completion_id` (feedback on), the page may rate or
+    correct each call and the reply: `turn` is each one's index in `messages`, `tools` the schemas its edit form is
+    built from."""
+    first = len(history) - len(exchange.turns)  # the exchange's turns end the history
+    call_turns = [first + i for i, t in enumerate(exchange.turns) if isinstance(t, Call)]
     searches = [{"name": s.call.name, "arguments": s.call.arguments, "records": s.records, "error": s.error,
-                 "unmatched": s.unmatched, "executed": s.executed} for s in exchange.searches]
+                 "unmatched": s.unmatched, "executed": s.executed, "turn": k}
+                for s, k in zip(exchange.searches, call_turns)]
     messages = openai_file.to_record(Dialogue(tuple(history), tools=tools))["messages"]
-    return {"searches": searches, "reply": exchange.reply, "malformed": exchange.malformed, "messages": messages}
+    return {"searches": searches, "reply": exchange.reply,
+            "reply_turn": len(history) - 1 if exchange.reply is not None else None,
+            "malformed": exchange.malformed, "messages": messages, "completion_id": completion_id,
+            "tools": [t.to_dict() for t in tools] if completion_id else []}
+
+
+# ---- feedback ----------------------------------------------------------------------------------------------------
+
+FEEDBACK_KEYS = ("completion_id", "turn", "rating", "correction")
+
+
+@dataclass(frozen=True)
+class FeedbackRequest:
+    """`POST /v1/feedback`: a rating and/or a correction of one turn a completion wrote."""
+
+    completion_id: str
+    turn: int | None
+    """Index of the turn in the conversation (its message's index in `messages`); None: the completion's last turn
+    (the message the client received)."""
+    rating: str | None
+    correction: Correction | None
+
+
+def parse_feedback(body: dict[str, Any]) -> FeedbackRequest:
+    """A checked feedback request; `ApiError` (400) names the offending field."""
+    try:
+        jsonio.check_keys(body, FEEDBACK_KEYS, None)
+    except InputError as e:
+        raise ApiError.from_input(e) from None
+    cid = body.get("completion_id")
+    if not isinstance(cid, str) or not cid:
+        raise ApiError(400, "missing or not a string: the id of the completion (`id` of its response)",
+                       param="completion_id")
+    turn = body.get("turn")
+    if turn is not None and (isinstance(turn, bool) or not isinstance(turn, int) or turn < 0):
+        raise ApiError(400, "must be a non-negative integer (the turn's index in messages)", param="turn")
+    rating = body.get("rating")
+    if rating is not None and rating not in RATINGS:
+        raise ApiError(400, f"must be one of {', '.join(RATINGS)}", param="rating", code="invalid_value")
+    try:
+        correction = Correction.from_json(body["correction"]) if body.get("correction") is not None else None
+    except InputError as e:
+        raise ApiError.from_input(e) from None
+    if rating is None and correction is None:
+        raise ApiError(400, "give a rating ('good' or 'bad'), a correction, or both", param="rating")
+    return FeedbackRequest(cid, turn, rating, correction)
+
+
+def feedback_answer(feedback: Feedback) -> dict[str, Any]:
+    """The response to a feedback request: what the turn now holds (roles as the seed format names them: a call is
+    `search`, a reply `assistant`)."""
+    def seed(turn: Turn | None) -> dict[str, Any] | None:
+        return turn_to_seed(turn) if turn is not None else None
+
+    return {"object": "feedback", "completion_id": feedback.completion_id, "turn": feedback.turn,
+            "role": turn_to_seed(feedback.original)["role"], "rating": feedback.rating,
+            "correction": seed(feedback.correction)}

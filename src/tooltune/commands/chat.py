@@ -20,6 +20,12 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=3, help="hotels per search (default 3)")
     parser.add_argument("--db", help="database file (default: the user cache's hotels.sqlite, built if missing)")
     parser.add_argument("--data-dir", help="data dir to build the database from when it is missing or stale")
+    parser.add_argument("--feedback-db", metavar="PATH",
+                        help="SQLite file the conversations and their feedback go to (default: feedback.sqlite in the "
+                             "user cache, beside the hotel database); read by `tooltune data feedback export`")
+    parser.add_argument("--no-feedback", action="store_true",
+                        help="store no conversation and take no feedback (/good /bad /fix, the page's buttons, "
+                             "/v1/feedback)")
 
 
 def check_numbers(args: argparse.Namespace, names: tuple[str, ...]) -> None:
@@ -45,8 +51,41 @@ def open_session_parts(args: argparse.Namespace):
     return policy, HotelDB.open(args.db, args.data_dir), config
 
 
+def open_feedback(args: argparse.Namespace):
+    """The feedback store the options ask for (its path printed, so that the user knows what is kept), or None."""
+    from tooltune.feedback import FeedbackStore, default_path
+
+    if args.no_feedback:
+        if args.feedback_db:
+            from tooltune.errors import InputError
+            raise InputError("--feedback-db and --no-feedback contradict each other", field="--no-feedback")
+        print("feedback: off (--no-feedback): no conversation is stored", flush=True)
+        return None
+    store = FeedbackStore(args.feedback_db or default_path())
+    print(f"feedback: conversations and feedback are stored in {store.path} (--no-feedback turns this off)",
+          flush=True)
+    return store
+
+
+def close_feedback(store) -> None:
+    """Write what is queued and say how many completions could not be stored (counted, never silently lost)."""
+    if store is None:
+        return
+    store.close()
+    if store.failed:
+        print(f"feedback: {store.failed} completions could not be stored in {store.path} (the log says why)",
+              file=sys.stderr)
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     add_model_options(parser)
+
+
+def run_label(args: argparse.Namespace) -> str:
+    """The run as the feedback store records it: its resolved path (two runs may share a folder name)."""
+    from pathlib import Path
+
+    return str(Path(args.run).resolve())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,5 +93,9 @@ def run(args: argparse.Namespace) -> int:
     from tooltune.bot.terminal import chat_loop
 
     policy, db, config = open_session_parts(args)
-    chat_loop(Session(policy, db, config), sys.stdin, sys.stdout)
+    store = open_feedback(args)
+    try:
+        chat_loop(Session(policy, db, config), sys.stdin, sys.stdout, feedback=store, run=run_label(args))
+    finally:
+        close_feedback(store)
     return 0

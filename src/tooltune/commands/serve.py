@@ -1,4 +1,5 @@
-"""`tooltune serve RUN`: an OpenAI-compatible API (/v1/models, /v1/chat/completions) and a web chat page at /."""
+"""`tooltune serve RUN`: an OpenAI-compatible API (/v1/models, /v1/chat/completions, /v1/feedback) and a web chat
+page at /."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import argparse
 
 from tooltune.commands.chat import add_model_options
 
-HELP = "serve a trained model: OpenAI-compatible chat completions with tool calls, and a web chat page"
+HELP = "serve a trained model: OpenAI-compatible chat completions with tool calls, feedback, and a web chat page"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +22,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tooltune.bot.server import ServerConfig, check_bind, create_app, serve
-    from tooltune.commands.chat import open_session_parts
+    from tooltune.commands.chat import close_feedback, open_feedback, open_session_parts, run_label
 
     from tooltune.errors import ToolTuneError
 
@@ -29,7 +30,11 @@ def run(args: argparse.Namespace) -> int:
         raise ToolTuneError(f"--port must be 1-65535, not {args.port}")
     check_bind(args.host, args.api_key)  # before loading the model: a refusal should be quick
     policy, db, session = open_session_parts(args)
+    store = open_feedback(args)
     config = ServerConfig(model_name=getattr(policy, "name", "tooltune"), api_key=args.api_key,
-                          execute_tools=args.execute_tools, session=session)
-    serve(create_app(policy, db, config), args.host, args.port)
+                          execute_tools=args.execute_tools, session=session, run=run_label(args))
+    try:
+        serve(create_app(policy, db, config, feedback=store), args.host, args.port)
+    finally:
+        close_feedback(store)  # what is queued is written before the process ends
     return 0
