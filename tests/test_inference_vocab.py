@@ -23,6 +23,20 @@ def _prompt(gen):
     return torch.tensor([gen.prompt_ids(tiny_dialogue().turns[:1])])
 
 
+def _record_first_row(model) -> list[int]:
+    """The ids `model.generate` writes in its first row, filled in as it runs."""
+    seen: list[int] = []
+    original = model.generate
+
+    def recording(*args, **kwargs):
+        out = original(*args, **kwargs)
+        seen.extend(out[0, kwargs["input_ids"].shape[1]:].tolist())
+        return out
+
+    model.generate = recording
+    return seen
+
+
 def test_a_vocabulary_of_every_id_changes_nothing_and_the_head_comes_back():
     fmt, tok = tokenizer_for("llama2")
     model = tiny_llama(len(tok))
@@ -63,15 +77,7 @@ def test_generation_writes_only_allowed_or_prompt_ids():
     allowed = frozenset(range(40, 80))
     gen = Generator(model, tok, fmt, config=GenerationConfig(max_new_tokens=16, output_vocab=allowed))
     prompt = gen.prompt_ids(tiny_dialogue().turns[:1])
-    seen = []
-    original = model.generate
-
-    def recording(*args, **kwargs):
-        out = original(*args, **kwargs)
-        seen.extend(out[0, kwargs["input_ids"].shape[1]:].tolist())
-        return out
-
-    model.generate = recording
+    seen = _record_first_row(model)
     gen.predict([tiny_dialogue().turns[:1]])
     assert seen and set(seen) <= allowed | set(prompt) | {end}
     assert not set(seen) <= set(prompt)  # the allowed ids are really used, not only the prompt's
@@ -171,15 +177,7 @@ def test_an_id_of_the_prompt_may_be_generated_though_not_in_the_vocabulary():
         return output
 
     model.register_forward_hook(prefer_copy)
-    seen = []
-    original = model.generate
-
-    def recording(*args, **kwargs):
-        out = original(*args, **kwargs)
-        seen.extend(out[0, kwargs["input_ids"].shape[1]:].tolist())
-        return out
-
-    model.generate = recording
+    seen = _record_first_row(model)
     gen.predict([history])
     assert seen[0] == copy
 
