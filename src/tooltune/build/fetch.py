@@ -73,6 +73,10 @@ DEMO_FILES = ("crosswoz/hotel_db.json", "crosswoz/val.json.zip", "crosswoz/test.
 """What `tooltune demo` reads: the course's split (the llama2 test file gives the rules baseline its units), the hotel
 database, and the dialogues `data build` starts from."""
 
+class Offline(ToolTuneError):
+    """A source could not be reached at all (no network, DNS, refused): not a bad answer from it."""
+
+
 Opener = Callable[[str, float], object]
 """(url, timeout) -> a readable response (what `urllib.request.urlopen` returns)."""
 
@@ -115,7 +119,7 @@ def fetch_one(url: str, dest: Path, opener: Opener = _urlopen, timeout: float = 
                 raise ToolTuneError(f"downloading {url} failed: HTTP {e.code} {e.reason}") from None
             except (urllib.error.URLError, OSError, TimeoutError) as e:
                 reason = getattr(e, "reason", e)
-                raise ToolTuneError(f"cannot download {url} ({reason}): are you offline? Copy the data by hand "
+                raise Offline(f"cannot download {url} ({reason}): are you offline? Copy the data by hand "
                                     f"into {dest.parent} or point --data-dir / $TOOLTUNE_DATA at a copy") from None
         if sha256 is not None and digest.hexdigest() != sha256:
             raise ToolTuneError(f"{url} has SHA-256 {digest.hexdigest()}, not the expected {sha256}: the source has "
@@ -161,9 +165,7 @@ def ensure(root: Path, needed: Iterable[str], say: Callable[[str], None] = print
     say(f"data: {len(missing)} of the files needed are not in {root}; fetching them from their public sources")
     try:
         got = fetch_all(root, sources={k: sources[k] for k in missing}, progress=True, **fetch_options)
-    except ToolTuneError as e:
-        if "offline" not in str(e):
-            raise
+    except Offline:
         raise ToolTuneError(f"the data is missing from {root} and cannot be downloaded here (offline?): run "
                             f"`tooltune data fetch` on a machine with internet and copy its data dir here, or "
                             "give --data-dir (or $TOOLTUNE_DATA) a copy of the data") from None
