@@ -113,7 +113,7 @@ def train(args, model: Path, data: list[Dialogue], out: Path, seed: int, dev_fil
         "train": {**start["train"], "out": str(out / "run"), "max_steps": args.steps, "batch_size": args.batch_size,
                   "grad_accum": 1, "lr": args.lr, "warmup_steps": args.steps // 10, "seed": seed, "log_every": 50,
                   "eval_every": 0, "save_every": 0, "compile": args.compile}})
-    return out / "run", fine_tune(cfg)["best_dev_loss"]
+    return out / "run", fine_tune(cfg).best_dev_loss
 
 
 def generator_for(run: Path, max_new_tokens: int, vocab_of: list[Dialogue] | None = None, dtype: str = "float32",

@@ -101,10 +101,11 @@ def simulate_users(run: Path, feedback: list[Dialogue], share: float, seed: int,
 
 def start_config(args):
     """The config new training starts from: the served run's (format, observation, method) or the tiny one's."""
-    from tooltune.train.config import config_from_dict, load_config
+    from tooltune.rundir import read_config
+    from tooltune.train.config import config_from_dict
 
     if args.run:
-        return load_config(Path(args.run) / "config.yaml")
+        return read_config(Path(args.run))
     return config_from_dict({"model": {"dtype": "float32"}, "method": {"name": "full"},
                              "data": {"format": "chatglm3", "observation": "compact", "max_length": 1024},
                              "train": {"lr": 3e-3, "batch_size": 8, "mixed_precision": "no"}})

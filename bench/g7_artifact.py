@@ -13,16 +13,22 @@ run must have added no token. Any absolute path left in a text file is an error.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import torch
-import yaml
 from safetensors.torch import load_file, save_file
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from tooltune import rundir  # noqa: E402
+from tooltune.train.config import replace  # noqa: E402
+
 COURSE = "hotel/v3_chatglm3_llama2"
-KEEP = ("log.jsonl", "loss.png", "wall_s")
+KEEP = (rundir.LOG, rundir.LOSS_PLOT, "wall_s")
 
 
 def data_relative(path: str) -> str:
@@ -42,27 +48,26 @@ def main() -> None:
     parser.add_argument("--alias", default="gemma3-270m")
     args = parser.parse_args()
     run, out = args.run, args.out
-    info = json.loads((run / "run.json").read_text(encoding="utf-8"))
-    if info.get("new_special_tokens"):
-        raise SystemExit(f"{run} added {info['new_special_tokens']} tokens: its tokenizer would have to ship too")
+    info = rundir.read_info(run)
+    if info.new_special_tokens:
+        raise SystemExit(f"{run} added {info.new_special_tokens} tokens: its tokenizer would have to ship too")
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    weights = load_file(run / "adapter_model.safetensors")
-    save_file({k: v.to(torch.bfloat16).contiguous() for k, v in weights.items()}, out / "adapter_model.safetensors",
+    weights = load_file(run / rundir.ADAPTER_WEIGHTS)
+    save_file({k: v.to(torch.bfloat16).contiguous() for k, v in weights.items()}, out / rundir.ADAPTER_WEIGHTS,
               metadata={"format": "pt"})
-    adapter = json.loads((run / "adapter_config.json").read_text(encoding="utf-8"))
+    adapter = json.loads((run / rundir.ADAPTER_CONFIG).read_text(encoding="utf-8"))
     adapter["base_model_name_or_path"] = args.alias
-    (out / "adapter_config.json").write_text(json.dumps(adapter, indent=2) + "\n", encoding="utf-8")
-    cfg = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
-    cfg["model"]["path"], cfg["model"]["dtype"] = args.alias, "auto"
-    cfg["data"]["train"], cfg["data"]["dev"] = data_relative(cfg["data"]["train"]), data_relative(cfg["data"]["dev"])
-    cfg["train"]["out"] = out.as_posix()
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    info["base_model"] = args.alias
-    info["artifact"] = {"from": run.name, "adapter_dtype": "bfloat16",
-                        "trained_dtype": info.get("dtype"), "tokenizer": "the base's (no token added)"}
-    (out / "run.json").write_text(json.dumps(info, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / rundir.ADAPTER_CONFIG).write_text(json.dumps(adapter, indent=2) + "\n", encoding="utf-8")
+    cfg = rundir.read_config(run)
+    cfg = replace(cfg, model={"path": args.alias, "dtype": "auto"}, train={"out": out.as_posix()},
+                  data={"train": data_relative(cfg.data.train), "dev": data_relative(cfg.data.dev)})
+    rundir.write_config(out, cfg)
+    info = dataclasses.replace(info, base_model=args.alias, artifact={
+        "from": run.name, "adapter_dtype": "bfloat16", "trained_dtype": info.dtype,
+        "tokenizer": "the base's (no token added)"})
+    rundir.write_info(out, info)
     for name in KEEP:
         if (run / name).is_file():
             shutil.copy(run / name, out / name)

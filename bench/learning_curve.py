@@ -23,6 +23,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from tooltune import rundir  # noqa: E402
+from tooltune.train.checkpoint import PROGRESS  # noqa: E402
+
 DEV = "../shared/data/hotel/v3_chatglm3_llama2/dev.chatglm3.jsonl"
 # G4's configuration (float32, every layer, dropout 0.05, full vocabulary), first 150 dev units, float32 decoding:
 # run G6 (300 steps, 2,506 s of training) and run G4 (600 steps, 91 minutes), bench/results/quality.md.
@@ -38,13 +43,13 @@ def tooltune(*args: str) -> None:
 
 
 def log_entries(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "log.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [json.loads(line) for line in (run / rundir.LOG).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def points(run: Path) -> list[tuple[int, Path | None]]:
     """(step, checkpoint dir or None for the run's own adapter), by step."""
-    steps = sorted((int(m.group(1)), p) for p in (run / "checkpoints").glob("step-*")
-                   if (m := re.fullmatch(r"step-(\d+)", p.name)) and (p / "progress.json").is_file())
+    steps = sorted((int(m.group(1)), p) for p in rundir.checkpoint_dirs(run)
+                   if (m := re.fullmatch(r"step-(\d+)", p.name)) and (p / PROGRESS).is_file())
     evals = [e for e in log_entries(run) if "dev_loss" in e]
     best = min(evals, key=lambda e: e["dev_loss"])["step"] if evals else None
     if best is not None and best not in {s for s, _ in steps}:
@@ -54,11 +59,9 @@ def points(run: Path) -> list[tuple[int, Path | None]]:
 
 def steps_per_epoch(run: Path) -> int:
     """Optimizer steps in one pass over the training data, as the loop plans them (one process)."""
-    import yaml
-
-    train = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))["train"]
-    examples = json.loads((run / "run.json").read_text(encoding="utf-8"))["train_examples"]
-    return math.ceil(math.ceil(examples / train["batch_size"]) / train["grad_accum"])
+    train = rundir.read_config(run).train
+    examples = rundir.read_info(run).train_examples
+    return math.ceil(math.ceil(examples / train.batch_size) / train.grad_accum)
 
 
 def score(run: Path, step: int, checkpoint: Path | None, dev: str, limit: int) -> dict:
@@ -66,7 +69,7 @@ def score(run: Path, step: int, checkpoint: Path | None, dev: str, limit: int) -
     model = run if checkpoint is None else curve / f"step-{step}"
     out = curve / f"step-{step}-dev"
     if not (out / "metrics.json").is_file():
-        if checkpoint is not None and not (model / "run.json").is_file():
+        if checkpoint is not None and not (model / rundir.INFO).is_file():
             tooltune("export", str(run), "--checkpoint", str(step), "--out", str(model))
         tooltune("eval", str(model), "--data", dev, "--out", str(out), "--limit", str(limit), "--max-new-tokens",
                  "160", "--batch-size", "16", "--domain-vocab")

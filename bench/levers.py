@@ -30,7 +30,7 @@ from quality import (
     train_timed,
 )
 
-from tooltune import paths
+from tooltune import paths, rundir
 from tooltune.demo import PYPI, with_budget
 from tooltune.errors import ToolTuneError
 
@@ -116,7 +116,7 @@ def _run(args: argparse.Namespace) -> int:
     lines[0][:2] = ["lever", "what changes"]
     lines[0] += ["train s", "tokens/s"]
     for (name, run_dir, _), line in zip(rows, lines[1:]):
-        last = [json.loads(row) for row in (run_dir / "log.jsonl").read_text(encoding="utf-8").splitlines()][-1]
+        last = [json.loads(row) for row in (run_dir / rundir.LOG).read_text(encoding="utf-8").splitlines()][-1]
         line[:2] = [name, LEVERS[name][0]]
         line += [(run_dir / "bench_seconds.txt").read_text().strip(), f"{last['tokens_per_s']:.0f}"]
     # Slot F1 per key (what rebalancing is meant to move), with each key's gold slots in the scored units.

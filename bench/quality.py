@@ -24,7 +24,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from tooltune import paths
+from tooltune import paths, rundir
 from tooltune.demo import DEFAULT, PYPI, finetune_tree, lecture_lines, with_budget
 from tooltune.errors import ToolTuneError
 
@@ -92,7 +92,7 @@ def train_timed(name: str, run_dir: Path, make_tree: Callable[[], dict]) -> None
     from tooltune.train.config import RunConfig, _build
     from tooltune.train.recipe import fine_tune
 
-    if (run_dir / "run.json").is_file():
+    if (run_dir / rundir.INFO).is_file():
         print(f"[{name}] trained already: {run_dir}")
         return
     started = time.perf_counter()
@@ -189,9 +189,9 @@ def _run(args: argparse.Namespace) -> int:
     lines = table_rows(runs, extra=True)
     lines[0] += ["train s", "trainable params"]
     for (method, _), line in zip(dirs, lines[1:]):
-        trained = json.loads((args.out / method / "run.json").read_text()) if method in seconds else {}
-        line += [f"{seconds[method]:.0f}" if method in seconds else "-", f"{trained.get('trainable_parameters', 0):,}"
-                 if trained else "-"]
+        trained = rundir.read_info(args.out / method) if method in seconds else None
+        line += [f"{seconds[method]:.0f}" if method in seconds else "-",
+                 f"{trained.trainable_parameters or 0:,}" if trained else "-"]
     # The rows to beat: the lecture's (GPU, 6-7B models) and, where the demo made it, the rules baseline's.
     above = lecture_lines(len(lines[0]))
     if args.split == "test" and not args.limit and (args.demo / "rules" / "metrics.json").is_file():

@@ -123,10 +123,11 @@ def child(args) -> None:
     steps_per_epoch = -(-len(examples) // batch)
     if side == "tooltune":
         from tooltune.train.config import replace
+        from tooltune import rundir
         from tooltune.train.loop import output_vocab, run_training
         cfg = replace(p.cfg, train={"max_steps": 2 * steps_per_epoch})
         run_training(cfg, p.model, p.tokenizer, examples, [], meta=p.meta, new_token_ids=p.new_token_ids)
-        log = [json.loads(line) for line in (Path(cfg.train.out) / "log.jsonl").read_text().splitlines()]
+        log = [json.loads(line) for line in (Path(cfg.train.out) / rundir.LOG).read_text().splitlines()]
         log = [e for e in log if "tokens" in e]
         ends = [e["elapsed_s"] for e in log]
         tokens = [e["tokens"] for e in log]

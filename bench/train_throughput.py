@@ -27,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from tooltune import rundir  # noqa: E402
 from tooltune.train.config import config_from_dict  # noqa: E402
 from tooltune.train.data import IGNORE, Example  # noqa: E402
 
@@ -99,7 +100,7 @@ def run_tooltune(model_dir: Path, tokenizer, examples, args, compile: bool = Fal
     run_training(cfg, model, tokenizer, examples, [])
     # The loop's log, one line per step: cumulative tokens and time since the start of the first step.
     import json
-    log = [json.loads(line) for line in (Path(cfg.train.out) / "log.jsonl").read_text().splitlines()]
+    log = [json.loads(line) for line in (Path(cfg.train.out) / rundir.LOG).read_text().splitlines()]
     log = [e for e in log if "tokens" in e]
     steps = [(e["tokens"] - p["tokens"], e["trained_tokens"] - p["trained_tokens"])
              for p, e in zip([{"tokens": 0, "trained_tokens": 0}] + log, log)]

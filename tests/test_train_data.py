@@ -11,6 +11,7 @@ import yaml
 
 from tooltune.cli import main
 from tooltune.errors import InputError
+from tooltune.rundir import read_config
 from tooltune.train.data import batch_order, collate, pack_rows, read_examples
 from tooltune.train.loss import TokenLoss
 from tooltune.train.tiny import save_tiny_model, synthetic_examples, tiny_llama
@@ -64,7 +65,8 @@ def test_course_dialogues_train_through_a_chat_format(course_dir, tmp_path):
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(tree))
     assert main(["train", str(tmp_path / "cfg.yaml")]) == 0
     run = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert run["format"] == "chatglm3" and run["steps"] == 2 and run["packed_rows"]
+    # The run's format is its config's (config.yaml, the one place a run stores it)
+    assert read_config(tmp_path / "run").data.format == "chatglm3" and run["steps"] == 2 and run["packed_rows"]
     assert run["new_special_tokens"] >= 4  # ChatGLM3's role tokens, added to the tiny tokenizer
     adapter = json.loads((tmp_path / "run" / "adapter_config.json").read_text())
     assert adapter["trainable_token_indices"]  # their embedding rows are trained too

@@ -20,7 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from tooltune import paths
+from tooltune import paths, rundir
+from tooltune.dialogue import AS_WRITTEN
 from tooltune.errors import ToolTuneError
 from tooltune.jsonio import atomic_write_text
 
@@ -62,7 +63,7 @@ class Budget:
     The defaults fit the 30-minute budget by measured per-step times (bench/results/quality.md), not by quality."""
     finetune_lr: float = 1e-3
     """Peak fine-tuning learning rate (1e-3 for both the own GPT-2's full fine-tuning and LoRA on a PyPI base)."""
-    argument_order: str = "as-written"
+    argument_order: str = AS_WRITTEN
     """`data.argument_order` of the fine-tuning: "schema" writes every call's arguments in the tool schema's order,
     which LoRA on a PyPI base learns faster (bench/results/quality.md, "Levers measured so far")."""
     eval_limit: int | None = None
@@ -208,9 +209,9 @@ def _own_gpt2(budget: Budget, corpus: Path, partial: Path, name: str) -> None:
                  f"train.max_steps={b.pretrain_steps}", f"train.warmup_steps={min(30, b.pretrain_steps // 10)}",
                  "train.lr=3e-3", f"train.eval_every={b.pretrain_steps}", "train.log_every=10",
                  f"train.out={partial / name}"]
-    summary = pretrain(load_pretrain_config(None, overrides), str(partial / "tokenizer"))
-    print(f"  pre-trained GPT-2: {summary.get('parameters', 0):,} parameters, dev perplexity "
-          f"{summary.get('best_dev_perplexity', float('nan')):.1f}")
+    info = pretrain(load_pretrain_config(None, overrides), str(partial / "tokenizer"))
+    perplexity = info.best_dev_perplexity if info.best_dev_perplexity is not None else float("nan")
+    print(f"  pre-trained GPT-2: {info.parameters or 0:,} parameters, dev perplexity {perplexity:.1f}")
 
 
 def stage_run(cfg: DemoConfig, base: Path, partial: Path) -> None:
@@ -222,9 +223,9 @@ def stage_run(cfg: DemoConfig, base: Path, partial: Path) -> None:
     model = base / (base / "DONE").read_text(encoding="utf-8").strip()
     tree = finetune_tree(model, partial, paths.data_dir(cfg.data_dir), cfg.budget,
                          method="full" if own else "lora", own=own)
-    summary = fine_tune(_build(RunConfig, tree, ""))
-    if "interrupted_at" in summary:
-        raise ToolTuneError(f"fine-tuning stopped at step {summary['interrupted_at']}; run the demo again")
+    info = fine_tune(_build(RunConfig, tree, ""))
+    if info.interrupted_at is not None:
+        raise ToolTuneError(f"fine-tuning stopped at step {info.interrupted_at}; run the demo again")
 
 
 def evaluate(run: Path, data_file: Path, partial: Path, budget: Budget, data_dir: str | None = None,
@@ -316,7 +317,7 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> Path:
             shutil.rmtree(out / f"{name}.partial")
     data = _stage(out, "data", "corpus.txt", lambda p: stage_data(cfg, p), say)
     base = _stage(out, "base", "DONE", lambda p: stage_base(cfg, data, p), say)
-    run = _stage(out, "run", "run.json", lambda p: stage_run(cfg, base, p), say)
+    run = _stage(out, "run", rundir.INFO, lambda p: stage_run(cfg, base, p), say)
     eval_dir = _stage(out, "eval", "metrics.json", lambda p: evaluate(run, test_file, p, cfg.budget, cfg.data_dir), say)
     rules = _stage(out, "rules", "metrics.json", lambda p: stage_rules(cfg, p), say) if cfg.budget.rules else None
     limit = f", first {cfg.budget.eval_limit} units; the rules row: all units" if cfg.budget.eval_limit else ""

@@ -153,7 +153,9 @@ SEED_KEYS = {"user": ("role", "content"), "search": ("role", "arguments", "name"
 """The keys a seed turn of each role may have (`name`: the tool, when not `search_hotels`); any other is an error."""
 
 
-ARGUMENT_ORDERS = ("as-written", "schema")
+AS_WRITTEN = "as-written"
+"""The default argument order: each call's arguments as the data wrote them."""
+ARGUMENT_ORDERS = (AS_WRITTEN, "schema")
 """How a call's arguments are laid out when rendered: as the data wrote them, or in the tool schema's order."""
 
 
@@ -166,7 +168,7 @@ def order_arguments(turns: Sequence[Turn], tools: Sequence[Tool], order: str) ->
     """
     if order not in ARGUMENT_ORDERS:
         raise ValueError(f"argument order must be one of {', '.join(ARGUMENT_ORDERS)}, not {order!r}")
-    if order == "as-written":
+    if order == AS_WRITTEN:
         return tuple(turns)
     declared = {tool.name: list(tool.parameters.get("properties", {})) for tool in tools}
     out: list[Turn] = []

@@ -1,9 +1,9 @@
 """Loading something to generate with: a training run directory, or a plain Hugging Face model directory.
 
-A run directory (what `tooltune train` writes) holds `config.yaml` (the config as run: base model path, method, chat
-format, observation rendering), the tokenizer, and either a PEFT adapter (`adapter_config.json`) or, for full
-fine-tuning, the whole model. A plain model directory is a base model evaluated as it is (the lecture's "native" row):
-the chat format must then be named.
+A run directory (what `tooltune train` writes, `tooltune.rundir`) holds `config.yaml` (the config as run: base model
+path, method, chat format, observation rendering, argument order), the tokenizer, and either a PEFT adapter or, for
+full fine-tuning, the whole model. A plain model directory is a base model evaluated as it is (the lecture's "native"
+row): the chat format must then be named, by the caller or by the folder's `tooltune_run.json`.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
+from tooltune import rundir
+from tooltune.dialogue import AS_WRITTEN
 from tooltune.errors import InputError, ToolTuneError
+from tooltune.train.config import DataConfig
 
 if TYPE_CHECKING:
     from tooltune.inference import GenerationConfig
@@ -30,7 +31,7 @@ class Loaded:
     """What the report's Model column shows (the base model's folder name)."""
     method: str
     """What the report's Method column shows (`native` for an untrained base)."""
-    argument_order: str = "as-written"
+    argument_order: str = AS_WRITTEN
     """How the run laid out calls' arguments in training (`data.argument_order`); prompts must do the same."""
 
     def generation(self, **options: Any) -> GenerationConfig:
@@ -59,24 +60,11 @@ def _dtype(name: str):
     return getattr(torch, name)
 
 
-RUN_FILE = "tooltune_run.json"
-"""In a model folder (a merged export, or one saved by hand): `{"format": ..., "observation": ..., "method": ...}`."""
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    from tooltune.jsonio import read_json
-
-    info = read_json(path)
-    if not isinstance(info, dict):
-        raise InputError("must be a JSON object", where=str(path))
-    return info
-
-
 def base_dir(base: str, run: Path) -> Path:
     """A run's base model folder: as written (absolute, or relative to where training ran), else beside the run, else
     a base-model alias (`gemma3-270m`: the folder `tooltune model prepare` writes, prepared now if it is not yet)."""
     for candidate in (Path(base), run.parent / base, run / base):
-        if (candidate / "config.json").is_file():
+        if (candidate / rundir.MODEL_CONFIG).is_file():
             return candidate
     from tooltune.models.registry import ALIASES
 
@@ -90,7 +78,7 @@ def base_dir(base: str, run: Path) -> Path:
 def tokenizer_dir(run: Path, base: str) -> Path:
     """Where a run's tokenizer is: the run itself, or (a run that added no token and ships without one, like those
     under bench/artifacts/) its base model's folder."""
-    if (run / "tokenizer_config.json").is_file():
+    if (run / rundir.TOKENIZER_CONFIG).is_file():
         return run
     return base_dir(base, run)
 
@@ -100,24 +88,24 @@ def training_data(run: str | Path) -> Path:
     relative to where training ran), else beside the run, else relative to the data dir (`tooltune.paths.data_dir`:
     a run shipped with the repository names `hotel/v3_chatglm3_llama2/train.chatglm3.jsonl`)."""
     run = Path(run)
-    config = run / "config.yaml"
-    cfg = yaml.safe_load(config.read_text(encoding="utf-8")) if config.is_file() else None
-    train = cfg.get("data", {}).get("train") if isinstance(cfg, dict) and isinstance(cfg.get("data"), dict) else None
+    train = rundir.read_config(run).data.train if rundir.has_config(run) else ""
     if not train:
-        raise InputError("not a fine-tuning run with training data (no config.yaml with data.train)", where=str(run))
+        raise InputError(f"not a fine-tuning run with training data (no {rundir.CONFIG} with data.train)",
+                         where=str(run))
     from tooltune import paths
 
     for candidate in (Path(train), run.parent / train, run / train, paths.data_dir() / train):
         if candidate.is_file():
             return candidate
-    raise InputError(f"the training data {train!r} is not a file here", where=str(config), field="data.train")
+    raise InputError(f"the training data {train!r} is not a file here", where=str(run / rundir.CONFIG),
+                     field="data.train")
 
 
 def _check_format(name: str | None, path: Path):
     from tooltune.formats import FORMATS, get_format
 
     if not name:
-        raise InputError(f"no chat format: give --format ({', '.join(FORMATS)}) or write {RUN_FILE} with a "
+        raise InputError(f"no chat format: give --format ({', '.join(FORMATS)}) or write {rundir.MODEL_INFO} with a "
                          f"'format'", where=str(path))
     return get_format(name)
 
@@ -144,72 +132,21 @@ def load_for_inference(path: str | Path, *, format: str | None = None, observati
     lecture's "native" row evaluates a base model so); False refuses instead (a chat with untrained role tokens
     would only produce noise).
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from tooltune.formats import ensure_special_tokens
     from tooltune.formats.base import single_id
 
     path = Path(path)
     if not path.is_dir():
         raise InputError("not a directory (expected a training run or a saved model)", where=str(path))
-    placed = False
-    cfg = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) if (path / "config.yaml").is_file() else None
-    run_info = _read_json(path / "run.json") if (path / "run.json").is_file() else {}
-    pretrained = str(run_info.get("kind", "")).startswith("pretrain")  # `tooltune pretrain model`: a base model
-    if isinstance(cfg, dict) and "method" in cfg and not pretrained:  # a fine-tuning run
-        trained_in = (cfg.get("model") or {}).get("dtype")
-        if dtype == "auto" and trained_in:
-            dtype = trained_in  # auto: as the run was trained (itself auto: what is native here)
-        method = cfg.get("method", {}).get("name", "full")
-        data = cfg.get("data", {})
-        fmt_name = format or data.get("format") or run_info.get("format")
-        obs = observation or data.get("observation") or "full"
-        order = data.get("argument_order") or "as-written"
-        base = cfg.get("model", {}).get("path", "")
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(path, base))
-        if (path / "adapter_config.json").is_file():
-            from peft import PeftModel
-
-            from tooltune.train import methods as train_methods
-
-            quantized = method in train_methods.METHODS and train_methods.METHODS[method].quantized
-            kwargs: dict = {}
-            if quantized:
-                # The adapter was trained on the 4-bit base: it is applied to the base quantised the same way.
-                train_methods.check_supported(method, gradient_checkpointing=False)
-                trained_dtype = _dtype(cfg.get("model", {}).get("dtype") or dtype)
-                kwargs = {**train_methods.load_kwargs(method, trained_dtype),
-                          "device_map": {"": device or default_device()}}
-            model = AutoModelForCausalLM.from_pretrained(base_dir(base, path), dtype=_dtype(dtype), **kwargs)
-            if quantized and not cpu_4bit_kernel(model):
-                # Without bitsandbytes' fused CPU kernel, every 4-bit matmul would dequantise its weight again at each
-                # decoding step: the same NF4 values are decoded once into plain weights instead.
-                model = model.dequantize(dtype=_dtype(dtype))
-            placed = quantized and model.device.type != "cpu"
-            if len(tokenizer) > model.get_input_embeddings().num_embeddings:
-                model.resize_token_embeddings(len(tokenizer), mean_resizing=False)  # rows come from the adapter
-            model = PeftModel.from_pretrained(model, path)
-        else:
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype))
-        name = Path(base).name if base else path.name
-    elif (path / "config.json").is_file() or (path / "adapter_config.json").is_file():
-        info = _read_json(path / RUN_FILE) if (path / RUN_FILE).is_file() else {}
-        fmt_name = format or info.get("format")
-        obs = observation or info.get("observation") or "full"
-        order = info.get("argument_order") or "as-written"
-        method = info.get("method", "native")
-        name = path.name
-        _check_format(fmt_name, path)  # before the (slow) loading
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        if (path / "adapter_config.json").is_file():
-            from peft import AutoPeftModelForCausalLM
-
-            model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype))
-        else:
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype))
+    info = rundir.read_info(path)
+    if rundir.has_config(path) and not (info and info.pretrained):  # a fine-tuning run
+        loaded, placed = _load_run(path, info, format, observation, dtype, device)
+    elif (path / rundir.MODEL_CONFIG).is_file() or (path / rundir.ADAPTER_CONFIG).is_file():
+        loaded, placed = _load_model_folder(path, format, observation, dtype), False
     else:
-        raise InputError("no config.yaml, config.json or adapter_config.json: not a run or a saved model",
-                         where=str(path))
+        raise InputError(f"no {rundir.CONFIG}, {rundir.MODEL_CONFIG} or {rundir.ADAPTER_CONFIG}: not a run or a "
+                         f"saved model", where=str(path))
+    model, tokenizer, fmt_name = loaded.model, loaded.tokenizer, loaded.format
     chat_format = _check_format(fmt_name, path).for_tokenizer(tokenizer)
     missing = [t for t in chat_format.special_tokens if single_id(tokenizer, t) is None]
     if missing and not add_missing_tokens:
@@ -220,4 +157,65 @@ def load_for_inference(path: str | Path, *, format: str | None = None, observati
     if not placed:  # a 4-bit base was loaded onto its device and cannot be moved
         model.to(device or default_device())
     model.eval()
-    return Loaded(model, tokenizer, fmt_name, obs, name, method, order)
+    return loaded
+
+
+def _load_run(path: Path, info: rundir.RunInfo | None, format: str | None, observation: str | None, dtype: str,
+              device: str | None) -> tuple[Loaded, bool]:
+    """A fine-tuning run: its base with the adapter (or its whole model), rendered as its config.yaml says; and
+    whether the model is already on its device (a 4-bit base)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cfg = rundir.read_config(path)
+    if dtype == "auto":
+        dtype = cfg.model.dtype  # auto: as the run was trained (itself auto: what is native here)
+    method, base = cfg.method.name, cfg.model.path
+    # A run written before config.yaml was the format's one home may name it only in run.json.
+    fmt_name = format or cfg.data.format or (info.format if info else None)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(path, base))
+    placed = False
+    if (path / rundir.ADAPTER_CONFIG).is_file():
+        from peft import PeftModel
+
+        from tooltune.train import methods as train_methods
+
+        quantized = train_methods.METHODS[method].quantized
+        kwargs: dict = {}
+        if quantized:
+            # The adapter was trained on the 4-bit base: it is applied to the base quantised the same way.
+            train_methods.check_supported(method, gradient_checkpointing=False)
+            kwargs = {**train_methods.load_kwargs(method, _dtype(cfg.model.dtype)),
+                      "device_map": {"": device or default_device()}}
+        model = AutoModelForCausalLM.from_pretrained(base_dir(base, path), dtype=_dtype(dtype), **kwargs)
+        if quantized and not cpu_4bit_kernel(model):
+            # Without bitsandbytes' fused CPU kernel, every 4-bit matmul would dequantise its weight again at each
+            # decoding step: the same NF4 values are decoded once into plain weights instead.
+            model = model.dequantize(dtype=_dtype(dtype))
+        placed = quantized and model.device.type != "cpu"
+        if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+            model.resize_token_embeddings(len(tokenizer), mean_resizing=False)  # rows come from the adapter
+        model = PeftModel.from_pretrained(model, path)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype))
+    name = Path(base).name if base else path.name
+    return Loaded(model, tokenizer, fmt_name, observation or cfg.data.observation, name, method,
+                  cfg.data.argument_order), placed
+
+
+def _load_model_folder(path: Path, format: str | None, observation: str | None, dtype: str) -> Loaded:
+    """A plain model folder (a base, a merged export, a pre-trained GPT-2), rendered as its tooltune_run.json says,
+    else as the caller says."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    info = rundir.read_info(path, rundir.MODEL_INFO) or rundir.RunInfo()
+    fmt_name = format or info.format
+    _check_format(fmt_name, path)  # before the (slow) loading
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if (path / rundir.ADAPTER_CONFIG).is_file():
+        from peft import AutoPeftModelForCausalLM
+
+        model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype))
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype))
+    return Loaded(model, tokenizer, fmt_name, observation or info.observation or DataConfig.observation, path.name,
+                  info.method or "native", info.argument_order or AS_WRITTEN)

@@ -9,7 +9,7 @@ HELP = "print a dialogue as a chat format renders it for training, with the trai
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from tooltune.dialogue import ARGUMENT_ORDERS
+    from tooltune.dialogue import ARGUMENT_ORDERS, AS_WRITTEN
     from tooltune.formats import FORMATS, OBSERVATIONS, POLICIES
 
     parser.add_argument("file", metavar="FILE", help="a dialogue file (any format `tooltune data convert` reads)")
@@ -18,9 +18,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="which model turns are trained: every one (all) or the last (default: all)")
     parser.add_argument("--observation", default="full", choices=OBSERVATIONS,
                         help="tool results in full (as the course) or compact (default: full)")
-    parser.add_argument("--argument-order", default="as-written", choices=ARGUMENT_ORDERS,
+    parser.add_argument("--argument-order", default=AS_WRITTEN, choices=ARGUMENT_ORDERS,
                         help="calls' arguments as the data wrote them or in the tool schema's order "
-                             "(training's data.argument_order; default: as-written)")
+                             f"(training's data.argument_order; default: {AS_WRITTEN})")
     parser.add_argument("--index", type=int, default=0, help="which dialogue of the file, from 0 (default: 0)")
     parser.add_argument("--from", dest="source_format", help="the file's format (default: detected)")
     parser.add_argument("--tokenizer", metavar="DIR",

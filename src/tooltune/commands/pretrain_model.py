@@ -22,7 +22,7 @@ def run(args) -> int:
     overrides = list(args.overrides) + [f"train.out={args.out}"]
     overrides += [f"corpus.text={args.corpus}"] if args.corpus else []
     overrides += [f"corpus.dev={args.dev}"] if args.dev else []
-    summary = pretrain(load_pretrain_config(args.config, overrides), args.tokenizer, resume=args.resume)
-    print(f"{summary['parameters']:,} parameters, {summary['steps']} steps; dev perplexity "
-          f"{summary.get('best_dev_perplexity', float('nan')):.2f}; model in {args.out}")
+    info = pretrain(load_pretrain_config(args.config, overrides), args.tokenizer, resume=args.resume)
+    perplexity = info.best_dev_perplexity if info.best_dev_perplexity is not None else float("nan")
+    print(f"{info.parameters:,} parameters, {info.steps} steps; dev perplexity {perplexity:.2f}; model in {args.out}")
     return 0

@@ -24,9 +24,9 @@ def run(args) -> int:
     cfg = load_config(args.config, args.overrides)
     if args.kfold:
         return _kfold(cfg, args)
-    summary = fine_tune(cfg, resume=args.resume)
-    if summary.get("best_dev_loss") is not None:
-        print(f"best dev loss {summary['best_dev_loss']:.4f} (perplexity {summary['best_dev_perplexity']:.2f})")
+    info = fine_tune(cfg, resume=args.resume)
+    if info.best_dev_loss is not None:
+        print(f"best dev loss {info.best_dev_loss:.4f} (perplexity {info.best_dev_perplexity:.2f})")
     print(f"run directory: {cfg.train.out}")
     return 0
 

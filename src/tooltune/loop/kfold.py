@@ -71,8 +71,8 @@ def train_kfold(cfg: RunConfig, k: int, eval_limit: int = 0, seed: int | None = 
         write_dialogues(dev, fold_dir / "dev.jsonl", "seed")
         fold_cfg = replace(cfg, data={"train": str(fold_dir / "train.jsonl"), "dev": str(fold_dir / "dev.jsonl")},
                            train={"out": str(fold_dir / "run")})
-        summary = fine_tune(fold_cfg)
-        row = {"fold": i, "train": len(train), "dev": len(dev), "dev_loss": summary.get("best_dev_loss")}
+        info = fine_tune(fold_cfg)
+        row = {"fold": i, "train": len(train), "dev": len(dev), "dev_loss": info.best_dev_loss}
         if eval_limit > 0:
             row.update(fold_metrics(fold_dir / "run", dev, eval_limit))
         rows.append(row)

@@ -29,7 +29,7 @@ from typing import Sequence
 
 import torch
 
-from tooltune.dialogue import Call, Dialogue, Turn, User, with_argument_order
+from tooltune.dialogue import AS_WRITTEN, Call, Dialogue, Turn, User, with_argument_order
 
 SCORES = ("mean", "min", "disagree", "loss")
 
@@ -140,7 +140,7 @@ def uncertainties(generator, pool: Sequence[Dialogue], seed: int = 0) -> list[Un
 
 @torch.inference_mode()
 def label_losses(model, tokenizer, fmt, pool: Sequence[Dialogue], observation: str = "full",
-                 argument_order: str = "as-written", max_length: int | None = None) -> list[Uncertainty]:
+                 argument_order: str = AS_WRITTEN, max_length: int | None = None) -> list[Uncertainty]:
     """The `loss` score of every pool dialogue (same order): each dialogue rendered as training renders it (`fmt`,
     `observation`, `argument_order`; samples over `max_length` keep their tail as in training), the mean
     cross-entropy over its trained tokens. Decodes nothing: `mean`, `min` and `disagree` stay 0."""

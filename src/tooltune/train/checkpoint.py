@@ -18,12 +18,15 @@ from pathlib import Path
 import torch
 from accelerate.utils import DistributedType
 
+from tooltune import rundir
 from tooltune.errors import InputError, ToolTuneError
 from tooltune.jsonio import atomic_write_text, read_json
 
 SHARDED = (DistributedType.FSDP, DistributedType.DEEPSPEED)
 PROGRESS = "progress.json"
 """Written last: a checkpoint without a readable one is not complete."""
+TRAINABLE = "trainable.pt"
+"""The trainable parameters by name (unsharded runs; `tooltune export --checkpoint` reads it too)."""
 
 
 def _rng_state() -> dict:
@@ -72,7 +75,7 @@ def save(directory: Path, accelerator, model, optimizer, scheduler, progress: di
     if accelerator.is_main_process:
         if accelerator.distributed_type not in SHARDED:
             trainable = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
-            torch.save(trainable, tmp / "trainable.pt")
+            torch.save(trainable, tmp / TRAINABLE)
             torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save({"scheduler": scheduler.state_dict(), "adalora": _adalora_state(model)}, tmp / "state.pt")
         atomic_write_text(tmp / PROGRESS, json.dumps(progress, indent=1))
@@ -96,7 +99,7 @@ def incomplete(directory: Path) -> str | None:
     if not isinstance(progress, dict) or not isinstance(progress.get("step"), int):
         return f"{PROGRESS} holds no step"
     sharded = (directory / "accelerate").is_dir()
-    needed = ["state.pt"] + (["accelerate"] if sharded else ["trainable.pt", "optimizer.pt"])
+    needed = ["state.pt"] + (["accelerate"] if sharded else [TRAINABLE, "optimizer.pt"])
     missing = [name for name in needed if not (directory / name).exists()]
     return f"missing {', '.join(missing)}" if missing else None
 
@@ -105,7 +108,7 @@ def latest(run_dir: Path, say: Callable[[str], None] | None = None) -> Path | No
     """The newest complete checkpoint of `run_dir`, or None. A newer one that is not complete (written by a version
     that did not write atomically, or damaged since) is skipped, and `say` (default: print to stderr) says so."""
     say = say or (lambda message: print(message, file=sys.stderr))
-    steps = sorted(((int(m.group(1)), p) for p in (run_dir / "checkpoints").glob("step-*")
+    steps = sorted(((int(m.group(1)), p) for p in rundir.checkpoint_dirs(run_dir)
                     if (m := re.fullmatch(r"step-(\d+)", p.name)) and p.is_dir()), reverse=True)
     for _, path in steps:
         why = incomplete(path)
@@ -120,7 +123,7 @@ def load(directory: Path, accelerator, model, optimizer, scheduler) -> dict:
     if accelerator.distributed_type in SHARDED:
         accelerator.load_state(str(directory / "accelerate"))
     else:
-        trainable = torch.load(directory / "trainable.pt", map_location="cpu")
+        trainable = torch.load(directory / TRAINABLE, map_location="cpu")
         params = dict(model.named_parameters())
         missing = sorted(set(trainable) - set(params))
         if missing:

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from tooltune.dialogue import ARGUMENT_ORDERS
+from tooltune.dialogue import ARGUMENT_ORDERS, AS_WRITTEN
 from tooltune.errors import InputError
 
 DTYPES = ("float32", "bfloat16", "float16", "auto")
@@ -124,7 +124,7 @@ class DataConfig:
     """Weight each training dialogue's token losses by its category (slot-keys, turn-type or facility; empty: none):
     w = n / (C * n_c), so every category weighs the same in total and the weights average 1 (tooltune.loop.balance)."""
 
-    argument_order: str = "as-written"
+    argument_order: str = AS_WRITTEN
     """How calls' arguments are rendered: as-written (the data's order) or schema (the tool schema's property order,
     which puts the course's `type` right after `name` instead of last). Inference renders earlier calls the same way."""
 

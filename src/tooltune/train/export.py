@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
 
-import yaml
-
+from tooltune import rundir
 from tooltune.errors import ToolTuneError
-from tooltune.jsonio import staged_directory
+from tooltune.jsonio import read_json, staged_directory
+from tooltune.rundir import RunInfo
+from tooltune.runs import base_dir, tokenizer_dir
+from tooltune.train import checkpoint
 from tooltune.train.methods import METHODS
 
 
 def run_info(run_dir: Path) -> tuple[str, str]:
     """(method name, base model path) of a finished run directory."""
-    config = run_dir / "config.yaml"
-    if not config.is_file():
-        raise ToolTuneError(f"{run_dir} is not a tooltune run directory (no config.yaml)")
-    cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
-    return cfg["method"]["name"], cfg["model"]["path"]
+    cfg = rundir.read_config(run_dir)
+    return cfg.method.name, cfg.model.path
 
 
 def merge(run_dir: str | Path, out: str | Path, base_path: str | None = None) -> Path:
@@ -31,10 +31,9 @@ def merge(run_dir: str | Path, out: str | Path, base_path: str | None = None) ->
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tooltune.runs import base_dir, tokenizer_dir
-
     run_dir, out = Path(run_dir), Path(out)
-    method, base = run_info(run_dir)
+    cfg = rundir.read_config(run_dir)
+    method, base = cfg.method.name, cfg.model.path
     entry = METHODS[method]
     if entry.quantized:
         raise ToolTuneError(f"{run_dir}: method {method} trained on a 4-bit base; merging into 4-bit weights would "
@@ -53,11 +52,13 @@ def merge(run_dir: str | Path, out: str | Path, base_path: str | None = None) ->
     with staged_directory(out) as staging:  # each file renamed into `out` once all are written
         model.save_pretrained(staging)
         AutoTokenizer.from_pretrained(tokenizer_dir(run_dir, base)).save_pretrained(staging)
-        info = run_dir / "run.json"
-        if info.is_file():
-            shutil.copy(info, staging / "tooltune_run.json")
-        (staging / "tooltune_export.json").write_text(json.dumps({"merged_from": str(run_dir), "base": base,
-                                                                  "method": method}, indent=1), encoding="utf-8")
+        # A model folder has no config.yaml: what inference needs from it travels in the folder's RunInfo.
+        info = dataclasses.replace(rundir.read_info(run_dir) or RunInfo(), method=method,
+                                   format=cfg.data.format or None, observation=cfg.data.observation,
+                                   argument_order=cfg.data.argument_order)
+        rundir.write_info(staging, info, rundir.MODEL_INFO)
+        (staging / rundir.EXPORT_INFO).write_text(json.dumps({"merged_from": str(run_dir), "base": base,
+                                                               "method": method}, indent=1), encoding="utf-8")
     return out
 
 
@@ -70,24 +71,21 @@ def checkpoint_run(run_dir: str | Path, step: int, out: str | Path) -> Path:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tooltune.runs import base_dir, tokenizer_dir
-    from tooltune.train.checkpoint import incomplete
-
     run_dir, out = Path(run_dir), Path(out)
     method, base = run_info(run_dir)
     if METHODS[method].peft_config is None:
         raise ToolTuneError(f"{run_dir}: method {method} trains the whole model; its checkpoints are not adapters")
-    source = run_dir / "checkpoints" / f"step-{step}"
+    source = rundir.checkpoint_dir(run_dir, step)
     if not source.is_dir():
-        have = sorted(p.name for p in (run_dir / "checkpoints").glob("step-*")) if (run_dir / "checkpoints").is_dir() else []
+        have = sorted(p.name for p in rundir.checkpoint_dirs(run_dir))
         raise ToolTuneError(f"{run_dir} has no checkpoint at step {step} (it has: {', '.join(have) or 'none'})")
-    why = incomplete(source)
+    why = checkpoint.incomplete(source)
     if why is not None:
         raise ToolTuneError(f"checkpoint {source} is not complete ({why})")
-    if not (source / "trainable.pt").is_file():
+    if not (source / checkpoint.TRAINABLE).is_file():
         raise ToolTuneError(f"checkpoint {source} was written by FSDP/DeepSpeed (accelerate's sharded layout); "
                             f"resume it with --resume instead")
-    trainable = torch.load(source / "trainable.pt", map_location="cpu", weights_only=True)
+    trainable = torch.load(source / checkpoint.TRAINABLE, map_location="cpu", weights_only=True)
     # The run's model as inference loads it (base, rows for the run's added tokens, its adapter), in float32: the
     # checkpoint's weights are then copied in exactly whatever dtype they were trained in.
     model = AutoModelForCausalLM.from_pretrained(base_dir(base, run_dir), dtype=torch.float32)
@@ -105,12 +103,11 @@ def checkpoint_run(run_dir: str | Path, step: int, out: str | Path) -> Path:
             params[name].copy_(value.to(params[name].dtype))
     with staged_directory(out) as staging:
         for path in run_dir.iterdir():  # config, tokenizer, adapter config: as the run has them
-            if path.is_file() and path.name not in ("adapter_model.safetensors", "run.json", "log.jsonl", "loss.png"):
+            if path.is_file() and path.name not in (rundir.ADAPTER_WEIGHTS, rundir.INFO, rundir.LOG, rundir.LOSS_PLOT):
                 shutil.copy(path, staging / path.name)
         model.save_pretrained(staging)
-        info = json.loads((run_dir / "run.json").read_text(encoding="utf-8")) if (run_dir / "run.json").is_file() else {}
-        progress = json.loads((source / "progress.json").read_text(encoding="utf-8"))
-        info.update({"checkpoint_of": str(run_dir), "steps": step, "epoch": progress.get("epoch"),
-                     "saved": f"checkpoint step-{step}"})
-        (staging / "run.json").write_text(json.dumps(info, indent=1, ensure_ascii=False), encoding="utf-8")
+        progress = read_json(source / checkpoint.PROGRESS)
+        info = dataclasses.replace(rundir.read_info(run_dir) or RunInfo(), checkpoint_of=str(run_dir), steps=step,
+                                   epoch=progress.get("epoch"), saved=f"checkpoint step-{step}")
+        rundir.write_info(staging, info)
     return out

@@ -9,6 +9,7 @@ the whole accumulated batch, never a mean of per-batch means. Then clip, step, s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -19,10 +20,12 @@ import torch
 from accelerate import Accelerator, DistributedType
 from accelerate.utils import parse_flag_from_env, set_seed
 
+from tooltune import rundir
 from tooltune.errors import ToolTuneError
 from tooltune.jsonio import atomic_write_text, staged_directory
+from tooltune.rundir import RunInfo
 from tooltune.train import checkpoint, methods
-from tooltune.train.config import RunConfig, dump_config
+from tooltune.train.config import RunConfig, config_to_dict
 from tooltune.train.data import IGNORE, Example, batch_order, collate
 from tooltune.train.frozen import FrozenBottom, cut_index, decoder_layers, parse_layers
 from tooltune.train.loss import TokenLoss, fast_path_agrees, transformers_model
@@ -156,14 +159,19 @@ def evaluate(accelerator, loss_module, examples: list[Example], batch_size: int,
 
 @dataclass
 class TrainResult:
-    summary: dict
+    info: RunInfo
     """What run.json holds: steps, losses, sizes, what was left out."""
     model: object
     """The trained model as wrapped by its method (a PeftModel, or the model itself for `full`)."""
 
+    @property
+    def summary(self) -> dict:
+        """`info` as run.json writes it (the fields that are set)."""
+        return self.info.to_dict()
+
 
 def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: list[Example], *,
-                 resume: bool = False, meta: dict | None = None, stop_after: int | None = None,
+                 resume: bool = False, meta: RunInfo | None = None, stop_after: int | None = None,
                  on_start=None, new_token_ids: list[int] = ()) -> TrainResult:
     """Train `model` (a base transformers model; the method wraps it) and write the run directory.
 
@@ -212,21 +220,20 @@ def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: li
     if resume:
         found = checkpoint.latest(run_dir)
         if found is None:
-            raise ToolTuneError(f"--resume: no checkpoint under {run_dir / 'checkpoints'}")
+            raise ToolTuneError(f"--resume: no checkpoint under {run_dir / rundir.CHECKPOINTS}")
         prog = Progress(**checkpoint.load(found, accelerator, model, optimizer, scheduler))
         accelerator.print(f"resuming from {found} (step {prog.step})")
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, run_dir / "config.yaml")
+        rundir.write_config(run_dir, cfg)
         _write_log(run_dir, prog.history)
-    summary = {"method": cfg.method.name, "base_model": cfg.model.path, "train_examples": len(train),
-               "dev_examples": len(dev), "total_steps": plan_.total_steps, "processes": accelerator.num_processes,
-               "distributed_type": str(accelerator.distributed_type.value), "device": str(accelerator.device),
-               "dropped_batches_per_epoch": plan_.dropped_batches,
-               "trainable_parameters": sum(p.numel() for p in trainable), "loss_path": loss_path,
-               "compiled_blocks": compiled_blocks, "adapted_layers": cfg.method.layers,
-               "frozen_layers": bottom.cut if bottom else 0,
-               "output_vocab": len(vocab) if vocab is not None else "all", **(meta or {})}
+    info = dataclasses.replace(
+        meta or RunInfo(), method=cfg.method.name, base_model=cfg.model.path, train_examples=len(train),
+        dev_examples=len(dev), total_steps=plan_.total_steps, processes=accelerator.num_processes,
+        distributed_type=str(accelerator.distributed_type.value), device=str(accelerator.device),
+        dropped_batches_per_epoch=plan_.dropped_batches, trainable_parameters=sum(p.numel() for p in trainable),
+        loss_path=loss_path, compiled_blocks=compiled_blocks, adapted_layers=cfg.method.layers,
+        frozen_layers=bottom.cut if bottom else 0, output_vocab=len(vocab) if vocab is not None else "all")
     bar = _progress_bar(accelerator, plan_.total_steps, prog.step)
     started, seen_tokens, seen_trained = time.perf_counter(), 0.0, 0.0
     stopped_early = out_of_time = False
@@ -234,7 +241,7 @@ def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: li
     def log(entry: dict) -> None:
         prog.history.append(entry)
         if accelerator.is_main_process:
-            with (run_dir / "log.jsonl").open("a", encoding="utf-8") as f:
+            with (run_dir / rundir.LOG).open("a", encoding="utf-8") as f:
                 f.write(json.dumps(entry) + "\n")
 
     while prog.step < plan_.total_steps and not stopped_early and not out_of_time:
@@ -270,30 +277,31 @@ def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: li
             # A run cut by train.max_minutes keeps a checkpoint of where it stopped: its last weights stay on disk
             # (the saved adapter is the best dev loss's) and --resume with a larger cap continues it.
             if cfg.train.save_every and (prog.step % cfg.train.save_every == 0 and not last or out_of_time):
-                checkpoint.save(run_dir / "checkpoints" / f"step-{prog.step}", accelerator,
+                checkpoint.save(rundir.checkpoint_dir(run_dir, prog.step), accelerator,
                                 accelerator.unwrap_model(loss_module).model, optimizer, scheduler, vars(prog))
             if last or stopped_early or (stop_after is not None and prog.step >= stop_after):
                 break
         if stop_after is not None and prog.step >= stop_after:
             bar.close()
-            return TrainResult({**summary, "interrupted_at": prog.step}, model)
+            return TrainResult(dataclasses.replace(info, interrupted_at=prog.step), model)
         if prog.step < plan_.total_steps and not stopped_early and not out_of_time:
             prog.epoch, prog.window = prog.epoch + 1, 0
     bar.close()
     if out_of_time:
-        summary["stopped_for_time"] = {"step": prog.step, "epoch": prog.epoch, "minutes": cfg.train.max_minutes}
+        info = dataclasses.replace(info, stopped_for_time={"step": prog.step, "epoch": prog.epoch,
+                                                           "minutes": cfg.train.max_minutes})
         accelerator.print(f"tooltune train: train.max_minutes={cfg.train.max_minutes:g} reached at step {prog.step} "
                           f"of {plan_.total_steps}; ending the run there")
     if bottom is not None and bottom.cache:
-        summary.update({"frozen_cache_bytes": bottom.nbytes, "frozen_cache_hits": bottom.hits,
-                        "frozen_cache_misses": bottom.misses})
+        info = dataclasses.replace(info, frozen_cache_bytes=bottom.nbytes, frozen_cache_hits=bottom.hits,
+                                   frozen_cache_misses=bottom.misses)
         accelerator.print(f"tooltune train: frozen-layer cache {bottom.nbytes / 2**20:.0f} MiB, {bottom.hits} batches "
                           f"served from it, {bottom.misses} computed")
-    summary.update(_finish(accelerator, loss_module, model, tokenizer, dev, run_dir, prog, stopped_early))
+    info = _finish(accelerator, loss_module, model, tokenizer, dev, run_dir, prog, stopped_early, info)
     if accelerator.is_main_process:
-        atomic_write_text(run_dir / "run.json", json.dumps(summary, indent=1, ensure_ascii=False))
+        rundir.write_info(run_dir, info)
     accelerator.wait_for_everyone()
-    return TrainResult(summary, model)
+    return TrainResult(info, model)
 
 
 def _out_of_time(accelerator, elapsed: float, max_minutes: float) -> bool:
@@ -392,24 +400,24 @@ RESUMABLE_CHANGES = {"train.cache_frozen", "train.max_steps", "train.max_minutes
 
 def _check_run_dir(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
     """Refuse to mix runs: a fresh run into a directory with checkpoints, or a resume with another config."""
-    import yaml
-    from tooltune.train.config import config_to_dict
-
     if not resume:
         if checkpoint.latest(run_dir) is not None:
             raise ToolTuneError(f"{run_dir} holds checkpoints of an earlier run: pass --resume to continue it, or "
                                 f"choose another train.out")
         return
-    saved = run_dir / "config.yaml"
-    if not saved.is_file():
+    if not rundir.has_config(run_dir):
         return
-
-    old = {f"{s}.{k}": v for s, sub in yaml.safe_load(saved.read_text(encoding="utf-8")).items() for k, v in sub.items()}
-    new = {f"{s}.{k}": v for s, sub in config_to_dict(cfg).items() for k, v in sub.items()}
+    old = _flat(config_to_dict(rundir.read_config(run_dir)))
+    new = _flat(config_to_dict(cfg))
     changed = sorted(k for k in new.keys() | old.keys() if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
     if changed:
-        raise ToolTuneError(f"--resume with a config that differs from {saved} in {', '.join(changed)}: the resumed "
-                            f"run would not continue the same training")
+        raise ToolTuneError(f"--resume with a config that differs from {run_dir / rundir.CONFIG} in "
+                            f"{', '.join(changed)}: the resumed run would not continue the same training")
+
+
+def _flat(tree: dict) -> dict:
+    """{"train.lr": ..., ...} from the config's sections."""
+    return {f"{s}.{k}": v for s, sub in tree.items() for k, v in sub.items()}
 
 
 def _evaluate_and_keep_best(accelerator, loss_module, model, tokenizer, dev, cfg, run_dir, prog, log,
@@ -444,22 +452,20 @@ def _save_model(accelerator, loss_module, model, tokenizer, run_dir: Path) -> No
 
 
 def _finish(accelerator, loss_module, model, tokenizer, dev, run_dir: Path, prog: Progress,
-            stopped_early: bool) -> dict:
+            stopped_early: bool, info: RunInfo) -> RunInfo:
     if not dev:  # with a dev set the best-dev model is already saved
         _save_model(accelerator, loss_module, model, tokenizer, run_dir)
     train_losses = [e["loss"] for e in prog.history if "loss" in e]
-    result = {"steps": prog.step, "final_train_loss": train_losses[-1] if train_losses else None,
-              "best_dev_loss": prog.best_dev, "stopped_early": stopped_early,
-              "saved": "best dev loss" if dev else "last step"}
-    if prog.best_dev is not None:
-        result["best_dev_perplexity"] = math.exp(min(prog.best_dev, 50))
     if accelerator.is_main_process:
-        plot_losses(prog.history, run_dir / "loss.png")
-    return result
+        plot_losses(prog.history, run_dir / rundir.LOSS_PLOT)
+    return dataclasses.replace(
+        info, steps=prog.step, final_train_loss=train_losses[-1] if train_losses else None,
+        best_dev_loss=prog.best_dev, stopped_early=stopped_early, saved="best dev loss" if dev else "last step",
+        best_dev_perplexity=math.exp(min(prog.best_dev, 50)) if prog.best_dev is not None else None)
 
 
 def _write_log(run_dir: Path, history: list) -> None:
-    atomic_write_text(run_dir / "log.jsonl", "".join(json.dumps(e) + "\n" for e in history))
+    atomic_write_text(run_dir / rundir.LOG, "".join(json.dumps(e) + "\n" for e in history))
 
 
 def _progress_bar(accelerator, total: int, initial: int):

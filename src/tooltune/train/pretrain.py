@@ -11,9 +11,11 @@ from pathlib import Path
 
 from tooltune import jsonio
 from tooltune.errors import InputError, ToolTuneError
+from tooltune.rundir import PRETRAIN_KIND, RunInfo
 from tooltune.train.config import (DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig, _build, _check,
                                    apply_override)
 from tooltune.train.data import Example
+from tooltune.train.loop import run_training
 
 
 @dataclass(frozen=True)
@@ -107,12 +109,11 @@ def build_model(size: GPT2Size, vocab_size: int, block_size: int, tokenizer):
     return GPT2LMHeadModel(config)
 
 
-def pretrain(cfg: PretrainConfig, tokenizer_dir: str, *, resume: bool = False) -> dict:
-    """Train the GPT-2 and write it (Hugging Face format, with the tokenizer) to cfg.train.out. Returns run.json."""
+def pretrain(cfg: PretrainConfig, tokenizer_dir: str, *, resume: bool = False) -> RunInfo:
+    """Train the GPT-2 and write it (Hugging Face format, with the tokenizer) to cfg.train.out. Returns what it wrote
+    to run.json."""
     from accelerate.utils import set_seed
     from transformers import AutoTokenizer
-
-    from tooltune.train.loop import run_training
 
     if not (Path(tokenizer_dir) / "tokenizer_config.json").is_file():
         raise ToolTuneError(f"--tokenizer {tokenizer_dir} is not a tokenizer directory (no tokenizer_config.json); "
@@ -132,7 +133,7 @@ def pretrain(cfg: PretrainConfig, tokenizer_dir: str, *, resume: bool = False) -
                                         group_by_length=False), train=cfg.train)
     set_seed(cfg.train.seed)
     model = build_model(cfg.gpt2, len(tokenizer), cfg.corpus.block_size, tokenizer)
-    meta = {"kind": "pretrain gpt2", "gpt2": vars(cfg.gpt2), "train_documents": len(train_docs),
-            "dev_documents": len(dev_docs), "train_tokens": sum(len(e.input_ids) for e in train),
-            "parameters": sum(p.numel() for p in model.parameters())}
-    return run_training(run_cfg, model, tokenizer, train, dev, resume=resume, meta=meta).summary
+    meta = RunInfo(kind=PRETRAIN_KIND, gpt2=vars(cfg.gpt2), train_documents=len(train_docs),
+                   dev_documents=len(dev_docs), train_tokens=sum(len(e.input_ids) for e in train),
+                   parameters=sum(p.numel() for p in model.parameters()))
+    return run_training(run_cfg, model, tokenizer, train, dev, resume=resume, meta=meta).info

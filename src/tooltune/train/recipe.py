@@ -7,9 +7,11 @@ from pathlib import Path
 
 from tooltune.errors import ToolTuneError
 from tooltune.hardware import describe, native_bf16, resolve_dtype
+from tooltune.rundir import RunInfo
 from tooltune.train import methods
 from tooltune.train.config import RunConfig
 from tooltune.train.data import load_split
+from tooltune.train.loop import run_training
 
 
 def torch_dtype(name: str):
@@ -87,17 +89,15 @@ class Prepared:
     tokenizer: object
     train: list
     dev: list
-    meta: dict
+    meta: RunInfo
     new_token_ids: list[int]
 
 
-def fine_tune(cfg: RunConfig, *, resume: bool = False) -> dict:
-    """Run the recipe; returns the run summary (run.json)."""
-    from tooltune.train.loop import run_training
-
+def fine_tune(cfg: RunConfig, *, resume: bool = False) -> RunInfo:
+    """Run the recipe; returns what it wrote to run.json."""
     p = prepare(cfg)
     return run_training(p.cfg, p.model, p.tokenizer, p.train, p.dev, resume=resume, meta=p.meta,
-                        new_token_ids=p.new_token_ids).summary
+                        new_token_ids=p.new_token_ids).info
 
 
 def prepare(cfg: RunConfig) -> Prepared:
@@ -141,11 +141,9 @@ def prepare(cfg: RunConfig) -> Prepared:
                else "not trainable by this method" if method.virtual_tokens else "trained with the adapter")
         print(f"tooltune train: {len(fixed_ids)} special-token rows were new or never trained by the base checkpoint "
               f"({names}); re-initialised and {how}")
-    # format, observation and argument order travel with an export (tooltune_run.json) so inference renders alike
     print(f"tooltune train: model.dtype={cfg.model.dtype}: {describe(cfg.model.dtype)}")
-    meta = {"dtype": describe(cfg.model.dtype), "format": cfg.data.format or None, "observation": cfg.data.observation,
-            "argument_order": cfg.data.argument_order, "dropped_train": str(dropped_train),
-            "dropped_dev": str(dropped_dev) if dropped_dev else None, "new_special_tokens": len(new_ids),
-            "prepared_special_rows": tokenizer.convert_ids_to_tokens(fixed_ids),
-            "packed_rows": cfg.data.packing}
+    # format, observation and argument order are the config's (config.yaml), not restated here
+    meta = RunInfo(dtype=describe(cfg.model.dtype), dropped_train=str(dropped_train),
+                   dropped_dev=str(dropped_dev) if dropped_dev else None, new_special_tokens=len(new_ids),
+                   prepared_special_rows=tokenizer.convert_ids_to_tokens(fixed_ids), packed_rows=cfg.data.packing)
     return Prepared(cfg, model, tokenizer, train, dev, meta, fixed_ids)
