@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 
 from tooltune.errors import ToolTuneError
 from tooltune.train.config import config_from_dict
-from tooltune.train.loop import _configure_deepspeed
+from tooltune.train.strategy import configure_deepspeed as _configure_deepspeed
 from tooltune.train.tiny import save_tiny_model, synthetic_examples
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,7 +1,8 @@
 """The training run's configuration: small frozen dataclasses, loaded from YAML whose keys are field paths.
 
 `load_config("configs/lora.yaml", ["train.lr=1e-4", "method.r=16"])` reads the file, applies dotted overrides (values
-parsed as YAML scalars), then builds the dataclasses; unknown keys and bad values raise `InputError` naming the key path.
+parsed as YAML scalars), then builds the dataclasses; unknown keys and bad values raise `InputError` naming the key
+path.
 Each dataclass checks its own values in `__post_init__`, next to the fields.
 """
 
@@ -48,7 +49,8 @@ class ModelConfig:
 @dataclass(frozen=True)
 class MethodConfig:
     name: str = "lora"
-    """PEFT method, a key of `tooltune.train.methods.METHODS`: prompt, ptuning, prefix, lora, dora, qlora, adalora, full."""
+    """PEFT method, a key of `tooltune.train.methods.METHODS`: prompt, ptuning, prefix, lora, dora, qlora, adalora,
+    full."""
     r: int = 8
     """LoRA/DoRA/QLoRA rank (AdaLoRA uses init_r/target_r)."""
     alpha: int = 16

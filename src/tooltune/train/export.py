@@ -40,8 +40,8 @@ def merge(run_dir: str | Path, out: str | Path, base_path: str | None = None) ->
                             f"round the update away, so it is refused. Load the adapter on the base instead "
                             f"(PeftModel.from_pretrained), or retrain with method.name=lora to merge")
     if entry.virtual_tokens:
-        raise ToolTuneError(f"{run_dir}: method {method} adds virtual tokens, not weight updates, so there is nothing to "
-                            f"merge; load the adapter with PeftModel.from_pretrained")
+        raise ToolTuneError(f"{run_dir}: method {method} adds virtual tokens, not weight updates, so there is nothing "
+                            f"to merge; load the adapter with PeftModel.from_pretrained")
     base = base_path or base
     if entry.peft_config is None:
         model = AutoModelForCausalLM.from_pretrained(run_dir)

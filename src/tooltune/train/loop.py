@@ -9,15 +9,17 @@ the whole accumulated batch, never a mean of per-batch means. Then clip, step, s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
-from accelerate import Accelerator, DistributedType
+from accelerate import Accelerator
 from accelerate.utils import parse_flag_from_env, set_seed
 
 from tooltune import rundir
@@ -29,6 +31,7 @@ from tooltune.train.config import RunConfig, config_to_dict
 from tooltune.train.data import IGNORE, Example, batch_order, collate
 from tooltune.train.frozen import FrozenBottom, cut_index, decoder_layers, parse_layers
 from tooltune.train.loss import TokenLoss, fast_path_agrees, transformers_model
+from tooltune.train.strategy import strategy
 
 
 @dataclass
@@ -113,28 +116,15 @@ def _train_step(accelerator, loss_module, window, pad_id: int, extra_loss, botto
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         _name_rows(bottom, window[i])
         last = i == len(batches) - 1
-        ctx = accelerator.no_sync(loss_module) if not last else _nullcontext()
+        ctx = accelerator.no_sync(loss_module) if not last else contextlib.nullcontext()
         with ctx:
             s, _ = loss_module(**batch)
             loss = s * scale
             if last and extra_loss is not None:
                 loss = loss + extra_loss()
-            if accelerator.distributed_type == DistributedType.DEEPSPEED:
-                # One engine step per window: the boundary is the window's last micro-batch, where the engine
-                # reduces, clips and steps (accelerate's backward would step after every micro-batch).
-                accelerator.deepspeed_engine_wrapped.backward(loss, sync_gradients=last)
-            else:
-                accelerator.backward(loss)
+            strategy(accelerator).backward(accelerator, loss, last)
         loss_sum += float(s.detach())
     return _sum_over_processes(accelerator, loss_sum) / trained, trained, tokens
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 @torch.no_grad()
@@ -175,19 +165,147 @@ def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: li
                  on_start=None, new_token_ids: list[int] = ()) -> TrainResult:
     """Train `model` (a base transformers model; the method wraps it) and write the run directory.
 
+    `meta`: what the caller adds to run.json (the recipe's data counts, pre-training's corpus).
     `stop_after` ends the loop after that many optimizer steps as if interrupted (no final save): for tests of resume.
     `on_start(model)` is called with the wrapped model before the first step (tests snapshot the initial weights).
     """
+    accelerator = _accelerator(cfg)
+    set_seed(cfg.train.seed)
+    _check_run_dir(cfg, Path(cfg.train.out), resume)
+    plan_ = plan(len(train), cfg, accelerator.num_processes)
+    run = _start(accelerator, cfg, plan_, model, tokenizer, train, dev, new_token_ids, on_start, resume, meta)
+    prog = run.prog
+    while prog.step < plan_.total_steps and not run.stopped_early and not run.out_of_time:
+        windows = _windows(train, cfg, plan_, prog.epoch, accelerator.process_index, accelerator.num_processes)
+        for window in windows[prog.window:]:
+            run.step(window)
+            last = run.evaluate_and_save()
+            if last or run.stopped_early or (stop_after is not None and prog.step >= stop_after):
+                break
+        if stop_after is not None and prog.step >= stop_after:
+            run.bar.close()
+            return TrainResult(dataclasses.replace(run.info, interrupted_at=prog.step), run.model)
+        if prog.step < plan_.total_steps and not run.stopped_early and not run.out_of_time:
+            prog.epoch, prog.window = prog.epoch + 1, 0
+    return run.end()
+
+
+def _accelerator(cfg: RunConfig) -> Accelerator:
     # "no" defers to the launcher (accelerate config / ACCELERATE_MIXED_PRECISION), which defaults to no.
     # cpu=True without CUDA: processes started by `accelerate launch --multi_gpu` / torchrun then join over gloo
     # (MULTI_CPU); accelerate only picks that mode when told it runs on the CPU.
     # DeepSpeed runs on the CPU too, through its own CPU accelerator, so a DeepSpeed launch is never forced to cpu=True.
-    accelerator = Accelerator(mixed_precision=None if cfg.train.mixed_precision == "no" else cfg.train.mixed_precision,
-                              cpu=not torch.cuda.is_available() and not parse_flag_from_env("ACCELERATE_USE_DEEPSPEED"))
-    set_seed(cfg.train.seed)
-    run_dir = Path(cfg.train.out)
-    _check_run_dir(cfg, run_dir, resume)
-    plan_ = plan(len(train), cfg, accelerator.num_processes)
+    return Accelerator(mixed_precision=None if cfg.train.mixed_precision == "no" else cfg.train.mixed_precision,
+                       cpu=not torch.cuda.is_available() and not parse_flag_from_env("ACCELERATE_USE_DEEPSPEED"))
+
+
+@dataclass
+class _Run:
+    """A run in progress: what each optimizer step, evaluation and save needs, and how far it has come."""
+    accelerator: Accelerator
+    cfg: RunConfig
+    plan: Plan
+    model: Any
+    """Wrapped by the method (PeftModel, or the model itself for `full`)."""
+    tokenizer: Any
+    dev: list[Example]
+    loss_module: Any
+    """The TokenLoss around `model`, as accelerate prepared it."""
+    optimizer: Any
+    scheduler: Any
+    trainable: list
+    bottom: FrozenBottom | None
+    extra_loss: Callable | None
+    prog: Progress
+    info: RunInfo
+    bar: Any = None
+    started: float = 0.0
+    seen_tokens: float = 0.0
+    seen_trained: float = 0.0
+    stopped_early: bool = False
+    out_of_time: bool = False
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.cfg.train.out)
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+    def log(self, entry: dict) -> None:
+        self.prog.history.append(entry)
+        if self.accelerator.is_main_process:
+            with (self.run_dir / rundir.LOG).open("a", encoding="utf-8") as f:
+                f.write(json.dumps(entry) + "\n")
+
+    def step(self, window: list[list[Example]]) -> None:
+        """One optimizer step over `window` (train.grad_accum micro-batches), then the method's own work."""
+        accelerator, cfg, prog = self.accelerator, self.cfg, self.prog
+        loss, trained, tokens = _train_step(accelerator, self.loss_module, window, self.pad_id, self.extra_loss,
+                                            self.bottom)
+        grad_norm = strategy(accelerator).grad_norm(accelerator, self.loss_module, self.trainable,
+                                                    cfg.train.max_grad_norm)
+        self.optimizer.step()  # a no-op where the strategy steps itself (DeepSpeed)
+        self.scheduler.step()
+        prog.step, prog.window = prog.step + 1, prog.window + 1
+        method_log = methods.after_optimizer_step(cfg.method.name, self.model, prog.step)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.seen_tokens, self.seen_trained = self.seen_tokens + tokens, self.seen_trained + trained
+        elapsed = time.perf_counter() - self.started
+        if prog.step % cfg.train.log_every == 0 or prog.step == self.plan.total_steps:
+            self.log({"step": prog.step, "epoch": prog.epoch, "loss": loss, "lr": self.scheduler.get_last_lr()[0],
+                      "grad_norm": grad_norm, "elapsed_s": elapsed, "tokens": self.seen_tokens,
+                      "trained_tokens": self.seen_trained, "tokens_per_s": self.seen_tokens / elapsed,
+                      "trained_tokens_per_s": self.seen_trained / elapsed, **method_log})
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{self.seen_tokens / elapsed:.0f}")
+        self.out_of_time = _out_of_time(accelerator, elapsed, cfg.train.max_minutes)
+
+    def evaluate_and_save(self) -> bool:
+        """The dev loss when due (the best adapter kept), a checkpoint when due; True after the run's last step."""
+        accelerator, prog, t = self.accelerator, self.prog, self.cfg.train
+        last = prog.step == self.plan.total_steps or self.out_of_time
+        if self.dev and ((t.eval_every and prog.step % t.eval_every == 0) or last):
+            self.stopped_early = _evaluate_and_keep_best(accelerator, self.loss_module, self.model, self.tokenizer,
+                                                         self.dev, self.cfg, self.run_dir, prog, self.log, self.bottom)
+        # A run cut by train.max_minutes keeps a checkpoint of where it stopped: its last weights stay on disk
+        # (the saved adapter is the best dev loss's) and --resume with a larger cap continues it.
+        if t.save_every and (prog.step % t.save_every == 0 and not last or self.out_of_time):
+            checkpoint.save(rundir.checkpoint_dir(self.run_dir, prog.step), accelerator,
+                            accelerator.unwrap_model(self.loss_module).model, self.optimizer, self.scheduler,
+                            vars(prog))
+        return last
+
+    def end(self) -> TrainResult:
+        """Save the model (without dev data; with it the best is saved already), write run.json and loss.png."""
+        accelerator, prog, info = self.accelerator, self.prog, self.info
+        self.bar.close()
+        if self.out_of_time:
+            info = dataclasses.replace(info, stopped_for_time={"step": prog.step, "epoch": prog.epoch,
+                                                               "minutes": self.cfg.train.max_minutes})
+            accelerator.print(f"tooltune train: train.max_minutes={self.cfg.train.max_minutes:g} reached at step "
+                              f"{prog.step} of {self.plan.total_steps}; ending the run there")
+        bottom = self.bottom
+        if bottom is not None and bottom.cache:
+            info = dataclasses.replace(info, frozen_cache_bytes=bottom.nbytes, frozen_cache_hits=bottom.hits,
+                                       frozen_cache_misses=bottom.misses)
+            accelerator.print(f"tooltune train: frozen-layer cache {bottom.nbytes / 2**20:.0f} MiB, {bottom.hits} "
+                              f"batches served from it, {bottom.misses} computed")
+        if not self.dev:
+            _save_model(accelerator, self.loss_module, self.model, self.tokenizer, self.run_dir)
+        info = _final_info(info, prog, self.stopped_early, bool(self.dev))
+        if accelerator.is_main_process:
+            plot_losses(prog.history, self.run_dir / rundir.LOSS_PLOT)
+            rundir.write_info(self.run_dir, info)
+        accelerator.wait_for_everyone()
+        return TrainResult(info, self.model)
+
+
+def _start(accelerator, cfg: RunConfig, plan_: Plan, model, tokenizer, train, dev, new_token_ids, on_start,
+           resume: bool, meta: RunInfo | None) -> _Run:
+    """Wrap the model by its method, prepare it with its optimizer, restore a checkpoint (--resume), and open the
+    run directory. The order is the one runs were resumed and compared with: each step draws random numbers."""
     model = methods.wrap(model, cfg.method, plan_.total_steps, cfg.model.gradient_checkpointing, new_token_ids)
     model.train()
     bottom = _frozen_bottom(accelerator, cfg, model, new_token_ids)
@@ -201,32 +319,12 @@ def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: li
     loss_module = TokenLoss(model, plain=methods.METHODS[cfg.method.name].virtual_tokens, vocab=vocab)
     # The scheduler is stepped here once per optimizer step, so it is not handed to accelerate (which would step it
     # once per process).
-    on_deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
-    if on_deepspeed:
-        _configure_deepspeed(accelerator, cfg)
+    strategy(accelerator).configure(accelerator, cfg)
     loss_module, optimizer = accelerator.prepare(loss_module, optimizer)
     if bottom is not None:
         bottom.set_batch(None)  # the probe is not cached
     loss_path = _choose_loss_path(accelerator, loss_module, train[:cfg.train.batch_size], tokenizer)
-    # FSDP shards parameters in place (DTensors, re-registered at its lazy init on the first forward): accelerate
-    # clips them only when handed the prepared module's own current parameter list.
-    sharded = accelerator.distributed_type == DistributedType.FSDP
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    extra_loss = None
-    if methods.METHODS[cfg.method.name].allocates_ranks and cfg.method.orth_reg_weight > 0:
-        extra_loss = lambda: cfg.method.orth_reg_weight * methods.orthogonal_regulariser(model)  # noqa: E731
-
-    prog = Progress()
-    if resume:
-        found = checkpoint.latest(run_dir)
-        if found is None:
-            raise ToolTuneError(f"--resume: no checkpoint under {run_dir / rundir.CHECKPOINTS}")
-        prog = Progress(**checkpoint.load(found, accelerator, model, optimizer, scheduler))
-        accelerator.print(f"resuming from {found} (step {prog.step})")
-    if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        rundir.write_config(run_dir, cfg)
-        _write_log(run_dir, prog.history)
+    prog = _resume(accelerator, Path(cfg.train.out), model, optimizer, scheduler) if resume else Progress()
     info = dataclasses.replace(
         meta or RunInfo(), method=cfg.method.name, base_model=cfg.model.path, train_examples=len(train),
         dev_examples=len(dev), total_steps=plan_.total_steps, processes=accelerator.num_processes,
@@ -234,74 +332,24 @@ def run_training(cfg: RunConfig, model, tokenizer, train: list[Example], dev: li
         dropped_batches_per_epoch=plan_.dropped_batches, trainable_parameters=sum(p.numel() for p in trainable),
         loss_path=loss_path, compiled_blocks=compiled_blocks, adapted_layers=cfg.method.layers,
         frozen_layers=bottom.cut if bottom else 0, output_vocab=len(vocab) if vocab is not None else "all")
-    bar = _progress_bar(accelerator, plan_.total_steps, prog.step)
-    started, seen_tokens, seen_trained = time.perf_counter(), 0.0, 0.0
-    stopped_early = out_of_time = False
-
-    def log(entry: dict) -> None:
-        prog.history.append(entry)
-        if accelerator.is_main_process:
-            with (run_dir / rundir.LOG).open("a", encoding="utf-8") as f:
-                f.write(json.dumps(entry) + "\n")
-
-    while prog.step < plan_.total_steps and not stopped_early and not out_of_time:
-        windows = _windows(train, cfg, plan_, prog.epoch, accelerator.process_index, accelerator.num_processes)
-        for window in windows[prog.window:]:
-            loss, trained, tokens = _train_step(accelerator, loss_module, window, pad_id, extra_loss, bottom)
-            grad_norm = None
-            if on_deepspeed:  # the engine has clipped and stepped at the window's last backward
-                grad_norm = accelerator.deepspeed_engine_wrapped.get_global_grad_norm()
-                grad_norm = None if grad_norm is None else float(grad_norm)
-            elif cfg.train.max_grad_norm > 0:
-                grad_norm = float(accelerator.clip_grad_norm_(
-                    list(loss_module.parameters()) if sharded else trainable, cfg.train.max_grad_norm))
-            optimizer.step()  # a no-op under DeepSpeed
-            scheduler.step()
-            prog.step, prog.window = prog.step + 1, prog.window + 1
-            method_log = methods.after_optimizer_step(cfg.method.name, model, prog.step)
-            optimizer.zero_grad(set_to_none=True)
-            seen_tokens, seen_trained = seen_tokens + tokens, seen_trained + trained
-            elapsed = time.perf_counter() - started
-            if prog.step % cfg.train.log_every == 0 or prog.step == plan_.total_steps:
-                log({"step": prog.step, "epoch": prog.epoch, "loss": loss, "lr": scheduler.get_last_lr()[0],
-                     "grad_norm": grad_norm, "elapsed_s": elapsed, "tokens": seen_tokens, "trained_tokens": seen_trained,
-                     "tokens_per_s": seen_tokens / elapsed,
-                     "trained_tokens_per_s": seen_trained / elapsed, **method_log})
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{seen_tokens / elapsed:.0f}")
-            out_of_time = _out_of_time(accelerator, elapsed, cfg.train.max_minutes)
-            last = prog.step == plan_.total_steps or out_of_time
-            if dev and ((cfg.train.eval_every and prog.step % cfg.train.eval_every == 0) or last):
-                stopped_early = _evaluate_and_keep_best(accelerator, loss_module, model, tokenizer, dev, cfg,
-                                                        run_dir, prog, log, bottom)
-            # A run cut by train.max_minutes keeps a checkpoint of where it stopped: its last weights stay on disk
-            # (the saved adapter is the best dev loss's) and --resume with a larger cap continues it.
-            if cfg.train.save_every and (prog.step % cfg.train.save_every == 0 and not last or out_of_time):
-                checkpoint.save(rundir.checkpoint_dir(run_dir, prog.step), accelerator,
-                                accelerator.unwrap_model(loss_module).model, optimizer, scheduler, vars(prog))
-            if last or stopped_early or (stop_after is not None and prog.step >= stop_after):
-                break
-        if stop_after is not None and prog.step >= stop_after:
-            bar.close()
-            return TrainResult(dataclasses.replace(info, interrupted_at=prog.step), model)
-        if prog.step < plan_.total_steps and not stopped_early and not out_of_time:
-            prog.epoch, prog.window = prog.epoch + 1, 0
-    bar.close()
-    if out_of_time:
-        info = dataclasses.replace(info, stopped_for_time={"step": prog.step, "epoch": prog.epoch,
-                                                           "minutes": cfg.train.max_minutes})
-        accelerator.print(f"tooltune train: train.max_minutes={cfg.train.max_minutes:g} reached at step {prog.step} "
-                          f"of {plan_.total_steps}; ending the run there")
-    if bottom is not None and bottom.cache:
-        info = dataclasses.replace(info, frozen_cache_bytes=bottom.nbytes, frozen_cache_hits=bottom.hits,
-                                   frozen_cache_misses=bottom.misses)
-        accelerator.print(f"tooltune train: frozen-layer cache {bottom.nbytes / 2**20:.0f} MiB, {bottom.hits} batches "
-                          f"served from it, {bottom.misses} computed")
-    info = _finish(accelerator, loss_module, model, tokenizer, dev, run_dir, prog, stopped_early, info)
+    run = _Run(accelerator, cfg, plan_, model, tokenizer, dev, loss_module, optimizer, scheduler, trainable, bottom,
+               methods.extra_loss(cfg.method, model), prog, info)
     if accelerator.is_main_process:
-        rundir.write_info(run_dir, info)
-    accelerator.wait_for_everyone()
-    return TrainResult(info, model)
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        rundir.write_config(run.run_dir, cfg)
+        _write_log(run.run_dir, prog.history)
+    run.bar = _progress_bar(accelerator, plan_.total_steps, prog.step)
+    run.started = time.perf_counter()
+    return run
+
+
+def _resume(accelerator, run_dir: Path, model, optimizer, scheduler) -> Progress:
+    found = checkpoint.latest(run_dir)
+    if found is None:
+        raise ToolTuneError(f"--resume: no checkpoint under {run_dir / rundir.CHECKPOINTS}")
+    prog = Progress(**checkpoint.load(found, accelerator, model, optimizer, scheduler))
+    accelerator.print(f"resuming from {found} (step {prog.step})")
+    return prog
 
 
 def _out_of_time(accelerator, elapsed: float, max_minutes: float) -> bool:
@@ -337,7 +385,7 @@ def _frozen_bottom(accelerator, cfg: RunConfig, model, new_token_ids) -> FrozenB
             raise ToolTuneError(f"train.cache_frozen: {len(new_token_ids)} special-token rows train with the adapter "
                                 f"and feed the frozen layers through the input embeddings, so their output changes "
                                 f"as they train; set train.cache_frozen=false (method.layers=top:K still applies)")
-        if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        if strategy(accelerator).shards_parameters:
             raise ToolTuneError(f"train.cache_frozen is not supported under {accelerator.distributed_type.value} "
                                 f"(sharded parameters); use DDP or one process")
     accelerator.print(f"tooltune train: adapters on layers {cut}-{len(decoder_layers(model)) - 1}; layers "
@@ -358,25 +406,6 @@ def compile_blocks(model) -> int:
     return len(blocks)
 
 
-def _configure_deepspeed(accelerator, cfg: RunConfig) -> None:
-    """Hand DeepSpeed what it needs from the run config before `prepare` (there is no dataloader to read it from).
-
-    tooltune accumulates micro-batches itself, normalising by the trained tokens of the whole window, so the DeepSpeed
-    config must not accumulate too; clipping is the run config's, applied by the engine at the window's end.
-    """
-    ds = accelerator.state.deepspeed_plugin.deepspeed_config
-    accum = ds.get("gradient_accumulation_steps", 1)
-    if accum not in (1, "auto"):
-        raise ToolTuneError(f"the DeepSpeed config sets gradient_accumulation_steps: {accum}; tooltune accumulates "
-                            f"itself: set it to 1 and use train.grad_accum={accum} instead")
-    if methods.METHODS[cfg.method.name].allocates_ranks:
-        raise ToolTuneError(f"method {cfg.method.name} reads its matrices' gradients after every step, which "
-                            f"DeepSpeed ZeRO partitions away: run it with DDP (accelerate launch --multi_gpu)")
-    ds["gradient_accumulation_steps"] = 1
-    ds["train_micro_batch_size_per_gpu"] = cfg.train.batch_size
-    ds["gradient_clipping"] = cfg.train.max_grad_norm
-
-
 def _choose_loss_path(accelerator, loss_module, examples, tokenizer) -> str:
     """Keep the trained-positions loss only where it equals the model's own loss on a first batch."""
     module = accelerator.unwrap_model(loss_module)
@@ -394,8 +423,8 @@ def _choose_loss_path(accelerator, loss_module, examples, tokenizer) -> str:
 
 
 # Settings a resumed run may change: they do not alter what the steps already taken computed.
-RESUMABLE_CHANGES = {"train.cache_frozen", "train.max_steps", "train.max_minutes", "train.epochs", "train.eval_every", "train.early_stopping", "train.save_every",
-                     "train.log_every"}
+RESUMABLE_CHANGES = {"train.cache_frozen", "train.max_steps", "train.max_minutes", "train.epochs", "train.eval_every",
+                     "train.early_stopping", "train.save_every", "train.log_every"}
 
 
 def _check_run_dir(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
@@ -437,13 +466,7 @@ def _save_model(accelerator, loss_module, model, tokenizer, run_dir: Path) -> No
     """The adapter (or full model) and tokenizer into the run dir: PeftModel.from_pretrained(base, run_dir) loads it."""
     accelerator.wait_for_everyone()
     # Sharded (FSDP/DeepSpeed ZeRO-3) weights are gathered into a full state dict first, on every process.
-    state_dict = None
-    if accelerator.distributed_type == DistributedType.FSDP:
-        state_dict = accelerator.get_state_dict(model)
-    elif accelerator.distributed_type == DistributedType.DEEPSPEED:
-        # Only the engine (the prepared TokenLoss) can gather ZeRO-3 partitions; its keys start with "model.".
-        gathered = accelerator.get_state_dict(loss_module)
-        state_dict = {k.removeprefix("model."): v for k, v in gathered.items()}
+    state_dict = strategy(accelerator).state_dict(accelerator, loss_module, model)
     if accelerator.is_main_process:  # staged, then moved in: a kill never leaves half an adapter
         with staged_directory(run_dir) as staging:
             accelerator.unwrap_model(model).save_pretrained(staging, state_dict=state_dict)
@@ -451,16 +474,11 @@ def _save_model(accelerator, loss_module, model, tokenizer, run_dir: Path) -> No
     accelerator.wait_for_everyone()
 
 
-def _finish(accelerator, loss_module, model, tokenizer, dev, run_dir: Path, prog: Progress,
-            stopped_early: bool, info: RunInfo) -> RunInfo:
-    if not dev:  # with a dev set the best-dev model is already saved
-        _save_model(accelerator, loss_module, model, tokenizer, run_dir)
+def _final_info(info: RunInfo, prog: Progress, stopped_early: bool, with_dev: bool) -> RunInfo:
     train_losses = [e["loss"] for e in prog.history if "loss" in e]
-    if accelerator.is_main_process:
-        plot_losses(prog.history, run_dir / rundir.LOSS_PLOT)
     return dataclasses.replace(
         info, steps=prog.step, final_train_loss=train_losses[-1] if train_losses else None,
-        best_dev_loss=prog.best_dev, stopped_early=stopped_early, saved="best dev loss" if dev else "last step",
+        best_dev_loss=prog.best_dev, stopped_early=stopped_early, saved="best dev loss" if with_dev else "last step",
         best_dev_perplexity=math.exp(min(prog.best_dev, 50)) if prog.best_dev is not None else None)
 
 

@@ -78,7 +78,8 @@ def _adalora(cfg, total_steps):
 _PAST_KV = "prefix tuning feeds past_key_values into every layer, which gradient checkpointing cannot recompute"
 
 METHODS: dict[str, Method] = {
-    "prompt": Method("Prompt Tuning: trainable virtual-token embeddings before the input", _prompt, virtual_tokens=True),
+    "prompt": Method("Prompt Tuning: trainable virtual-token embeddings before the input", _prompt,
+                     virtual_tokens=True),
     "ptuning": Method("P-Tuning: virtual tokens produced by an MLP or LSTM encoder", _ptuning, virtual_tokens=True),
     "prefix": Method("Prefix-Tuning / P-Tuning v2: trainable key/value prefixes in every layer", _prefix,
                      virtual_tokens=True, no_checkpointing=_PAST_KV),
@@ -209,3 +210,11 @@ def after_optimizer_step(method_name: str, model, step: int) -> dict:
     if allocator is not None:
         budget = allocator.budget_schedule(step)[0]
     return {"adalora_total_rank": sum(ranks.values()), "adalora_budget": budget}
+
+
+def extra_loss(cfg, model) -> Callable[[], torch.Tensor | float] | None:
+    """The term a method adds to the loss of each optimizer step's last micro-batch, or None: AdaLoRA's
+    orthogonality regulariser, weighted by `method.orth_reg_weight` (`cfg` is the MethodConfig)."""
+    if not METHODS[cfg.name].allocates_ranks or cfg.orth_reg_weight <= 0:
+        return None
+    return lambda: cfg.orth_reg_weight * orthogonal_regulariser(model)

@@ -127,7 +127,8 @@ def pretrain(cfg: PretrainConfig, tokenizer_dir: str, *, resume: bool = False) -
     else:
         dev_docs = docs[::cfg.corpus.dev_every]
         train_docs = [d for i, d in enumerate(docs) if i % cfg.corpus.dev_every]
-    train, dev = blocks(train_docs, tokenizer, cfg.corpus.block_size), blocks(dev_docs, tokenizer, cfg.corpus.block_size)
+    size = cfg.corpus.block_size
+    train, dev = blocks(train_docs, tokenizer, size), blocks(dev_docs, tokenizer, size)
     run_cfg = RunConfig(model=ModelConfig(path=str(tokenizer_dir)), method=MethodConfig(name="full"),
                         data=DataConfig(train=cfg.corpus.text, dev=cfg.corpus.dev, max_length=cfg.corpus.block_size,
                                         group_by_length=False), train=cfg.train)
