@@ -5,7 +5,8 @@ A run directory (what `tooltune train` and `tooltune pretrain model` write, `tra
 - `config.yaml`: the `RunConfig` as run (`tooltune.train.config` writes and reads it). The one home of the chat
   format, observation rendering and argument order a run was trained with.
 - `run.json`: `RunInfo`, what the run did (sizes, steps, losses, what was left out), written and read only here.
-- `log.jsonl`: one JSON object per logged optimizer step or dev evaluation; `loss.png`: those losses plotted.
+- `log.jsonl`: one JSON object per logged optimizer step or dev evaluation; `loss.png`: those losses plotted;
+  `tensorboard/`: the same curves as TensorBoard events (`train.report_to=tensorboard`).
 - `checkpoints/step-N/`: resumable checkpoints (`tooltune.train.checkpoint` names the files inside).
 - the adapter (`adapter_config.json`, `adapter_model.safetensors`) or, for full fine-tuning and pre-training, the
   whole model (`config.json` + weights); the tokenizer (`tokenizer_config.json`, ...) unless the run added no token
@@ -33,6 +34,8 @@ INFO = "run.json"
 LOG = "log.jsonl"
 LOSS_PLOT = "loss.png"
 CHECKPOINTS = "checkpoints"
+TENSORBOARD = "tensorboard"
+"""TensorBoard's event files (train.report_to=tensorboard)."""
 MODEL_INFO = "tooltune_run.json"
 """A model folder's RunInfo (a merged export, or a model saved by hand)."""
 EXPORT_INFO = "tooltune_export.json"

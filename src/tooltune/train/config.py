@@ -23,6 +23,7 @@ from tooltune.errors import InputError
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 SCHEDULES = ("cosine", "linear", "constant")
+TRACKERS = ("none", "tensorboard", "wandb", "mlflow")
 
 
 def _check(ok: bool, key: str, message: str) -> None:
@@ -186,6 +187,10 @@ class TrainConfig:
     """Write a resumable checkpoint every this many optimizer steps; 0: none."""
     log_every: int = 1
     """Log train loss and throughput every this many optimizer steps."""
+    report_to: str = "none"
+    """Where the logged curves also go, through accelerate's trackers: none (log.jsonl and loss.png only),
+    tensorboard (events under the run directory's `tensorboard/`: `tensorboard --logdir runs/`; the `tensorboard`
+    extra), wandb or mlflow (their packages installed and configured as they document)."""
     seed: int = 0
     """Seed for initialisation, data order and dropout."""
     out: str = "runs/run"
@@ -206,6 +211,8 @@ class TrainConfig:
         _check(bool(self.out), "train.out", "must name a run directory")
         _check(self.output_vocab in ("all", "domain"), "train.output_vocab",
                f"must be all or domain, not {self.output_vocab!r}")
+        _check(self.report_to in TRACKERS, "train.report_to",
+               f"must be one of {', '.join(TRACKERS)}, not {self.report_to!r}")
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from tooltune import rundir
 from tooltune.errors import ToolTuneError
 from tooltune.jsonio import atomic_write_text, staged_directory
 from tooltune.rundir import RunInfo
-from tooltune.train import checkpoint, methods
+from tooltune.train import checkpoint, methods, tracking
 from tooltune.train.config import RunConfig, config_to_dict
 from tooltune.train.data import IGNORE, Example, batch_order, collate
 from tooltune.train.frozen import FrozenBottom, cut_index, decoder_layers, parse_layers
@@ -196,7 +196,8 @@ def _accelerator(cfg: RunConfig) -> Accelerator:
     # (MULTI_CPU); accelerate only picks that mode when told it runs on the CPU.
     # DeepSpeed runs on the CPU too, through its own CPU accelerator, so a DeepSpeed launch is never forced to cpu=True.
     return Accelerator(mixed_precision=None if cfg.train.mixed_precision == "no" else cfg.train.mixed_precision,
-                       cpu=not torch.cuda.is_available() and not parse_flag_from_env("ACCELERATE_USE_DEEPSPEED"))
+                       cpu=not torch.cuda.is_available() and not parse_flag_from_env("ACCELERATE_USE_DEEPSPEED"),
+                       **tracking.accelerator_kwargs(cfg))
 
 
 @dataclass
@@ -234,10 +235,12 @@ class _Run:
         return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
     def log(self, entry: dict) -> None:
+        """Into the history (checkpointed), log.jsonl and the tracker (train.report_to)."""
         self.prog.history.append(entry)
         if self.accelerator.is_main_process:
             with (self.run_dir / rundir.LOG).open("a", encoding="utf-8") as f:
                 f.write(json.dumps(entry) + "\n")
+        tracking.log(self.accelerator, entry)
 
     def step(self, window: list[list[Example]]) -> None:
         """One optimizer step over `window` (train.grad_accum micro-batches), then the method's own work."""
@@ -298,6 +301,7 @@ class _Run:
         if accelerator.is_main_process:
             plot_losses(prog.history, self.run_dir / rundir.LOSS_PLOT)
             rundir.write_info(self.run_dir, info)
+        tracking.finish(accelerator)
         accelerator.wait_for_everyone()
         return TrainResult(info, self.model)
 
@@ -338,6 +342,7 @@ def _start(accelerator, cfg: RunConfig, plan_: Plan, model, tokenizer, train, de
         run.run_dir.mkdir(parents=True, exist_ok=True)
         rundir.write_config(run.run_dir, cfg)
         _write_log(run.run_dir, prog.history)
+    tracking.start(accelerator, cfg)
     run.bar = _progress_bar(accelerator, plan_.total_steps, prog.step)
     run.started = time.perf_counter()
     return run
@@ -424,7 +429,7 @@ def _choose_loss_path(accelerator, loss_module, examples, tokenizer) -> str:
 
 # Settings a resumed run may change: they do not alter what the steps already taken computed.
 RESUMABLE_CHANGES = {"train.cache_frozen", "train.max_steps", "train.max_minutes", "train.epochs", "train.eval_every",
-                     "train.early_stopping", "train.save_every", "train.log_every"}
+                     "train.early_stopping", "train.save_every", "train.log_every", "train.report_to"}
 
 
 def _check_run_dir(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
