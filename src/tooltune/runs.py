@@ -12,9 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tooltune import rundir
+from tooltune import paths, rundir
 from tooltune.dialogue import AS_WRITTEN
 from tooltune.errors import InputError, ToolTuneError
+from tooltune.formats import FORMATS, ensure_special_tokens, get_format
+from tooltune.formats.base import single_id
+from tooltune.hardware import resolve_dtype
+from tooltune.models import load as model_load
+from tooltune.models.registry import ALIASES
+from tooltune.train import methods as train_methods
 from tooltune.train.config import DataConfig
 
 if TYPE_CHECKING:
@@ -52,8 +58,6 @@ def _dtype(name: str):
     """A torch dtype from its name; `auto` is bfloat16 where bf16 is native, else float32 (tooltune.hardware)."""
     import torch
 
-    from tooltune.hardware import resolve_dtype
-
     name = resolve_dtype(name)
     if not hasattr(torch, name):
         raise ToolTuneError(f"unknown dtype {name!r} (e.g. float32, bfloat16)")
@@ -66,12 +70,8 @@ def base_dir(base: str, run: Path) -> Path:
     for candidate in (Path(base), run.parent / base, run / base):
         if (candidate / rundir.MODEL_CONFIG).is_file():
             return candidate
-    from tooltune.models.registry import ALIASES
-
     if base in ALIASES:
-        from tooltune.models.load import prepare_base
-
-        return prepare_base(base)
+        return model_load.prepare_base(base)  # looked up at the call: tests stand in for it
     raise ToolTuneError(f"{run}: its base model {base!r} is not a model folder here; the adapter needs it")
 
 
@@ -92,8 +92,6 @@ def training_data(run: str | Path) -> Path:
     if not train:
         raise InputError(f"not a fine-tuning run with training data (no {rundir.CONFIG} with data.train)",
                          where=str(run))
-    from tooltune import paths
-
     for candidate in (Path(train), run.parent / train, run / train, paths.data_dir() / train):
         if candidate.is_file():
             return candidate
@@ -102,8 +100,6 @@ def training_data(run: str | Path) -> Path:
 
 
 def _check_format(name: str | None, path: Path):
-    from tooltune.formats import FORMATS, get_format
-
     if not name:
         raise InputError(f"no chat format: give --format ({', '.join(FORMATS)}) or write {rundir.MODEL_INFO} with a "
                          f"'format'", where=str(path))
@@ -132,9 +128,6 @@ def load_for_inference(path: str | Path, *, format: str | None = None, observati
     lecture's "native" row evaluates a base model so); False refuses instead (a chat with untrained role tokens
     would only produce noise).
     """
-    from tooltune.formats import ensure_special_tokens
-    from tooltune.formats.base import single_id
-
     path = Path(path)
     if not path.is_dir():
         raise InputError("not a directory (expected a training run or a saved model)", where=str(path))
@@ -177,7 +170,6 @@ def _load_run(path: Path, info: rundir.RunInfo | None, format: str | None, obser
     if (path / rundir.ADAPTER_CONFIG).is_file():
         from peft import PeftModel
 
-        from tooltune.train import methods as train_methods
 
         quantized = train_methods.METHODS[method].quantized
         kwargs: dict = {}

@@ -12,8 +12,14 @@ from pathlib import Path
 
 import torch
 
+from tooltune.dialogue import with_argument_order
 from tooltune.errors import InputError
+from tooltune.files import read_dialogues
 from tooltune.files.records import read_jsonl
+from tooltune.formats import Example as FormatExample
+from tooltune.formats import encode_all, ensure_special_tokens, get_format
+from tooltune.formats.packing import pack
+from tooltune.loop.balance import loss_weights
 
 IGNORE = -100
 
@@ -100,17 +106,12 @@ def read_examples(path: str | Path) -> tuple[list[Example], list[str]]:
 def render_dialogues(path: str | Path, data_cfg, tokenizer, weighted: bool = False) -> tuple[list[Example], Dropped]:
     """Dialogues read by `tooltune.files`, rendered by the chat format `data_cfg.format` and encoded: the one step
     that joins the formats to training. The tokenizer gets the format's special tokens (see `new_token_ids`)."""
-    from tooltune.dialogue import with_argument_order
-    from tooltune.files import read_dialogues
-    from tooltune.formats import encode_all, ensure_special_tokens, get_format
-
     fmt = get_format(data_cfg.format).for_tokenizer(tokenizer)
     ensure_special_tokens(tokenizer, fmt.special_tokens)
     samples, places, weights = [], [], []
     dialogues = read_dialogues(path)
     per_dialogue = [1.0] * len(dialogues)
     if weighted and data_cfg.loss_weights:
-        from tooltune.loop.balance import loss_weights
         per_dialogue = loss_weights(dialogues, data_cfg.loss_weights)
     for i, dialogue in enumerate(dialogues):
         ordered = with_argument_order(dialogue, data_cfg.argument_order)
@@ -134,9 +135,6 @@ def render_dialogues(path: str | Path, data_cfg, tokenizer, weighted: bool = Fal
 
 def pack_rows(examples: list[Example], max_length: int) -> list[Example]:
     """Examples packed into rows of at most max_length tokens, position ids restarting per example (fmt's packer)."""
-    from tooltune.formats import Example as FormatExample
-    from tooltune.formats.packing import pack
-
     rows = pack([FormatExample(e.input_ids, e.labels) for e in examples], max_length)
     return [Example(r["input_ids"], r["labels"], r["position_ids"]) for r in rows]
 

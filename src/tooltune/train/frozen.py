@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from tooltune.errors import InputError, ToolTuneError
+from tooltune.train.loss import transformers_model
 
 LAYERS_HELP = "all, or top:K (adapters on the last K decoder layers only)"
 
@@ -39,8 +40,6 @@ def decoder_layers(model: nn.Module, option: str = "method.layers", fallback: st
     """The model's list of decoder blocks: the ModuleList whose children are the classes it names in
     `_no_split_modules` (LlamaDecoderLayer, Gemma3DecoderLayer, GPT2Block, ...). Where there is none, the error
     names `option`, the setting that needed the blocks, and `fallback`, the setting that does without them."""
-    from tooltune.train.loss import transformers_model
-
     causal_lm = transformers_model(model)
     names = set(getattr(causal_lm, "_no_split_modules", None) or ())
     for module in causal_lm.modules():
@@ -61,8 +60,6 @@ def cut_index(model: nn.Module, spec: str) -> int:
 def top_layer_targets(model: nn.Module, spec: str, targets: tuple[str, ...]) -> list[str]:
     """Full names of the linear modules to adapt in the top layers: those named in `targets` (a module's last name),
     or every nn.Linear for ("all-linear",)."""
-    from tooltune.train.loss import transformers_model
-
     causal_lm = transformers_model(model)
     layers = decoder_layers(causal_lm)
     cut = cut_index(causal_lm, spec)

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from tooltune.errors import ToolTuneError
 from tooltune.hardware import describe, native_bf16, resolve_dtype
+from tooltune.models import prepare_embeddings
 from tooltune.rundir import RunInfo
 from tooltune.train import methods
-from tooltune.train.config import RunConfig
+from tooltune.train.config import RunConfig, replace
 from tooltune.train.data import load_split
 from tooltune.train.loop import run_training
 
@@ -42,8 +43,6 @@ def _fit_positions(cfg: RunConfig) -> RunConfig:
     the cap is printed, and the samples it shortens are counted like any other truncation."""
     from transformers import AutoConfig
 
-    from tooltune.train.config import replace
-
     model_cfg = AutoConfig.from_pretrained(cfg.model.path)
     positions = getattr(model_cfg, "max_position_embeddings", None) or getattr(model_cfg, "n_positions", None)
     if positions and cfg.data.max_length > positions:
@@ -58,8 +57,6 @@ def _prepare_special_rows(model, tokenizer, examples, new_ids: list[int]) -> lis
     that the base checkpoint never trained (Gemma-3's `<start_of_turn>`/`<end_of_turn>`: an adapter on linear
     layers alone cannot learn to emit them, and generation runs on to the length limit). Those rows are
     re-initialised by `prepare_embeddings`; the caller trains them (peft's trainable_token_indices)."""
-    from tooltune.models import prepare_embeddings
-
     special = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
     used = set()
     for example in examples:  # encoded JSONL examples may hold labels that are not their input ids
