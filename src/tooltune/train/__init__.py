@@ -1,2 +1,5 @@
-"""Training: one accelerate loop for every PEFT method (`loop`), a method table (`methods`), frozen dataclass configs
-(`config`), batching (`data`), merged export (`export`) and GPT-2 pre-training from scratch (`pretrain`)."""
+"""Training: the fine-tuning recipe (`recipe`: config -> tokenizer, model, data -> loop -> run directory), one
+accelerate loop for every PEFT method (`loop`) with its distributed strategies (`strategy`) and trackers
+(`tracking`), the method table (`methods`), frozen dataclass configs (`config`), examples and batching (`data`), the
+token loss (`loss`), frozen bottom layers (`frozen`), resumable checkpoints (`checkpoint`), merged and checkpoint
+export (`export`), GPT-2 pre-training from scratch (`pretrain`) and tiny in-process models for tests (`tiny`)."""

@@ -5,6 +5,9 @@ back-propagate each micro-batch's SUM of token losses divided by that count (tim
 averages gradients). The step's gradient is then exactly the gradient of (sum of token losses / trained tokens) over
 the whole accumulated batch, never a mean of per-batch means. Then clip, step, schedule, and let the method act
 (AdaLoRA reallocates ranks).
+
+What DeepSpeed and FSDP change is in their strategy (`tooltune.train.strategy`); what each step logs goes to the run
+directory's log.jsonl and, with `train.report_to`, to a tracker (`tooltune.train.tracking`).
 """
 
 from __future__ import annotations
