@@ -60,3 +60,14 @@ def test_checkpoint_folders_are_named_by_step(tmp_path):
     assert rundir.checkpoint_dirs(tmp_path) == []
     rundir.checkpoint_dir(tmp_path, 4).mkdir(parents=True)
     assert rundir.checkpoint_dirs(tmp_path) == [tmp_path / rundir.CHECKPOINTS / "step-4"]
+
+
+def test_no_other_module_spells_the_run_directorys_file_names():
+    """The names live in tooltune.rundir; a literal elsewhere is a second definition that can drift. (TENSORBOARD is
+    left out: "tensorboard" is also the tracker's name in train.report_to.)"""
+    names = [rundir.CONFIG, rundir.INFO, rundir.LOG, rundir.LOSS_PLOT, rundir.CHECKPOINTS, rundir.MODEL_INFO,
+             rundir.EXPORT_INFO]
+    src = Path(rundir.__file__).parent
+    found = [f"{path.relative_to(src)}: {name}" for path in sorted(src.rglob("*.py")) if path.name != "rundir.py"
+             for name in names if f'"{name}"' in path.read_text(encoding="utf-8")]
+    assert found == []
