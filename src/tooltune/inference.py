@@ -57,6 +57,31 @@ class GenerationConfig:
     most of a decoding step on a CPU. None: the whole vocabulary."""
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How one batch's tokens are chosen (`Generator.generate_rows`): temperature 0 is greedy (argmax; `top_p` and
+    `seed` then change nothing), above 0 sampling from the temperature-scaled distribution cut to its `top_p` mass."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    """Seeds torch's generator before the batch: the same seed, prompt and batch give the same tokens."""
+
+
+@dataclass
+class Row:
+    """One history to continue in `Generator.generate_rows`, with its own limits."""
+
+    prompt: list[int]
+    tools: tuple[Tool, ...]
+    max_new_tokens: int
+    stop: tuple[str, ...] = ()
+    """Extra stop strings (an API request's `stop`): the row ends at the first, which is cut from its text."""
+    on_text: Callable[[str], bool | None] | None = None
+    """Called after each generated token with the row's text so far (special tokens kept, cut at an end token);
+    returning False ends the row there (a client that went away)."""
+
+
 @dataclass
 class Prediction:
     parsed: ParsedTurn
@@ -154,6 +179,61 @@ class Generator:
             bar.close()
         return out  # type: ignore[return-value]
 
+    def full_prompt_ids(self, history: Sequence[Turn], tools: Sequence[Tool] | None = None,
+                        system: str = "") -> list[int]:
+        """The prompt `prompt_ids` renders, with a client's system text (`ChatFormat.system_prompt`) and never cut:
+        the server refuses a prompt over `max_prompt` tokens rather than drop the start of the conversation."""
+        tools = tools or self.tools
+        history = order_arguments(history, tools, self.config.argument_order)
+        segments = self.fmt.system_prompt(history, tools, system, observation=self.config.observation)
+        return encode(segments, self.tokenizer).input_ids
+
+    @torch.inference_mode()
+    def generate_rows(self, rows: Sequence[Row], sampling: Sampling = Sampling()) -> list[Prediction]:
+        """Continue each row's prompt, all in one batch (the server's scheduler batches requests so). Each row ends at
+        an end token of the format, at its own `max_new_tokens` or at one of its own stop strings, and its
+        `on_text` sees its text grow token by token. Greedy rows give what `predict` gives for the same prompt."""
+        width = max(len(r.prompt) for r in rows)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for k, row in enumerate(rows):  # left padding: every prompt ends where generation starts
+            input_ids[k, width - len(row.prompt):] = torch.tensor(row.prompt, dtype=torch.long)
+            mask[k, width - len(row.prompt):] = 1
+        device = next(self.model.parameters()).device
+        watch = _RowWatch(self, rows, width)
+        kwargs: dict[str, Any] = dict(max_new_tokens=max(r.max_new_tokens for r in rows), use_cache=True,
+                                      eos_token_id=self.end_ids, pad_token_id=self.pad_id,
+                                      stopping_criteria=[watch])
+        if sampling.temperature > 0:
+            kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed)
+        else:
+            kwargs["do_sample"] = False
+        if self.suppressed:
+            kwargs["suppress_tokens"] = self.suppressed
+        if self.text_stops:
+            kwargs.update(stop_strings=list(self.text_stops), tokenizer=self.tokenizer)
+        processors = self._logits_processors([r.tools for r in rows], width)
+        if processors:
+            from transformers import LogitsProcessorList
+            kwargs["logits_processor"] = LogitsProcessorList(processors)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            generated = self.model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), **kwargs)
+        finally:
+            self.model.train(was_training)
+        self.unconstrained_calls += sum(getattr(p, "broken", 0) for p in processors)
+        self.constraint_seconds += sum(getattr(p, "seconds", 0.0) for p in processors)
+        preds = []
+        for k, (row, ids) in enumerate(zip(rows, generated[:, width:].tolist())):
+            raw, cut = watch.text(k, ids[:row.max_new_tokens])
+            if raw and self.text_stops and ended_at_once(self.tokenizer.decode(row.prompt[-8:]), raw, self.text_stops):
+                raw = ""
+            preds.append(Prediction(self.fmt.parse(raw), raw, cut))
+        return preds
+
     def _copy(self, history: Sequence[Turn]) -> Any:
         """What a row's free strings are copied from (`GenerationConfig.copy_values`), or None."""
         if self.config.copy_values is None:
@@ -207,6 +287,43 @@ class Generator:
         if self.constraint is None:
             return []
         return [self.constraint.processor(tools, width, self.end_ids, self.text_stops, copies)]
+
+
+class _RowWatch:
+    """`generate_rows`' stopping criterion: after each step it decodes each running row, ends the rows that reached
+    their own token limit or stop string, and hands each row's text to its `on_text` (so a row streams)."""
+
+    def __init__(self, generator: Generator, rows: Sequence[Row], width: int):
+        self.generator, self.rows, self.width = generator, rows, width
+        self.ends = set(generator.end_ids).union(generator.suppressed)
+        self.done = [False] * len(rows)
+
+    def text(self, k: int, ids: list[int]) -> tuple[str, int]:
+        """Row k's text from its generated `ids`: cut at an end token (or the padding after a stop string) and at its
+        first own stop string; and how many tokens it used."""
+        cut = next((j for j, t in enumerate(ids) if t in self.ends), len(ids))
+        raw, replaced = scrub_surrogates(self.generator.tokenizer.decode(ids[:cut], skip_special_tokens=False))
+        self.generator.replaced_characters += replaced
+        stops = self.rows[k].stop
+        at = min((i for i in (raw.find(s) for s in stops) if i != -1), default=-1)
+        return (raw[:at] if at != -1 else raw), cut
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any = None, **kwargs: Any) -> torch.Tensor:
+        new = input_ids[:, self.width:].tolist()
+        for k, (row, ids) in enumerate(zip(self.rows, new)):
+            if self.done[k]:
+                continue
+            ended = any(t in self.ends for t in ids)
+            raw, _ = self.text(k, ids)
+            hit_stop = any(s in self.generator.tokenizer.decode(ids, skip_special_tokens=False) for s in row.stop)
+            keep = None
+            if row.on_text is not None and not ended:
+                try:
+                    keep = row.on_text(raw)
+                except Exception:  # one listener's failure (a closed connection) must not end the batch
+                    keep = False
+            self.done[k] = ended or hit_stop or len(ids) >= row.max_new_tokens or keep is False
+        return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
 
 
 def ended_at_once(prompt_tail: str, raw: str, stops: Sequence[str]) -> bool:
