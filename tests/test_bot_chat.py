@@ -113,11 +113,11 @@ def test_a_failed_turn_is_reported_and_undone(db_path):
     from tooltune.formats import SampleTooLong
 
     class TooLongOnce(ScriptedPolicy):
-        def next_turn(self, history):
+        def next_turn(self, history, options=None):
             if not self.histories:
                 self.histories.append(tuple(history))
                 raise SampleTooLong("3000 tokens, and no cut keeps a whole trained turn within max_length=2048")
-            return super().next_turn(history)
+            return super().next_turn(history, options)
 
     policy = TooLongOnce([Assistant("unused"), Assistant("你好。")])
     session = Session(policy, HotelDB.open(db_path))

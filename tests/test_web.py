@@ -88,7 +88,7 @@ def test_page_shows_server_errors(browser, db):
     from selenium.webdriver.common.by import By
 
     class Boom:
-        def next_turn(self, history):
+        def next_turn(self, history, options=None):
             raise RuntimeError("model exploded")
 
     with LiveServer(create_app(Boom(), db, ServerConfig(api_key="k"))) as url:

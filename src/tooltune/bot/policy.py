@@ -8,29 +8,66 @@ tests may script one.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, NamedTuple, Protocol, Sequence
 
 from tooltune.dialogue import Turn
 from tooltune.formats import ParsedTurn
 
+
+@dataclass(frozen=True)
+class TurnOptions:
+    """What a client asks of each model turn of its request (an API request's fields); the defaults are the
+    server's own settings."""
+
+    system: str = ""
+    """A system message's text, rendered as the chat format defines (`ChatFormat.system_prompt`)."""
+    max_new_tokens: int | None = None
+    """Tokens per turn at most (`max_tokens`); None: the generator's `max_new_tokens`."""
+    stop: tuple[str, ...] = ()
+    """Strings that end a turn (cut from its text)."""
+    temperature: float = 0.0
+    """0: greedy decoding; above 0: sampling (`tooltune.inference.Sampling`)."""
+    top_p: float = 1.0
+    seed: int | None = None
+    on_partial: Callable[[str, str], bool | None] | None = None
+    """Streaming: called as the turn is generated with what it already is (`ChatFormat.partial`: ("reply", text so
+    far) or ("call", arguments so far)); returning False stops the turn (the client went away)."""
+
+
+class Step(NamedTuple):
+    """One model turn a policy wrote: the turn read back, the raw text, and what it cost in tokens."""
+
+    parsed: ParsedTurn
+    raw: str
+    prompt_tokens: int = 0
+    new_tokens: int = 0
+    hit_limit: bool = False
+    """The turn ended at its token limit, not at an end token (OpenAI's finish_reason "length")."""
+
+
 class Policy(Protocol):
-    def next_turn(self, history: Sequence[Turn]) -> tuple[ParsedTurn, str]:
-        """The model's next turn after `history` (which ends with a user or result turn), and the raw text."""
+    def next_turn(self, history: Sequence[Turn], options: TurnOptions = TurnOptions()) -> Step:
+        """The model's next turn after `history` (which ends with a user or result turn)."""
         ...
 
 
 class GeneratorPolicy:
-    """A `Generator` (greedy decoding over a chat format) as a `Policy`."""
+    """A `Generator` as a `Policy`, one turn at a time (the terminal chat; the server batches through
+    `tooltune.bot.engine.BatchingPolicy`)."""
 
     def __init__(self, generator: Any, name: str = "tooltune"):
         self.generator = generator
         self.name = name
         """The model id the server lists under /v1/models."""
 
-    def next_turn(self, history: Sequence[Turn]) -> tuple[ParsedTurn, str]:
-        pred = self.generator.predict([list(history)])[0]
-        return pred.parsed, pred.raw
+    def next_turn(self, history: Sequence[Turn], options: TurnOptions = TurnOptions()) -> Step:
+        if options == TurnOptions():
+            pred = self.generator.predict([list(history)])[0]
+            return Step(pred.parsed, pred.raw, new_tokens=pred.new_tokens)
+        from tooltune.bot.engine import generate_one
+        return generate_one(self.generator, history, options)
 
 
 class LockedPolicy:
@@ -42,9 +79,9 @@ class LockedPolicy:
         self.name = getattr(inner, "name", "tooltune")
         self._lock = threading.Lock()
 
-    def next_turn(self, history: Sequence[Turn]) -> tuple[ParsedTurn, str]:
+    def next_turn(self, history: Sequence[Turn], options: TurnOptions = TurnOptions()) -> Step:
         with self._lock:
-            return self.inner.next_turn(history)
+            return self.inner.next_turn(history, options)
 
 
 def load_policy(path: str | Path, fmt: str | None = None, device: str | None = None,

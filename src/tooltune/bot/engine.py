@@ -1,0 +1,155 @@
+"""The server's generation engine: requests' turns are decoded together, in batches, by one scheduler thread.
+
+`BatchingPolicy.next_turn` runs in the request's own thread: it renders and tokenizes the prompt there (outside
+the model's critical section), checks it against the prompt-token limit, and queues a job. The scheduler thread
+takes every job waiting when the model is free (up to `max_batch`, those that decode alike: greedy, or the same
+sampling settings and no seed) and runs them as one `Generator.generate_rows` batch: dynamic batching. A request
+that arrives while a batch runs waits for the next one (no continuous batching: a batch ends when its last row does).
+Each row streams its text through `TurnOptions.on_partial` as its tokens come.
+
+How many requests may wait is bounded by the server (`tooltune.bot.server`), not here.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from tooltune.bot.policy import Step, TurnOptions
+from tooltune.dialogue import Turn
+from tooltune.errors import InputError
+from tooltune.formats import SampleTooLong
+from tooltune.inference import Prediction, Row, Sampling
+
+
+def check_options(generator: Any, options: TurnOptions) -> int:
+    """The turn's token limit; a request asking for more than the server generates is refused, naming the field."""
+    limit = generator.config.max_new_tokens
+    wanted = options.max_new_tokens if options.max_new_tokens is not None else limit
+    if not 0 < wanted <= limit:
+        raise InputError(f"must be 1 to {limit}, the server's --max-new-tokens, not {wanted}", field="max_tokens")
+    return wanted
+
+
+def prompt_of(generator: Any, history: Sequence[Turn], options: TurnOptions) -> list[int]:
+    """The turn's prompt ids, refused (400, `messages`) when over the generator's prompt-token limit."""
+    ids = generator.full_prompt_ids(list(history), system=options.system)
+    if len(ids) > generator.max_prompt:
+        raise SampleTooLong(f"the prompt is {len(ids)} tokens, over this server's limit of {generator.max_prompt} "
+                            f"(--max-prompt-tokens, and the model's positions less --max-new-tokens)",
+                            field="messages")
+    return ids
+
+
+def row_of(generator: Any, prompt: list[int], options: TurnOptions) -> Row:
+    on_text = None
+    if options.on_partial is not None:
+        listener, fmt = options.on_partial, generator.fmt
+
+        def on_text(raw: str) -> bool | None:
+            seen = fmt.partial(raw)
+            return listener(*seen) if seen is not None else None
+
+    return Row(prompt, generator.tools, check_options(generator, options), options.stop, on_text)
+
+
+def sampling_of(options: TurnOptions) -> Sampling:
+    if options.temperature == 0:
+        return Sampling()
+    return Sampling(options.temperature, options.top_p, options.seed)
+
+
+def step_of(pred: Prediction, row: Row) -> Step:
+    return Step(pred.parsed, pred.raw, len(row.prompt), pred.new_tokens, pred.new_tokens >= row.max_new_tokens)
+
+
+def generate_one(generator: Any, history: Sequence[Turn], options: TurnOptions) -> Step:
+    """One turn with a request's options, alone (no scheduler)."""
+    row = row_of(generator, prompt_of(generator, history, options), options)
+    return step_of(generator.generate_rows([row], sampling_of(options))[0], row)
+
+
+@dataclass(eq=False)
+class _Job:
+    row: Row
+    sampling: Sampling
+    done: threading.Event = field(default_factory=threading.Event)
+    step: Step | None = None
+    error: BaseException | None = None
+
+
+class BatchingPolicy:
+    """A `Generator` behind a scheduler thread that batches concurrent turns (see the module's docstring)."""
+
+    thread_safe = True
+    """The server calls `next_turn` from many threads at once, without a lock of its own."""
+
+    def __init__(self, generator: Any, name: str = "tooltune", max_batch: int = 8):
+        if max_batch < 1:
+            raise InputError(f"max_batch must be >= 1, not {max_batch}", field="max_batch")
+        self.generator, self.name, self.max_batch = generator, name, max_batch
+        self.max_new_tokens = generator.config.max_new_tokens
+        self.batches: list[int] = []
+        """The size of every batch run so far (what the tests and the load benchmark read)."""
+        self._jobs: queue.Queue[_Job | None] = queue.Queue()
+        self._waiting: list[_Job] = []
+        self._thread = threading.Thread(target=self._run, name="tooltune-scheduler", daemon=True)
+        self._thread.start()
+
+    def next_turn(self, history: Sequence[Turn], options: TurnOptions = TurnOptions()) -> Step:
+        prompt = prompt_of(self.generator, history, options)  # in the request's thread, outside the batch
+        job = _Job(row_of(self.generator, prompt, options), sampling_of(options))
+        self._jobs.put(job)
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        assert job.step is not None
+        return job.step
+
+    def close(self) -> None:
+        """Stop the scheduler after the batch it runs (the jobs still waiting get an error)."""
+        self._jobs.put(None)
+        self._thread.join(timeout=60)
+
+    def _next_batch(self) -> list[_Job] | None:
+        """Every job waiting now that decodes like the oldest one, up to max_batch; blocks while there is none."""
+        if not self._waiting:
+            first = self._jobs.get()
+            if first is None:
+                return None
+            self._waiting.append(first)
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                return None
+            self._waiting.append(job)
+        key = self._waiting[0].sampling
+        alike = key.seed is None  # a seeded request runs alone: its tokens must not depend on its neighbours
+        batch = [j for j in self._waiting if j.sampling == key and alike][:self.max_batch] or self._waiting[:1]
+        self._waiting = [j for j in self._waiting if all(j is not b for b in batch)]
+        return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                break
+            self.batches.append(len(batch))
+            try:
+                preds = self.generator.generate_rows([j.row for j in batch], batch[0].sampling)
+                for job, pred in zip(batch, preds):
+                    job.step = step_of(pred, job.row)
+            except Exception as e:  # every request of the batch gets the error; the scheduler goes on
+                for job in batch:
+                    job.error = e
+            for job in batch:
+                job.done.set()
+        stopped = RuntimeError("the server is shutting down")
+        for job in self._waiting:
+            job.error = stopped
+            job.done.set()
