@@ -255,9 +255,9 @@ def create_app(policy: Policy, db: Any, config: ServerConfig = ServerConfig(), f
     async def chat_completions(request: Request):
         authorize(request)
         raw = await read_body(request)
-        with admission.enter() as admitted:
-            req = await run_in_threadpool(lambda: parse_chat_request(decode_body(raw), config.tools,
-                                                                     config.execute_tools, max_new_tokens))
+        req = await run_in_threadpool(lambda: parse_chat_request(decode_body(raw), config.tools,
+                                                                 config.execute_tools, max_new_tokens))
+        with admission.enter() as admitted:  # a bad request got its 400 above, whatever the queue
             completion_id = new_completion_id()
             if req.stream:
                 stream = ChunkStream(completion_id, config.model_name, req.execute, req.include_usage)
@@ -279,12 +279,12 @@ def create_app(policy: Policy, db: Any, config: ServerConfig = ServerConfig(), f
     async def web_chat(request: Request):
         authorize(request)
         raw = await read_body(request)
+        body = await run_in_threadpool(decode_body, raw)
+        stream = body.get("stream", False)
+        if not isinstance(stream, bool):
+            raise ApiError(400, "'stream' must be a boolean", param="stream")
+        req = await run_in_threadpool(parse_chat_request, {"messages": body.get("messages")}, config.tools, True)
         with admission.enter() as admitted:
-            body = await run_in_threadpool(decode_body, raw)
-            stream = body.get("stream", False)
-            if not isinstance(stream, bool):
-                raise ApiError(400, "'stream' must be a boolean", param="stream")
-            req = await run_in_threadpool(parse_chat_request, {"messages": body.get("messages")}, config.tools, True)
             completion_id = new_completion_id()
 
             def answer(session, exchange):
