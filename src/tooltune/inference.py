@@ -26,7 +26,7 @@ from tooltune.dialogue import (
 )
 from tooltune.errors import InputError
 from tooltune.formats import ChatFormat, ParsedTurn, SampleTooLong, encode
-from tooltune.formats.base import single_id
+from tooltune.formats.base import single_id, without_partial_stop
 from tooltune.jsonio import scrub_surrogates
 
 
@@ -318,8 +318,8 @@ class _RowWatch:
             hit_stop = any(s in self.generator.tokenizer.decode(ids, skip_special_tokens=False) for s in row.stop)
             keep = None
             if row.on_text is not None and not ended:
-                try:
-                    keep = row.on_text(raw)
+                try:  # a trailing U+FFFD may be a character whose bytes are not all written yet: held back
+                    keep = row.on_text(without_partial_stop(raw.rstrip("\ufffd"), row.stop))
                 except Exception:  # one listener's failure (a closed connection) must not end the batch
                     keep = False
             self.done[k] = ended or hit_stop or len(ids) >= row.max_new_tokens or keep is False
