@@ -5,12 +5,14 @@
   write for the next scripted turn (the format's trained span of that turn: its text and end token). Everything
   around it is real: the format renders the prompt, `Generator` cuts and decodes, the format parses.
 - `tiny_llama`: a real 2-layer Llama with random weights (whatever it writes must flow through without a crash).
+- `streaming_server`: a server over a real Generator whose scripted model pauses mid-turn (streaming tests).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -182,3 +184,30 @@ class SwitchPolicy:
 
     def next_turn(self, history, options=None):
         return self.inner.next_turn(history, options)
+
+
+class SlowLM(ScriptedLM):
+    """A scripted model that stops after `pause_at` tokens until `go` is set: a generation still in progress."""
+
+    def __init__(self, scripts, pause_at: int):
+        super().__init__(scripts)
+        self.pause_at, self.go, self.paused = pause_at, threading.Event(), threading.Event()
+
+    def generate(self, input_ids, attention_mask=None, stopping_criteria=(), **kwargs):
+        def pausing(out, scores):
+            if out.shape[1] - input_ids.shape[1] == self.pause_at:
+                self.paused.set()
+                assert self.go.wait(30)
+            return torch.zeros(out.shape[0], dtype=torch.bool)
+
+        return super().generate(input_ids, attention_mask, [*stopping_criteria, pausing], **kwargs)
+
+
+def streaming_server(db, turn, pause_at: int):
+    """A server over a real Generator (llama2) whose scripted model writes `turn`, pausing after `pause_at` tokens."""
+    from tooltune.bot.server import ServerConfig, create_app
+
+    fmt, tok = tokenizer_for("llama2")
+    model = SlowLM([written_ids(fmt, tok, turn)], pause_at)
+    generator = Generator(model, tok, fmt, config=GenerationConfig(max_new_tokens=64, max_prompt_tokens=4096))
+    return model, create_app(GeneratorPolicy(generator), db, ServerConfig(model_name="tiny"))

@@ -10,16 +10,14 @@ from pathlib import Path
 
 import openai
 import pytest
-import torch
 
-from bot_support import LiveServer, ScriptedLM, real_tiny_policy, tokenizer_for, written_ids
+from bot_support import LiveServer, real_tiny_policy, streaming_server
 from tooltune.bot import GeneratorPolicy
 from tooltune.bot.engine import BatchingPolicy
 from tooltune.bot.policy import TurnOptions
-from tooltune.bot.server import ServerConfig, create_app
 from tooltune.db import HotelDB
 from tooltune.dialogue import HOTEL_TOOL, Assistant, Call, User
-from tooltune.inference import GenerationConfig, Generator, Row, Sampling
+from tooltune.inference import Generator, Row, Sampling
 
 ASKS = ["找一家经济型酒店", "有没有评分4.5以上的豪华型酒店", "谢谢", "北京的酒店"]
 ARGS = {"type": "豪华型", "rating_range_lower": 4.8}
@@ -139,30 +137,6 @@ def test_a_seeded_request_is_not_batched_with_others(tiny):
         assert sorted(policy.batches) == [1, 1, 2]
     finally:
         policy.close()
-
-
-class SlowLM(ScriptedLM):
-    """A scripted model that stops after `pause_at` tokens until `go` is set: a generation still in progress."""
-
-    def __init__(self, scripts, pause_at: int):
-        super().__init__(scripts)
-        self.pause_at, self.go, self.paused = pause_at, threading.Event(), threading.Event()
-
-    def generate(self, input_ids, attention_mask=None, stopping_criteria=(), **kwargs):
-        def pausing(out, scores):
-            if out.shape[1] - input_ids.shape[1] == self.pause_at:
-                self.paused.set()
-                assert self.go.wait(30)
-            return torch.zeros(out.shape[0], dtype=torch.bool)
-
-        return super().generate(input_ids, attention_mask, [*stopping_criteria, pausing], **kwargs)
-
-
-def streaming_server(db, turn, pause_at: int):
-    fmt, tok = tokenizer_for("llama2")
-    model = SlowLM([written_ids(fmt, tok, turn)], pause_at)
-    generator = Generator(model, tok, fmt, config=GenerationConfig(max_new_tokens=64, max_prompt_tokens=4096))
-    return model, create_app(GeneratorPolicy(generator), db, ServerConfig(model_name="tiny"))
 
 
 def test_a_reply_streams_while_it_is_generated(db):
