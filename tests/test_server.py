@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+import torch
 
 from bot_support import LiveServer, ScriptedPolicy, SwitchPolicy, real_tiny_policy
 from tooltune.bot import SessionConfig
@@ -270,15 +271,24 @@ def test_serve_command_wires_the_options(tmp_path, db, monkeypatch):
     monkeypatch.setattr("tooltune.bot.server.serve", lambda app, host, port: served.update(app=app, host=host,
                                                                                           port=port))
     rc = cli.main(["serve", str(run), "--db", str(db.path), "--host", "0.0.0.0", "--port", "8123", "--api-key", KEY,
-                   "--execute-tools", "--max-new-tokens", "4", "--device", "cpu", "--no-feedback"])
+                   "--execute-tools", "--max-new-tokens", "4", "--device", "cpu", "--no-feedback", "--max-batch", "2",
+                   "--max-body-bytes", "5000", "--max-prompt-tokens", "100"])
     assert rc == 0 and served["host"] == "0.0.0.0" and served["port"] == 8123
+    engine = served["app"].state.policy
+    assert engine.max_batch == 2 and engine.generator.max_prompt == 100 and engine.max_new_tokens == 4
+    assert next(engine.generator.model.parameters()).dtype == torch.float32  # the CPU default for decoding
     with LiveServer(served["app"]) as u:
+        big = httpx.post(f"{u}/v1/chat/completions", json={"messages": [{"role": "user", "content": "x" * 6000}]},
+                         headers={"authorization": f"Bearer {KEY}"})
+        assert big.status_code == 413
         assert [m.id for m in client(u, KEY).models.list()] == ["run"]
         r = client(u, KEY).chat.completions.create(model="run", messages=ASK, tools=TOOLS)
         assert r.choices[0].finish_reason in ("stop", "length") and not r.choices[0].message.tool_calls
         with pytest.raises(openai.AuthenticationError):
             client(u, "nope").models.list()
     assert cli.main(["serve", str(run), "--host", "0.0.0.0"]) == 2  # no key: refused before loading anything
+    assert cli.main(["serve", str(run), "--api-key", "  "]) == 2  # a blank key is no key
+    assert cli.main(["serve", str(run), "--max-queue", "0"]) == 2
 
 
 def test_a_conversation_too_long_for_the_model_is_a_400(url, switch):

@@ -14,6 +14,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", help="chat format (default: the run's); needed for a plain model directory")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="tokens generated per turn at most")
+    parser.add_argument("--dtype", help="torch dtype of the weights (default: float32 on a CPU, where decoding one "
+                                        "token at a time is many times faster than in bf16; else auto)")
     parser.add_argument("--constrained", action="store_true",
                         help="generate call arguments under the tool's schema (needs the 'constrained' extra)")
     parser.add_argument("--max-calls", type=int, default=3, help="searches per user turn at most (default 3)")
@@ -47,7 +49,8 @@ def open_session_parts(args: argparse.Namespace):
 
     config = SessionConfig(max_calls=args.max_calls, limit=args.limit)
     policy = load_policy(args.run, fmt=args.format, device=args.device, max_new_tokens=args.max_new_tokens,
-                         constrained=args.constrained)
+                         constrained=args.constrained, dtype=args.dtype,
+                         max_prompt_tokens=getattr(args, "max_prompt_tokens", 2048))
     return policy, HotelDB.open(args.db, args.data_dir), config
 
 
