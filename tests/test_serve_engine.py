@@ -69,20 +69,20 @@ def test_seeded_sampling_repeats(tiny):
 
 
 class HeldGenerator:
-    """A Generator whose first batch waits until `release` is set, recording each batch and the threads that
-    tokenized prompts."""
+    """A Generator whose first batch waits until `release` is set, counting the prompts tokenized meanwhile."""
 
     def __init__(self, inner: Generator):
         self.inner = inner
         self.release = threading.Event()
         self.started = threading.Event()
-        self.tokenized_in: set[str] = set()
+        self.tokenized_while_held = 0
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
     def full_prompt_ids(self, *args, **kwargs):
-        self.tokenized_in.add(threading.current_thread().name)
+        if self.started.is_set() and not self.release.is_set():
+            self.tokenized_while_held += 1
         return self.inner.full_prompt_ids(*args, **kwargs)
 
     def generate_rows(self, rows, sampling=Sampling()):
@@ -91,52 +91,49 @@ class HeldGenerator:
         return self.inner.generate_rows(rows, sampling)
 
 
+def waiting(policy: BatchingPolicy, count: int) -> None:
+    while len(policy._waiting) < count:
+        threading.Event().wait(0.01)
+
+
 def test_concurrent_turns_are_batched_and_answer_as_alone(tiny):
     alone = [GeneratorPolicy(tiny).next_turn([User(a)], TurnOptions(max_new_tokens=8)).raw for a in ASKS]
     held = HeldGenerator(tiny)
     policy = BatchingPolicy(held, max_batch=8)
-    try:
-        answers: dict[int, str] = {}
+    answers: dict[int, str] = {}
 
-        def ask(k: int) -> None:
-            answers[k] = policy.next_turn([User(ASKS[k])]).raw
+    def ask(k: int) -> None:
+        answers[k] = policy.next_turn([User(ASKS[k])]).raw
 
-        threads = [threading.Thread(target=ask, args=(0,))]
-        threads[0].start()
-        assert held.started.wait(30)  # the first turn holds the model; the others queue behind it
-        threads += [threading.Thread(target=ask, args=(k,)) for k in (1, 2, 3)]
-        for t in threads[1:]:
-            t.start()
-        while policy._jobs.qsize() < 3:
-            threading.Event().wait(0.01)
-        held.release.set()
-        for t in threads:
-            t.join(30)
-        assert policy.batches == [1, 3] and answers == dict(enumerate(alone))
-        assert "tooltune-scheduler" not in held.tokenized_in  # prompts are tokenized in the requests' threads
-    finally:
-        policy.close()
+    threads = [threading.Thread(target=ask, args=(0,))]
+    threads[0].start()
+    assert held.started.wait(30)  # the first turn holds the model; the others wait behind it
+    threads += [threading.Thread(target=ask, args=(k,)) for k in (1, 2, 3)]
+    for t in threads[1:]:
+        t.start()
+    waiting(policy, 3)
+    assert held.tokenized_while_held == 3  # their prompts were tokenized while the model was busy
+    held.release.set()
+    for t in threads:
+        t.join(30)
+    assert policy.batches == [1, 3] and answers == dict(enumerate(alone))
 
 
 def test_a_seeded_request_is_not_batched_with_others(tiny):
     held = HeldGenerator(tiny)
     policy = BatchingPolicy(held, max_batch=8)
-    try:
-        threads = [threading.Thread(target=policy.next_turn, args=([User(ASKS[0])],))]
-        threads[0].start()
-        assert held.started.wait(30)
-        options = [TurnOptions(temperature=1.0, seed=1), TurnOptions(), TurnOptions()]
-        threads += [threading.Thread(target=policy.next_turn, args=([User(a)], o)) for a, o in zip(ASKS[1:], options)]
-        for t in threads[1:]:
-            t.start()
-        while policy._jobs.qsize() < 3:
-            threading.Event().wait(0.01)
-        held.release.set()
-        for t in threads:
-            t.join(30)
-        assert sorted(policy.batches) == [1, 1, 2]
-    finally:
-        policy.close()
+    threads = [threading.Thread(target=policy.next_turn, args=([User(ASKS[0])],))]
+    threads[0].start()
+    assert held.started.wait(30)
+    options = [TurnOptions(temperature=1.0, seed=1), TurnOptions(), TurnOptions()]
+    threads += [threading.Thread(target=policy.next_turn, args=([User(a)], o)) for a, o in zip(ASKS[1:], options)]
+    for t in threads[1:]:
+        t.start()
+    waiting(policy, 3)
+    held.release.set()
+    for t in threads:
+        t.join(30)
+    assert sorted(policy.batches) == [1, 1, 2]
 
 
 def test_a_reply_streams_while_it_is_generated(db):

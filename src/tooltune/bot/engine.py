@@ -1,20 +1,24 @@
-"""The server's generation engine: requests' turns are decoded together, in batches, by one scheduler thread.
+"""The server's generation engine: concurrent requests' turns are decoded together, in batches.
 
 `BatchingPolicy.next_turn` runs in the request's own thread: it renders and tokenizes the prompt there (outside
-the model's critical section), checks it against the prompt-token limit, and queues a job. The scheduler thread
-takes every job waiting when the model is free (up to `max_batch`, those that decode alike: greedy, or the same
-sampling settings and no seed) and runs them as one `Generator.generate_rows` batch: dynamic batching. A request
-that arrives while a batch runs waits for the next one (no continuous batching: a batch ends when its last row does).
-Each row streams its text through `TurnOptions.on_partial` as its tokens come.
+the model's critical section), checks it against the prompt-token limit, and puts a job on the waiting list. When
+the model is free, one waiting thread takes every job waiting that decodes alike (greedy, or the same sampling
+settings and no seed; up to `max_batch`) and runs them as one `Generator.generate_rows` batch for all of them, then
+hands the model to the next: dynamic batching. A request that arrives while a batch runs waits for the next one (no
+continuous batching: a batch ends when its last row does). Each row streams its text through
+`TurnOptions.on_partial` as its tokens come.
+
+Why no scheduler thread of its own: measured under `tooltune serve` (uvicorn), the same batch decoded 3-10x slower in
+a long-lived thread of ours than in the server's worker threads (bench/results/bot.md); a request's thread decoding
+for the batch has no such cost.
 
 How many requests may wait is bounded by the server (`tooltune.bot.server`), not here.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from tooltune.bot.policy import Step, TurnOptions
@@ -75,13 +79,14 @@ def generate_one(generator: Any, history: Sequence[Turn], options: TurnOptions) 
 class _Job:
     row: Row
     sampling: Sampling
-    done: threading.Event = field(default_factory=threading.Event)
+    done: bool = False
     step: Step | None = None
     error: BaseException | None = None
 
 
 class BatchingPolicy:
-    """A `Generator` behind a scheduler thread that batches concurrent turns (see the module's docstring)."""
+    """A `Generator` shared by the server's request threads, which decode their turns together (see the module's
+    docstring)."""
 
     thread_safe = True
     """The server calls `next_turn` from many threads at once, without a lock of its own."""
@@ -93,63 +98,55 @@ class BatchingPolicy:
         self.max_new_tokens = generator.config.max_new_tokens
         self.batches: list[int] = []
         """The size of every batch run so far (what the tests and the load benchmark read)."""
-        self._jobs: queue.Queue[_Job | None] = queue.Queue()
         self._waiting: list[_Job] = []
-        self._thread = threading.Thread(target=self._run, name="tooltune-scheduler", daemon=True)
-        self._thread.start()
+        self._busy = False
+        """Whether a thread is decoding a batch now."""
+        self._turn = threading.Condition()
 
     def next_turn(self, history: Sequence[Turn], options: TurnOptions = TurnOptions()) -> Step:
-        prompt = prompt_of(self.generator, history, options)  # in the request's thread, outside the batch
+        prompt = prompt_of(self.generator, history, options)  # in the request's thread, while others decode
         job = _Job(row_of(self.generator, prompt, options), sampling_of(options))
-        self._jobs.put(job)
-        job.done.wait()
+        with self._turn:
+            self._waiting.append(job)
+            while not job.done:
+                if self._busy:
+                    self._turn.wait()
+                    continue
+                # The model is free: this thread decodes every job waiting that decodes like the oldest (its own
+                # among them, or its turn comes with the next batch).
+                self._busy = True
+                batch = self._next_batch()
+                self._turn.release()
+                try:
+                    self._decode(batch)
+                finally:
+                    self._turn.acquire()
+                    self._busy = False
+                    self._turn.notify_all()
         if job.error is not None:
             raise job.error
         assert job.step is not None
         return job.step
 
     def close(self) -> None:
-        """Stop the scheduler after the batch it runs (the jobs still waiting get an error)."""
-        self._jobs.put(None)
-        self._thread.join(timeout=60)
+        """Nothing to stop: the requests' own threads decode."""
 
-    def _next_batch(self) -> list[_Job] | None:
-        """Every job waiting now that decodes like the oldest one, up to max_batch; blocks while there is none."""
-        if not self._waiting:
-            first = self._jobs.get()
-            if first is None:
-                return None
-            self._waiting.append(first)
-        while True:
-            try:
-                job = self._jobs.get_nowait()
-            except queue.Empty:
-                break
-            if job is None:
-                return None
-            self._waiting.append(job)
+    def _next_batch(self) -> list[_Job]:
+        """The jobs waiting that decode like the oldest one, up to max_batch, taken off the waiting list."""
         key = self._waiting[0].sampling
         alike = key.seed is None  # a seeded request runs alone: its tokens must not depend on its neighbours
         batch = [j for j in self._waiting if j.sampling == key and alike][:self.max_batch] or self._waiting[:1]
         self._waiting = [j for j in self._waiting if all(j is not b for b in batch)]
+        self.batches.append(len(batch))
         return batch
 
-    def _run(self) -> None:
-        while True:
-            batch = self._next_batch()
-            if batch is None:
-                break
-            self.batches.append(len(batch))
-            try:
-                preds = self.generator.generate_rows([j.row for j in batch], batch[0].sampling)
-                for job, pred in zip(batch, preds):
-                    job.step = step_of(pred, job.row)
-            except Exception as e:  # every request of the batch gets the error; the scheduler goes on
-                for job in batch:
-                    job.error = e
+    def _decode(self, batch: list[_Job]) -> None:
+        try:
+            preds = self.generator.generate_rows([j.row for j in batch], batch[0].sampling)
+            for job, pred in zip(batch, preds):
+                job.step = step_of(pred, job.row)
+        except Exception as e:  # every request of the batch gets the error; the next batch goes on
             for job in batch:
-                job.done.set()
-        stopped = RuntimeError("the server is shutting down")
-        for job in self._waiting:
-            job.error = stopped
-            job.done.set()
+                job.error = e
+        for job in batch:
+            job.done = True

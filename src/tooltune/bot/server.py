@@ -208,6 +208,8 @@ def create_app(policy: Policy, db: Any, config: ServerConfig = ServerConfig(), f
 
         options = dataclasses.replace(req.options, on_partial=on_partial)
         work = asyncio.ensure_future(run_in_threadpool(converse, req.history, req.execute, options))
+        work.add_done_callback(lambda _: ticket.release())  # the place is the model's work, whether or not the
+        # client is still reading (a client that went away does not always finalize the response's generator)
         first = asyncio.ensure_future(events.get())
         await asyncio.wait({work, first}, return_when=asyncio.FIRST_COMPLETED)
         if work.done() and work.exception() is not None and not first.done():
