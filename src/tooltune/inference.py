@@ -1,4 +1,5 @@
-"""Generating the next model turn from a history: batched greedy decoding with the KV cache, then the format's parse.
+"""Generating the next model turn from a history: batched decoding with the KV cache (greedy by default), then the
+format's parse.
 
 One `Generator` serves evaluation (many histories at once), the terminal chat and the server (one at a time).
 A history is a sequence of turns ending where the model speaks next (a user or result turn); the format renders it
@@ -28,6 +29,7 @@ from tooltune.errors import InputError
 from tooltune.formats import ChatFormat, ParsedTurn, SampleTooLong, encode
 from tooltune.formats.base import single_id, without_partial_stop
 from tooltune.jsonio import scrub_surrogates
+from tooltune.mbr import choose
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,31 @@ class GenerationConfig:
     """Token ids the model may generate, besides every id of the prompts being answered and the end tokens (see
     `domain_vocab`). The output layer then computes only those rows: with Gemma's 262k-entry vocabulary the head is
     most of a decoding step on a CPU. None: the whole vocabulary."""
+    temperature: float = 0.0
+    """0: greedy decoding. Above 0: tokens are drawn from the softmax at this temperature (with `top_p`)."""
+    top_p: float = 1.0
+    """When drawing: only the most likely tokens whose probabilities add up to `top_p` (nucleus sampling)."""
+    top_k: int = 0
+    """When drawing: only the `top_k` most likely tokens (0: no such cut). Cheaper than `top_p` over a large
+    vocabulary (no full sort per step)."""
+    samples: int = 1
+    """Above 1: the greedy turn plus `samples - 1` turns drawn at `temperature` (which must then be above 0), and the
+    answer is the candidate that agrees most with the others (`tooltune.mbr`: minimum Bayes risk)."""
+    seed: int | None = None
+    """Seeds each batch's draws (the same batch then draws the same turns); None: torch's global generator."""
+
+    def __post_init__(self):
+        if self.temperature < 0 or self.temperature != self.temperature:
+            raise InputError(f"must be 0 (greedy) or above, not {self.temperature}", field="temperature")
+        if not 0 < self.top_p <= 1:
+            raise InputError(f"must be above 0 and at most 1, not {self.top_p}", field="top_p")
+        if self.top_k < 0:
+            raise InputError(f"must be 0 (no cut) or above, not {self.top_k}", field="top_k")
+        if self.samples < 1:
+            raise InputError(f"must be at least 1, not {self.samples}", field="samples")
+        if self.samples > 1 and self.temperature == 0:
+            raise InputError("more than one sample needs a temperature above 0 to draw them with",
+                             field="temperature")
 
 
 @dataclass(frozen=True)
@@ -91,7 +118,8 @@ class Prediction:
 
 
 class Generator:
-    """Greedy next-turn generation for one model, tokenizer and chat format."""
+    """Next-turn generation for one model, tokenizer and chat format: greedy by default, drawn at a temperature,
+    or chosen among draws by minimum Bayes risk (`GenerationConfig`)."""
 
     def __init__(self, model: Any, tokenizer: Any, fmt: ChatFormat, tools: Sequence[Tool] = (HOTEL_TOOL,),
                  config: GenerationConfig = GenerationConfig()):
@@ -244,6 +272,23 @@ class Generator:
     @torch.inference_mode()
     def _generate(self, prompts: list[list[int]], tools: Sequence[Sequence[Tool]],
                   copies: Sequence[Any] = ()) -> list[Prediction]:
+        """One batch: greedy, one draw, or (`samples` > 1) greedy plus draws with the minimum-Bayes-risk choice."""
+        config = self.config
+        candidates: list[list[Prediction]] = [[] for _ in prompts]
+        if config.temperature == 0 or config.samples > 1:
+            for row, pred in enumerate(self._decode(prompts, tools, copies, draws=0)):
+                candidates[row].append(pred)
+        draws = config.samples - 1 if config.samples > 1 else int(config.temperature > 0)
+        if draws:
+            drawn = self._decode(prompts, tools, copies, draws=draws)
+            for row in range(len(prompts)):
+                candidates[row] += drawn[row * draws:(row + 1) * draws]
+        return [c[choose([p.parsed.turn for p in c])] if len(c) > 1 else c[0] for c in candidates]
+
+    def _decode(self, prompts: list[list[int]], tools: Sequence[Sequence[Tool]], copies: Sequence[Any],
+                draws: int) -> list[Prediction]:
+        """`generate` on one batch: greedy (`draws` = 0), or `draws` turns per prompt drawn at the configured
+        temperature and top-p (rows prompt by prompt: prompt 0's draws first)."""
         width = max(len(p) for p in prompts)
         input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -253,6 +298,13 @@ class Generator:
         device = next(self.model.parameters()).device
         kwargs: dict[str, Any] = dict(max_new_tokens=self.config.max_new_tokens, do_sample=False, use_cache=True,
                                       eos_token_id=self.end_ids, pad_token_id=self.pad_id)
+        per_row = max(draws, 1)
+        if draws:
+            kwargs.update(do_sample=True, temperature=self.config.temperature, top_p=self.config.top_p,
+                          top_k=self.config.top_k,
+                          num_return_sequences=draws)
+            tools = [t for t in tools for _ in range(draws)]  # generate repeats each prompt `draws` times in a row
+            copies = [c for c in copies for _ in range(draws)]
         if self.suppressed:
             kwargs["suppress_tokens"] = self.suppressed
         if self.text_stops:
@@ -264,7 +316,13 @@ class Generator:
         was_training = self.model.training
         self.model.eval()
         try:
-            generated = self.model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), **kwargs)
+            seeded = draws and self.config.seed is not None
+            # A seeded batch draws from its own stream and leaves torch's global generator as it was.
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=bool(seeded)):
+                if seeded:
+                    torch.manual_seed(self.config.seed)
+                generated = self.model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                                                **kwargs)
         finally:
             self.model.train(was_training)
         self.unconstrained_calls += sum(getattr(p, "broken", 0) for p in processors)
@@ -273,7 +331,8 @@ class Generator:
         # A row ends at an end token, or at the padding `generate` puts after a row that met a stop string.
         ends = set(self.end_ids).union(self.suppressed)
         preds = []
-        for prompt, ids in zip(prompts, new):
+        for row, ids in enumerate(new):
+            prompt = prompts[row // per_row]
             cut = next((k for k, t in enumerate(ids) if t in ends), len(ids))
             raw, replaced = scrub_surrogates(self.tokenizer.decode(ids[:cut], skip_special_tokens=False))
             self.replaced_characters += replaced
