@@ -10,6 +10,7 @@ from pathlib import Path
 
 import openai
 import pytest
+import torch
 
 from bot_support import LiveServer, real_tiny_policy, streaming_server
 from tooltune.bot import GeneratorPolicy
@@ -17,7 +18,7 @@ from tooltune.bot.engine import BatchingPolicy
 from tooltune.bot.policy import TurnOptions
 from tooltune.db import HotelDB
 from tooltune.dialogue import HOTEL_TOOL, Assistant, Call, User
-from tooltune.inference import Generator, Row, Sampling
+from tooltune.inference import GenerationConfig, Generator, Row
 
 ASKS = ["找一家经济型酒店", "有没有评分4.5以上的豪华型酒店", "谢谢", "北京的酒店"]
 ARGS = {"type": "豪华型", "rating_range_lower": 4.8}
@@ -64,8 +65,10 @@ def test_each_row_streams_its_text_and_can_stop(tiny):
 
 def test_seeded_sampling_repeats(tiny):
     row = Row(tiny.prompt_ids([User(ASKS[0])]), tiny.tools, 8)
-    a, b = (tiny.generate_rows([row], Sampling(temperature=1.5, seed=7))[0].raw for _ in range(2))
-    assert a == b
+    before = torch.random.get_rng_state()
+    a, b = (tiny.generate_rows([row], GenerationConfig(temperature=1.5, seed=7))[0].raw for _ in range(2))
+    assert a == b and torch.equal(torch.random.get_rng_state(), before)  # torch's own generator untouched
+    assert a != tiny.generate_rows([row])[0].raw  # drawn, not greedy
 
 
 class HeldGenerator:
@@ -85,7 +88,7 @@ class HeldGenerator:
             self.tokenized_while_held += 1
         return self.inner.full_prompt_ids(*args, **kwargs)
 
-    def generate_rows(self, rows, sampling=Sampling()):
+    def generate_rows(self, rows, sampling=None):
         self.started.set()
         assert self.release.wait(30)
         return self.inner.generate_rows(rows, sampling)

@@ -84,17 +84,6 @@ class GenerationConfig:
                              field="temperature")
 
 
-@dataclass(frozen=True)
-class Sampling:
-    """How one batch's tokens are chosen (`Generator.generate_rows`): temperature 0 is greedy (argmax; `top_p` and
-    `seed` then change nothing), above 0 sampling from the temperature-scaled distribution cut to its `top_p` mass."""
-
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int | None = None
-    """Seeds torch's generator before the batch: the same seed, prompt and batch give the same tokens."""
-
-
 @dataclass
 class Row:
     """One history to continue in `Generator.generate_rows`, with its own limits."""
@@ -217,10 +206,13 @@ class Generator:
         return encode(segments, self.tokenizer).input_ids
 
     @torch.inference_mode()
-    def generate_rows(self, rows: Sequence[Row], sampling: Sampling = Sampling()) -> list[Prediction]:
-        """Continue each row's prompt, all in one batch (the server's scheduler batches requests so). Each row ends at
-        an end token of the format, at its own `max_new_tokens` or at one of its own stop strings, and its
-        `on_text` sees its text grow token by token. Greedy rows give what `predict` gives for the same prompt."""
+    def generate_rows(self, rows: Sequence[Row], sampling: GenerationConfig | None = None) -> list[Prediction]:
+        """Continue each row's prompt, all in one batch (the server batches concurrent requests so). Each row ends
+        at an end token of the format, at its own `max_new_tokens` or at one of its own stop strings, and its
+        `on_text` sees its text grow token by token. `sampling` (default the generator's config): its temperature,
+        top_p, top_k and seed decide the tokens, as in `predict` (one draw per row; `samples` is not used). Greedy
+        rows give what `predict` gives for the same prompts."""
+        sampling = sampling or self.config
         width = max(len(r.prompt) for r in rows)
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -232,12 +224,10 @@ class Generator:
         kwargs: dict[str, Any] = dict(max_new_tokens=max(r.max_new_tokens for r in rows), use_cache=True,
                                       eos_token_id=self.end_ids, pad_token_id=self.pad_id,
                                       stopping_criteria=[watch])
-        if sampling.temperature > 0:
-            kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
-            if sampling.seed is not None:
-                torch.manual_seed(sampling.seed)
-        else:
-            kwargs["do_sample"] = False
+        drawn = sampling.temperature > 0
+        kwargs["do_sample"] = drawn
+        if drawn:
+            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
         if self.suppressed:
             kwargs["suppress_tokens"] = self.suppressed
         if self.text_stops:
@@ -249,7 +239,13 @@ class Generator:
         was_training = self.model.training
         self.model.eval()
         try:
-            generated = self.model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), **kwargs)
+            seeded = drawn and sampling.seed is not None
+            # A seeded batch draws from its own stream and leaves torch's global generator as it was (as `_decode`).
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=seeded):
+                if seeded:
+                    torch.manual_seed(sampling.seed)
+                generated = self.model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                                                **kwargs)
         finally:
             self.model.train(was_training)
         self.unconstrained_calls += sum(getattr(p, "broken", 0) for p in processors)

@@ -17,6 +17,7 @@ How many requests may wait is bounded by the server (`tooltune.bot.server`), not
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -25,7 +26,7 @@ from tooltune.bot.policy import Step, TurnOptions
 from tooltune.dialogue import Turn
 from tooltune.errors import InputError
 from tooltune.formats import SampleTooLong
-from tooltune.inference import Prediction, Row, Sampling
+from tooltune.inference import GenerationConfig, Prediction, Row
 
 
 def check_options(generator: Any, options: TurnOptions) -> int:
@@ -59,10 +60,12 @@ def row_of(generator: Any, prompt: list[int], options: TurnOptions) -> Row:
     return Row(prompt, generator.tools, check_options(generator, options), options.stop, on_text)
 
 
-def sampling_of(options: TurnOptions) -> Sampling:
+def sampling_of(generator: Any, options: TurnOptions) -> GenerationConfig:
+    """The generator's settings with the request's temperature, top_p and seed (its checks name a bad field)."""
     if options.temperature == 0:
-        return Sampling()
-    return Sampling(options.temperature, options.top_p, options.seed)
+        return dataclasses.replace(generator.config, temperature=0.0, samples=1)
+    return dataclasses.replace(generator.config, temperature=options.temperature, top_p=options.top_p,
+                               seed=options.seed, samples=1)
 
 
 def step_of(pred: Prediction, row: Row) -> Step:
@@ -72,13 +75,13 @@ def step_of(pred: Prediction, row: Row) -> Step:
 def generate_one(generator: Any, history: Sequence[Turn], options: TurnOptions) -> Step:
     """One turn with a request's options, alone (no scheduler)."""
     row = row_of(generator, prompt_of(generator, history, options), options)
-    return step_of(generator.generate_rows([row], sampling_of(options))[0], row)
+    return step_of(generator.generate_rows([row], sampling_of(generator, options))[0], row)
 
 
 @dataclass(eq=False)
 class _Job:
     row: Row
-    sampling: Sampling
+    sampling: GenerationConfig
     done: bool = False
     step: Step | None = None
     error: BaseException | None = None
@@ -105,7 +108,7 @@ class BatchingPolicy:
 
     def next_turn(self, history: Sequence[Turn], options: TurnOptions = TurnOptions()) -> Step:
         prompt = prompt_of(self.generator, history, options)  # in the request's thread, while others decode
-        job = _Job(row_of(self.generator, prompt, options), sampling_of(options))
+        job = _Job(row_of(self.generator, prompt, options), sampling_of(self.generator, options))
         with self._turn:
             self._waiting.append(job)
             while not job.done:

@@ -28,7 +28,7 @@ class TurnOptions:
     stop: tuple[str, ...] = ()
     """Strings that end a turn (cut from its text)."""
     temperature: float = 0.0
-    """0: greedy decoding; above 0: sampling (`tooltune.inference.Sampling`)."""
+    """0: greedy decoding; above 0: drawn (`tooltune.inference.GenerationConfig.temperature`)."""
     top_p: float = 1.0
     seed: int | None = None
     on_partial: Callable[[str, str], bool | None] | None = None
