@@ -280,7 +280,7 @@ Windows of {args.seconds:g} s; latency and time to first token (TTFT) in ms over
 window; "cut": requests the window's end interrupted; tokens/s: generated tokens of the completed requests over the
 window; memory: the server's peak resident set (VmHWM) so far, in MB.
 
-| scheduler | clients | requests ok | cut | errors | p50 latency | p95 latency | p50 TTFT | p95 TTFT | tokens/s | peak MB |
+| scheduler | clients | ok | cut | errors | p50 latency | p95 latency | p50 TTFT | p95 TTFT | tokens/s | peak MB |
 | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
 {table}
 
