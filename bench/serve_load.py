@@ -6,7 +6,7 @@ same model) the script starts `tooltune serve` in a subprocess on 127.0.0.1 and 
 count (`--clients`, default 1,4,16) runs that many client threads for `--seconds`. Each client sends streaming
 requests back to back (`stream_options.include_usage`, alternately with and without `tools`, rotating four asks). A
 request's latency is to its last event; its time to first token is to the first chunk that carries content or
-call arguments (the role chunk does not count); its tokens are its `usage.completion_tokens`. Requests still
+a tool call (the call's header goes as soon as the model has written that it calls; the role chunk does not count); its tokens are its `usage.completion_tokens`. Requests still
 running when the window closes are cut there and counted apart (not errors, not in the percentiles); tokens/s is
 the completed requests' tokens over the window. Peak memory is the server's VmHWM after each window.
 
@@ -135,8 +135,7 @@ def one_request(client, url: str, k: int, deadline: float) -> tuple[float, float
                 tokens = event["usage"]["completion_tokens"]
             for choice in event.get("choices", []):
                 delta = choice["delta"]
-                if first is None and (delta.get("content") or any(tc.get("function", {}).get("arguments")
-                                                                  for tc in delta.get("tool_calls") or [])):
+                if first is None and (delta.get("content") or delta.get("tool_calls")):
                     first = time.monotonic() - t0
     if last != "data: [DONE]":
         raise RuntimeError("the stream did not end with [DONE]")
@@ -192,6 +191,8 @@ def serve_and_measure(args, run: Path, scheduler: str, tmp: Path) -> list[Window
                "--feedback-db", str(tmp / f"feedback-{scheduler}.sqlite")]
     if args.dtype:
         command += ["--dtype", args.dtype]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
     log = open(tmp / f"server-{scheduler}.log", "w")  # a file, not a pipe: a full pipe would stall the server
     proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     windows = []
@@ -237,6 +238,7 @@ def main() -> int:
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--max-batch", type=int, default=16)
     parser.add_argument("--dtype", help="the server's --dtype (default: its own)")
+    parser.add_argument("--threads", type=int, help="the server's --threads (default: its own)")
     parser.add_argument("--note", default="", help="a line about the conditions, put in the results")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -257,7 +259,7 @@ def report(args, command: str, windows: list[Window], load_before) -> None:
     table = "\n".join(row(w) for w in windows)
     errors = sorted({e for w in windows for e in w.errors})
     first_errors = "\n".join(f"- {e}" for e in errors[:5]) or "- none"
-    model = (f"`{args.run}` (served with the server's defaults: float32 on the CPU unless --dtype, adapter merged)"
+    model = (f"`{args.run}` (float32 on the CPU unless --dtype, adapter merged, --threads {args.threads or 'default'})"
              if args.run else
              "a tiny stand-in, NOT a trained model: a 2-layer Llama (hidden 64) with random weights and a byte-level "
              "BPE trained by the script, llama2 format; it rarely writes the end token, so nearly every turn is "
