@@ -4,11 +4,13 @@ to first token, generated tokens per second, errors, the server's memory.
 For each scheduler (`--schedulers`, default `lock,batch`: the one-lock server beside the batching one, same code,
 same model) the script starts `tooltune serve` in a subprocess on 127.0.0.1 and a free port, then for each client
 count (`--clients`, default 1,4,16) runs that many client threads for `--seconds`. Each client sends streaming
-requests back to back (`stream_options.include_usage`, alternately with and without `tools`, rotating four asks). A
-request's latency is to its last event; its time to first token is to the first chunk that carries content or
-a tool call (the call's header goes as soon as the model has written that it calls; the role chunk does not count); its tokens are its `usage.completion_tokens`. Requests still
-running when the window closes are cut there and counted apart (not errors, not in the percentiles); tokens/s is
-the completed requests' tokens over the window. Peak memory is the server's VmHWM after each window.
+requests back to back (`stream_options.include_usage`, one user message and the `search_hotels` tool, as an
+OpenAI client sends it, rotating four asks): each is one model turn, a call the client would run or a reply. A
+request's latency is to its last event; its time to first token is to the first chunk that carries content or a
+tool call (a call's header goes as soon as the model has written that it calls; the role chunk does not count); its
+tokens are its `usage.completion_tokens`. Requests still running when the window closes are cut there and counted
+apart (not errors, not in the percentiles); tokens/s is the completed requests' tokens over the window. Peak memory
+is the server's VmHWM after each window.
 
 The model is `--run` (a run or model folder; the demo's, or `bench/artifacts/g7`, with its base prepared) or, by
 default, a tiny stand-in built here: a 2-layer Llama with random weights (it rarely writes the end token, so nearly
@@ -25,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
@@ -110,9 +113,7 @@ def one_request(client, url: str, k: int, deadline: float) -> tuple[float, float
     """Request k of a client (streamed): (latency, time to first token or None, completion tokens); raises on any
     error status, error event or a stream that does not end with [DONE]."""
     body = {"model": "m", "messages": [{"role": "user", "content": ASKS[k % len(ASKS)]}], "stream": True,
-            "stream_options": {"include_usage": True}}
-    if k % 2:
-        body["tools"] = TOOLS
+            "stream_options": {"include_usage": True}, "tools": TOOLS}
     t0 = time.monotonic()
     first, tokens, last = None, 0, ""
     timeout = max(0.5, deadline - t0)
@@ -243,6 +244,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     args.clients = [int(c) for c in args.clients.split(",")]
+    # stopped from outside: end like an error, so that the server this script started is stopped too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     command = " ".join(["python bench/serve_load.py", *sys.argv[1:]])
     load_before = os.getloadavg()
 
@@ -276,7 +279,8 @@ Command: `{command}` (on {platform.machine()}, {os.cpu_count()} CPU cores, load 
 {args.note}
 
 Model: {model}. --max-new-tokens {args.max_new_tokens}, --max-batch {args.max_batch}.
-Every request streams (SSE, `include_usage`), alternately with and without `tools`. `lock`: one generation at a
+Every request streams (SSE, `include_usage`) one model turn: one user message and the `search_hotels` tool, the
+model answers with a call (which the client would run) or a reply. `lock`: one generation at a
 time under one lock (the server before batching); `batch`: the scheduler decodes the turns waiting together.
 Windows of {args.seconds:g} s; latency and time to first token (TTFT) in ms over the requests that completed in the
 window; "cut": requests the window's end interrupted; tokens/s: generated tokens of the completed requests over the

@@ -75,7 +75,7 @@ class ScriptedLM(torch.nn.Module):
         out = input_ids
         for token in ids:
             out = torch.cat([out, torch.tensor([[token]], dtype=torch.long)], dim=1)
-            if any(bool(criterion(out, None).all()) for criterion in stopping_criteria):
+            if any([bool(criterion(out, None).all()) for criterion in stopping_criteria]):
                 break
         return out
 
@@ -192,9 +192,12 @@ class SlowLM(ScriptedLM):
     def __init__(self, scripts, pause_at: int):
         super().__init__(scripts)
         self.pause_at, self.go, self.paused = pause_at, threading.Event(), threading.Event()
+        self.written = 0
+        """Tokens written so far in the current turn."""
 
     def generate(self, input_ids, attention_mask=None, stopping_criteria=(), **kwargs):
         def pausing(out, scores):
+            self.written = out.shape[1] - input_ids.shape[1]
             if out.shape[1] - input_ids.shape[1] == self.pause_at:
                 self.paused.set()
                 assert self.go.wait(30)

@@ -69,7 +69,7 @@ def test_chat_command_with_every_format(name, db_path, tmp_path, monkeypatch, ca
     policy, _, _ = scripted_generator(name, [call, Assistant("推荐这家。"), Assistant("不客气。")])
     seen = {}
 
-    def fake_load(run, fmt=None, device=None, max_new_tokens=256, constrained=False):
+    def fake_load(run, fmt=None, device=None, max_new_tokens=256, constrained=False, **options):
         seen.update(run=run, fmt=fmt)
         return policy
 

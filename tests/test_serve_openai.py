@@ -240,3 +240,29 @@ def test_a_full_queue_is_a_503_with_retry_after_and_parsing_does_not_wait_for_th
         assert done["r"].choices[0].message.content == "好了。"
         script_ok = client(u).chat.completions.create(model="t", messages=ASK)  # the place was given back
         assert script_ok.choices[0].message.content == "好了。"
+
+
+def test_a_stream_whose_call_turns_unreadable_ends_with_an_error_event():
+    """Arguments already sent cannot be taken back: when the finished call does not continue them, the stream ends
+    with OpenAI's error event, not a finish chunk whose pieces would not join into the call."""
+    from tooltune.bot.api import ChunkStream
+
+    def events(texts):
+        return [json.loads(t[len("data: "):]) for t in texts if t != "data: [DONE]\n\n"]
+
+    def finished(arguments):
+        return {"choices": [{"message": {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "x", "type": "function", "function": {"name": "search_hotels", "arguments": arguments}}]},
+            "finish_reason": "tool_calls"}], "usage": {}}
+
+    for final, ok in (('{"type": "经济型", "rating_range_lower": 4.5}', True), ("{}", False)):
+        stream = ChunkStream("chatcmpl-1", "m", executed=False)
+        sent = events(stream.partial("call", "{", "search_hotels") + stream.partial("call", '{"type": "经济型"',
+                                                                                        "search_hotels"))
+        last = events(stream.finish(finished(final)))
+        if ok:
+            pieces = [d["function"]["arguments"] for e in sent + last for c in e["choices"]
+                      for d in c["delta"].get("tool_calls") or []]
+            assert "".join(pieces) == final and last[-1]["choices"][0]["finish_reason"] == "tool_calls"
+        else:
+            assert last[-1]["error"]["code"] == "malformed_call"

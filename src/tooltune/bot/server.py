@@ -118,6 +118,8 @@ def create_app(policy: Policy, db: Any, config: ServerConfig = ServerConfig(), f
     app = FastAPI(title="tooltune", docs_url=None, redoc_url=None, openapi_url=None,
                   on_shutdown=[getattr(shared, "close", lambda: None)])
     app.state.policy = shared
+    app.state.disconnects = 0
+    """Streaming clients that went away before their answer was done (their turns stopped)."""
     created = int(time.time())
     admission = Admission(config.max_queue, config.max_batch)
     tool_name = config.tools[0].name
@@ -191,11 +193,11 @@ def create_app(policy: Policy, db: Any, config: ServerConfig = ServerConfig(), f
         if feedback is not None:  # queued: the writer thread stores it, the response does not wait
             feedback.record(completion_id, history, exchange.turns, run_name, source, config.tools)
 
-    async def streamed(req, on_event, finish, ticket, prefix=()):
+    async def streamed(request, req, on_event, finish, ticket, prefix=()):
         """Run the exchange, handing each partial read of the turn being written to `on_event` (returns the SSE
         text to send) as it comes; `finish(session, exchange)` gives the last events (after `prefix`). An error
         before the first event is an HTTP error; after it, an error event. The admission `ticket` is given back
-        when the stream ends."""
+        when the work ends; a client that disconnects stops its turn at the next token."""
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
         gone = threading.Event()
@@ -210,6 +212,14 @@ def create_app(policy: Policy, db: Any, config: ServerConfig = ServerConfig(), f
         work = asyncio.ensure_future(run_in_threadpool(converse, req.history, req.execute, options))
         work.add_done_callback(lambda _: ticket.release())  # the place is the model's work, whether or not the
         # client is still reading (a client that went away does not always finalize the response's generator)
+        async def watch() -> None:  # the body was read whole: what the client sends next is its disconnect
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+            app.state.disconnects += 1
+
+        watcher = asyncio.ensure_future(watch())
+        work.add_done_callback(lambda _: watcher.cancel())
         first = asyncio.ensure_future(events.get())
         await asyncio.wait({work, first}, return_when=asyncio.FIRST_COMPLETED)
         if work.done() and work.exception() is not None and not first.done():
@@ -272,7 +282,7 @@ def create_app(policy: Policy, db: Any, config: ServerConfig = ServerConfig(), f
                 def on_event(kind, text):
                     return "".join(stream.partial(kind, text, tool_name))
 
-                return await streamed(req, on_event, finish, admitted, [stream.start()])
+                return await streamed(request, req, on_event, finish, admitted, [stream.start()])
             _, exchange = await run_in_threadpool(converse, req.history, req.execute, req.options)
             record(completion_id, req.history, exchange, "api")
             return JSONResponse(completion(exchange, config.model_name, req.execute, completion_id))
@@ -302,7 +312,7 @@ def create_app(policy: Policy, db: Any, config: ServerConfig = ServerConfig(), f
                     done = json.dumps({"answer": answer(session, exchange)}, ensure_ascii=False)
                     return [f"data: {done}\n\n", "data: [DONE]\n\n"]
 
-                return await streamed(req, on_event, finish, admitted)
+                return await streamed(request, req, on_event, finish, admitted)
             session, exchange = await run_in_threadpool(converse, req.history, True, req.options)
             return answer(session, exchange)
 
