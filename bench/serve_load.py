@@ -175,6 +175,15 @@ def run_window(url: str, window: Window) -> None:
         t.join(timeout=window.seconds + 60)
 
 
+def drain(url: str) -> None:
+    """Wait until the requests the window's end cut are done (a one-token request queues behind them), so that the
+    next window starts on an idle server."""
+    import httpx
+
+    body = {"model": "m", "messages": [{"role": "user", "content": ASKS[0]}], "max_tokens": 1, "tools": TOOLS}
+    httpx.post(f"{url}/v1/chat/completions", json=body, timeout=600).raise_for_status()
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -188,7 +197,7 @@ def serve_and_measure(args, run: Path, scheduler: str, tmp: Path) -> list[Window
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     command = [sys.executable, "-m", "tooltune", "serve", str(run), "--port", str(port), "--device", "cpu",
                "--max-new-tokens", str(args.max_new_tokens), "--scheduler", scheduler,
-               "--max-batch", str(args.max_batch), "--max-queue", str(max(args.clients) + 1),
+               "--max-batch", str(args.max_batch), "--max-queue", str(2 * max(args.clients) + 1),
                "--feedback-db", str(tmp / f"feedback-{scheduler}.sqlite")]
     if args.dtype:
         command += ["--dtype", args.dtype]
@@ -204,6 +213,7 @@ def serve_and_measure(args, run: Path, scheduler: str, tmp: Path) -> list[Window
             window = Window(scheduler, clients, args.seconds)
             run_window(url, window)
             window.peak_rss_mb = peak_rss_mb(proc.pid)
+            drain(url)
             print(row(window), flush=True)
             windows.append(window)
     finally:

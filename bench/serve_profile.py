@@ -85,6 +85,12 @@ def main() -> int:
     old = Generator(before.model, before.tokenizer, get_format(before.format),
                     config=before.generation(max_new_tokens=64, batch_size=1))
     new = load_policy(args.run, device="cpu", max_new_tokens=64).generator
+    from transformers.generation.stopping_criteria import StopStringCriteria
+
+    tokenizer = new.tokenizer
+    start = time.perf_counter()
+    StopStringCriteria(tokenizer, list(new.text_stops))
+    stop_table_s = time.perf_counter() - start
     history = [User(ASK)]
     prompt = new.prompt_ids(history)
     turns = []
@@ -94,6 +100,10 @@ def main() -> int:
         pred = gen.predict([history])[0]
         turns.append((name, next(gen.model.parameters()).dtype, time.perf_counter() - start, pred.new_tokens,
                       step_ms(gen.model, prompt), pred.raw))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    one_thread_ms = step_ms(new.model, prompt)
+    torch.set_num_threads(threads)
     table_turns = "\n".join(f"| {n} | {str(d).replace('torch.', '')} | {s:.2f} | {k} | {ms:.0f} |"
                             for n, d, s, k, ms, _ in turns)
     table_products = "\n".join(f"| 1 x {c} times {c} x {r} | {b:.2f} | {f:.2f} | {b / f:.0f}x |"
@@ -112,7 +122,10 @@ cache (the mean of 8) after a {len(prompt)}-token prompt.
 | --- | --- | ---: | ---: | ---: |
 {table_turns}
 
-Both wrote: `{turns[0][5]!r}` / `{turns[1][5]!r}`.
+Both wrote: `{turns[0][5]!r}` / `{turns[1][5]!r}`. Both turns above already use the stop-string table built
+once per generator; until this change `generate(stop_strings=...)` built it at every call, which took
+{stop_table_s:.1f} s for Gemma's {len(tokenizer):,}-token vocabulary here: add that to every turn before.
+One step now with torch on 1 thread instead of {threads}: {one_thread_ms:.0f} ms (other work shared the cores).
 
 One vector times one weight matrix of the model's shapes (ms, mean of 20): bf16 is native on these cores
 (AVX512-BF16), and still many times slower for a single vector, which is what decoding one token at a time is.
