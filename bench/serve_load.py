@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import signal
 import socket
 import subprocess
@@ -256,7 +257,7 @@ def main() -> int:
     args.clients = [int(c) for c in args.clients.split(",")]
     # stopped from outside: end like an error, so that the server this script started is stopped too
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-    command = " ".join(["python bench/serve_load.py", *sys.argv[1:]])
+    command = shlex.join(["python", "bench/serve_load.py", *sys.argv[1:]])
     load_before = os.getloadavg()
 
     windows: list[Window] = []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -52,13 +53,17 @@ def operators(model, prompt: list[int]) -> str:
     with torch.inference_mode():
         out = model(torch.tensor([prompt]), use_cache=True)
         cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
-        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(3):
                 cache = model(token, past_key_values=cache, use_cache=True).past_key_values
-    rows = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: -e.self_cpu_time_total)[:6]
-    total = sum(e.self_cpu_time_total for e in prof.key_averages())
-    lines = [f"| {e.key} | {str(e.input_shapes)[:60]} | {e.self_cpu_time_total / 3 / 1000:.1f} | "
+    averages = prof.key_averages()
+    rows = sorted(averages, key=lambda e: -e.self_cpu_time_total)[:6]
+    total = sum(e.self_cpu_time_total for e in averages)
+    lines = [f"| {e.key} | {e.count // 3} | {e.self_cpu_time_total / 3 / 1000:.1f} | "
              f"{100 * e.self_cpu_time_total / total:.0f}% |" for e in rows]
+    head = model.get_output_embeddings().weight
+    lines.append(f"| (of which the output layer, {head.shape[0]:,} x {head.shape[1]}) | 1 | "
+                 f"{product_ms(head.shape[0], head.shape[1], head.dtype, 3):.1f} | |")
     return "\n".join(lines)
 
 
@@ -68,7 +73,7 @@ def main() -> int:
     parser.add_argument("--note", default="")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    command = " ".join(["python bench/serve_profile.py", *sys.argv[1:]])
+    command = shlex.join(["python", "bench/serve_profile.py", *sys.argv[1:]])
     sys.path.insert(0, str(ROOT / "src"))
     import torch
 
@@ -134,10 +139,11 @@ One vector times one weight matrix of the model's shapes (ms, mean of 20): bf16 
 | --- | ---: | ---: | ---: |
 {table_products}
 
-The operators of one decoding step now (float32, merged; torch profiler, the mean of 3 steps, self time):
+The operators of one decoding step now (float32, merged; torch profiler, the mean of 3 steps, self time; the
+output layer's product timed alone after them):
 
-| operator | input shapes | ms per step | share |
-| --- | --- | ---: | ---: |
+| operator | calls per step | ms per step | share |
+| --- | ---: | ---: | ---: |
 {operators(new.model, prompt)}
 """
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -8,9 +8,10 @@ hands the model to the next: dynamic batching. A request that arrives while a ba
 continuous batching: a batch ends when its last row does). Each row streams its text through
 `TurnOptions.on_partial` as its tokens come.
 
-Why no scheduler thread of its own: measured under `tooltune serve` (uvicorn), the same batch decoded 3-10x slower in
-a long-lived thread of ours than in the server's worker threads (bench/results/bot.md); a request's thread decoding
-for the batch has no such cost.
+Why no scheduler thread of its own: the first version had one, and under `tooltune serve` (uvicorn) it decoded the
+same turns 3-10x slower than the server's worker threads did (bench/serve_load.py on the tiny model, one client: p50
+484 ms against 28 ms for the one-lock server; the cause was not found). A request's thread decoding for the batch
+has no such cost.
 
 How many requests may wait is bounded by the server (`tooltune.bot.server`), not here.
 """
