@@ -109,3 +109,15 @@ def test_eval_refuses_samples_without_a_temperature_before_loading(tmp_path, cap
     assert code == 2
     assert "temperature" in capsys.readouterr().err
     assert not (tmp_path / "e").exists()
+
+
+def test_draws_continue_from_the_shared_prompt_cache_as_a_whole_generation_would(monkeypatch):
+    """Draws read each prompt once and continue from copies of its cache: at top-k 1 every draw must then be the
+    greedy turn itself, padding and positions included (the histories differ in length)."""
+    greedy = [p.raw for p in _generator().predict(HISTORIES)]
+    seen = []
+    original = inference.choose
+    monkeypatch.setattr(inference, "choose", lambda c: seen.append(list(c)) or original(c))
+    drawn = _generator(samples=3, temperature=1.0, top_k=1, seed=0).predict(HISTORIES)
+    assert [p.raw for p in drawn] == greedy
+    assert len(seen) == 2 and all(len(set(map(repr, c))) == 1 for c in seen)

@@ -307,9 +307,12 @@ class Generator:
         per_row = max(draws, 1)
         if draws:
             kwargs.update(do_sample=True, temperature=self.config.temperature, top_p=self.config.top_p,
-                          top_k=self.config.top_k,
-                          num_return_sequences=draws)
-            tools = [t for t in tools for _ in range(draws)]  # generate repeats each prompt `draws` times in a row
+                          top_k=self.config.top_k)
+            if draws > 1:  # each prompt is read once, and its draws continue from copies of what it left in the cache
+                kwargs["past_key_values"] = self._prefill(input_ids[:, :-1].to(device), mask[:, :-1].to(device),
+                                                          draws)
+                input_ids, mask = input_ids.repeat_interleave(draws, 0), mask.repeat_interleave(draws, 0)
+            tools = [t for t in tools for _ in range(draws)]  # each prompt's draws in a row
             copies = [c for c in copies for _ in range(draws)]
         if self.suppressed:
             kwargs["suppress_tokens"] = self.suppressed
@@ -346,6 +349,22 @@ class Generator:
                 raw = ""
             preds.append(Prediction(self.fmt.parse(raw), raw, cut))
         return preds
+
+    def _prefill(self, input_ids: torch.Tensor, mask: torch.Tensor, copies: int) -> Any:
+        """The KV cache of left-padded prompts (their last token left for `generate`), each row repeated `copies`
+        times: a prompt of a thousand tokens is read once, not once per draw. Positions count from each row's first
+        real token, as `generate` counts them."""
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            cache = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                               use_cache=True).past_key_values
+        finally:
+            self.model.train(was_training)
+        for layer in cache.layers:
+            layer.batch_repeat_interleave(copies)
+        return cache
 
     def _logits_processors(self, tools: Sequence[Sequence[Tool]], width: int, copies: Sequence[Any] = ()) -> list[Any]:
         """Processors for one batch (rows' tools, prompt width, what rows copy from): the call constraint when on."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Collection, Iterable, Sequence
 
 from tooltune import jsonio
 from tooltune.dialogue import Assistant, Call, Dialogue, Result, Tool, Turn, User
@@ -40,6 +40,8 @@ class Segment:
     text: str
     trainable: bool
     special: bool = False
+    weight: float = 1.0
+    """Multiplies the loss of a trainable segment's tokens (`render(call_weight=...)`); 1 almost everywhere."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,8 @@ class Example:
     labels: list[int]
     truncated_tokens: int = 0
     """Tokens cut from the front to fit `max_length` (0: whole)."""
+    weights: list[float] | None = None
+    """Per-token loss weights aligned with `labels`, where a segment has a weight other than 1; None: all 1."""
 
     @property
     def trained_tokens(self) -> int:
@@ -107,18 +111,23 @@ class ChatFormat:
         tokenizer's template. Callers (train, eval, chat) always go through this."""
         return self
 
-    def render(self, dialogue: Dialogue, *, policy: str = "all", observation: str = "full") -> list[list[Segment]]:
+    def render(self, dialogue: Dialogue, *, policy: str = "all", observation: str = "full",
+               call_weight: float = 1.0) -> list[list[Segment]]:
         """The training samples of `dialogue` (one per dialogue; ChatGLM2: one per model turn).
-        `policy`: "all" trains every model turn (calls and replies), "last" only the dialogue's last one."""
+        `policy`: "all" trains every model turn (calls and replies), "last" only the dialogue's last one.
+        `call_weight`: the loss weight of the tokens of tool calls (their end tokens included), replies keeping 1."""
         check_choice(policy, POLICIES, "policy")
         check_choice(observation, OBSERVATIONS, "observation")
+        if not call_weight > 0:
+            raise InputError(f"must be above 0, not {call_weight}", field="call_weight")
+        calls = {i for i, turn in enumerate(dialogue.turns) if isinstance(turn, Call)} if call_weight != 1 else set()
         samples = [s for s in self._samples(dialogue, observation) if last_target(s) is not None]
         if not samples:
             return []
         final = max(last_target(s) for s in samples)
         if policy == "last":  # ChatGLM2 has one sample per model turn: only the final turn's sample stays
             samples = [s for s in samples if last_target(s) == final]
-        return [apply_policy(pieces, final if policy == "last" else None) for pieces in samples]
+        return [apply_policy(pieces, final if policy == "last" else None, calls, call_weight) for pieces in samples]
 
     def _samples(self, dialogue: Dialogue, observation: str) -> list[list[tuple[Segment, int | None]]]:
         raise NotImplementedError
@@ -216,23 +225,30 @@ def last_target(pieces: Iterable[Piece]) -> int | None:
     return max(targets) if targets else None
 
 
-def apply_policy(pieces: list[Piece], keep: int | None) -> list[Segment]:
-    """Segments with only the model turn `keep` trainable (None: every model turn stays trainable)."""
+def apply_policy(pieces: list[Piece], keep: int | None, weighted: Collection[int] = (), weight: float = 1.0
+                 ) -> list[Segment]:
+    """Segments with only the model turn `keep` trainable (None: every model turn stays trainable); the trainable
+    segments of the model turns in `weighted` get the loss weight `weight`."""
     out = []
     for seg, turn in pieces:
         trainable = seg.trainable and (keep is None or turn == keep)
-        out.append(seg if trainable == seg.trainable else Segment(seg.text, trainable, seg.special))
+        if trainable != seg.trainable:
+            seg = Segment(seg.text, trainable, seg.special)
+        if trainable and turn in weighted:
+            seg = Segment(seg.text, True, seg.special, weight)
+        out.append(seg)
     return merge(out)
 
 
 def merge(segments: list[Segment]) -> list[Segment]:
-    """Join neighbouring text segments with the same `trainable` flag (fewer, longer pieces to tokenize)."""
+    """Join neighbouring text segments with the same `trainable` flag and weight (fewer, longer pieces to tokenize)."""
     out: list[Segment] = []
     for seg in segments:
         if seg.text == "" and not seg.special:
             continue
-        if out and not seg.special and not out[-1].special and out[-1].trainable == seg.trainable:
-            out[-1] = Segment(out[-1].text + seg.text, seg.trainable)
+        if (out and not seg.special and not out[-1].special and out[-1].trainable == seg.trainable
+                and out[-1].weight == seg.weight):
+            out[-1] = Segment(out[-1].text + seg.text, seg.trainable, weight=seg.weight)
         else:
             out.append(seg)
     return out
@@ -377,12 +393,15 @@ def encode(segments: Sequence[Segment], tokenizer: Any, max_length: int | None =
             raise SampleTooLong(f"{total} tokens, and no cut keeps a whole trained turn within max_length={max_length}")
     input_ids: list[int] = []
     labels: list[int] = []
+    weights: list[float] = []
     for k, (seg, seg_ids) in enumerate(zip(segments, ids)):
         if head <= k < start:
             continue
         input_ids += seg_ids
         labels += seg_ids if seg.trainable else [IGNORE_INDEX] * len(seg_ids)
-    return Example(input_ids, labels, truncated_tokens=total - len(input_ids))
+        weights += [seg.weight if seg.trainable else 1.0] * len(seg_ids)
+    return Example(input_ids, labels, truncated_tokens=total - len(input_ids),
+                   weights=weights if any(w != 1.0 for w in weights) else None)
 
 
 def _cut_point(segments: Sequence[Segment], ids: list[list[int]], head: int, room: int) -> int | None:

@@ -123,6 +123,10 @@ class DataConfig:
     loss_weights: str = ""
     """Weight each training dialogue's token losses by its category (slot-keys, turn-type or facility; empty: none):
     w = n / (C * n_c), so every category weighs the same in total and the weights average 1 (tooltune.loop.balance)."""
+    call_weight: float = 1.0
+    """The loss weight of the tokens of tool calls, replies keeping 1: slot values are few tokens among many reply
+    tokens, and replies overfit first (bench/results/learning_curve.md). The loss stays divided by the plain count of
+    trained tokens, so a weight of 2 gives the calls twice their say in each step."""
 
     argument_order: str = "as-written"
     """How calls' arguments are rendered: as-written (the data's order) or schema (the tool schema's property order,
@@ -135,6 +139,7 @@ class DataConfig:
                f"must be full or compact, not {self.observation!r}")
         _check(self.loss_weights in ("", "slot-keys", "turn-type", "facility"), "data.loss_weights",
                f"must be empty, slot-keys, turn-type or facility, not {self.loss_weights!r}")
+        _check(self.call_weight > 0, "data.call_weight", f"must be above 0, not {self.call_weight}")
         _check(self.argument_order in ARGUMENT_ORDERS, "data.argument_order",
                f"must be {' or '.join(ARGUMENT_ORDERS)}, not {self.argument_order!r}")
 

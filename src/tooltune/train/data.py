@@ -27,6 +27,8 @@ class Example:
     """Only for packed rows: positions restarting at 0 at every packed sample."""
     weight: float = 1.0
     """Multiplies this example's token losses (data.loss_weights); 1 for every example otherwise."""
+    token_weights: list[float] | None = None
+    """Per-token loss weights aligned with labels (data.call_weight: the tokens of calls); None: all 1."""
 
     @property
     def trained(self) -> int:
@@ -114,7 +116,8 @@ def render_dialogues(path: str | Path, data_cfg, tokenizer, weighted: bool = Fal
         per_dialogue = loss_weights(dialogues, data_cfg.loss_weights)
     for i, dialogue in enumerate(dialogues):
         ordered = with_argument_order(dialogue, data_cfg.argument_order)
-        for sample in fmt.render(ordered, policy=data_cfg.policy, observation=data_cfg.observation):
+        for sample in fmt.render(ordered, policy=data_cfg.policy, observation=data_cfg.observation,
+                                 call_weight=data_cfg.call_weight if weighted else 1.0):
             samples.append(sample)
             places.append(f"{path}: dialogue {i + 1}")
             weights.append(per_dialogue[i])  # every sample of a dialogue carries its dialogue's weight
@@ -128,7 +131,7 @@ def render_dialogues(path: str | Path, data_cfg, tokenizer, weighted: bool = Fal
             dropped.too_long += 1
     gone = {i for i, _ in report.dropped}
     kept = [i for i in range(len(samples)) if i not in gone]  # encode_all keeps the others in order
-    return [Example(list(e.input_ids), list(e.labels), weight=weights[i])
+    return [Example(list(e.input_ids), list(e.labels), weight=weights[i], token_weights=e.weights)
             for i, e in zip(kept, report.examples)], dropped
 
 
@@ -144,7 +147,8 @@ def pack_rows(examples: list[Example], max_length: int) -> list[Example]:
 def load_split(path: str, data_cfg, tokenizer, pack: bool = False, weighted: bool = False
                ) -> tuple[list[Example], Dropped]:
     """One split ready to batch: rendered dialogues (data.format set) or encoded examples; packed when asked;
-    `weighted`: examples carry data.loss_weights (the training split only: the dev loss stays unweighted)."""
+    `weighted`: examples carry data.loss_weights and data.call_weight (the training split only: the dev loss stays
+    unweighted)."""
     if data_cfg.format:
         examples, dropped = render_dialogues(path, data_cfg, tokenizer, weighted)
     else:
@@ -189,6 +193,9 @@ def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
                                      else list(range(len(ex.input_ids))) for ex in examples], 0)
     else:
         batch["attention_mask"] = pad([[1] * len(ex.input_ids) for ex in examples], 0)
-    if any(ex.weight != 1.0 for ex in examples):
-        batch["weights"] = torch.tensor([ex.weight for ex in examples], dtype=torch.float32)  # (B,)
+    if any(ex.weight != 1.0 or ex.token_weights is not None for ex in examples):
+        # (B, T): each token's loss weight, the example's weight times the token's own (padding: 0, never trained)
+        batch["weights"] = torch.tensor([[ex.weight * w for w in (ex.token_weights or [1.0] * len(ex.input_ids))]
+                                         + [0.0] * (width - len(ex.input_ids)) for ex in examples],
+                                        dtype=torch.float32)
     return batch

@@ -86,7 +86,8 @@ class TokenLoss(nn.Module):
             self.register_buffer("remap", remap, persistent=False)
 
     def forward(self, input_ids, labels, attention_mask=None, position_ids=None, weights=None):
-        """`weights` (B,): per-example loss weights (data.loss_weights); the count stays the plain token count."""
+        """`weights` (B, T): per-token loss weights aligned with `labels` (data.loss_weights, data.call_weight); the
+        count stays the plain token count."""
         targets = labels[:, 1:]  # the token at t is predicted from position t-1
         keep = targets != IGNORE  # (B, T-1)
         if self.plain:
@@ -110,7 +111,7 @@ class TokenLoss(nn.Module):
         if weights is None:
             return F.cross_entropy(picked, targets[keep], reduction="sum"), keep.sum()
         per_token = F.cross_entropy(picked, targets[keep], reduction="none")  # (N,)
-        row_weight = weights[:, None].expand_as(keep)[keep].to(per_token.dtype)  # (N,): each token's example weight
+        row_weight = weights[:, 1:][keep].to(per_token.dtype)  # (N,): each target token's weight
         return (per_token * row_weight).sum(), keep.sum()
 
 

@@ -119,6 +119,9 @@ def prepare(cfg: RunConfig) -> Prepared:
     if cfg.data.loss_weights and (cfg.data.packing or not cfg.data.format):
         raise ToolTuneError("data.loss_weights needs dialogues (data.format set) and no data.packing: a weight "
                             "belongs to one dialogue's examples")
+    if cfg.data.call_weight != 1 and (cfg.data.packing or not cfg.data.format):
+        raise ToolTuneError("data.call_weight needs dialogues (data.format set) and no data.packing: the format "
+                            "says which tokens belong to a call")
     tokenizer = load_tokenizer(cfg)
     vocab_before = len(tokenizer)
     train, dropped_train = load_split(cfg.data.train, cfg.data, tokenizer, pack=cfg.data.packing, weighted=True)
