@@ -204,6 +204,8 @@ def serve_and_measure(args, run: Path, scheduler: str, tmp: Path) -> list[Window
         command += ["--dtype", args.dtype]
     if args.threads:
         command += ["--threads", str(args.threads)]
+    if args.domain_vocab:
+        command += ["--domain-vocab"]
     log = open(tmp / f"server-{scheduler}.log", "w")  # a file, not a pipe: a full pipe would stall the server
     proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     windows = []
@@ -251,6 +253,7 @@ def main() -> int:
     parser.add_argument("--max-batch", type=int, default=16)
     parser.add_argument("--dtype", help="the server's --dtype (default: its own)")
     parser.add_argument("--threads", type=int, help="the server's --threads (default: its own)")
+    parser.add_argument("--domain-vocab", action="store_true", help="the server's --domain-vocab")
     parser.add_argument("--note", default="", help="a line about the conditions, put in the results")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -273,7 +276,8 @@ def report(args, command: str, windows: list[Window], load_before) -> None:
     table = "\n".join(row(w) for w in windows)
     errors = sorted({e for w in windows for e in w.errors})
     first_errors = "\n".join(f"- {e}" for e in errors[:5]) or "- none"
-    model = (f"`{args.run}` (float32 on the CPU unless --dtype, adapter merged, --threads {args.threads or 'default'})"
+    model = (f"`{args.run}` (float32 on the CPU unless --dtype, adapter merged, --threads {args.threads or 'default'}"
+             f"{', --domain-vocab' if args.domain_vocab else ''})"
              if args.run else
              "a tiny stand-in, NOT a trained model: a 2-layer Llama (hidden 64) with random weights and a byte-level "
              "BPE trained by the script, llama2 format; it rarely writes the end token, so nearly every turn is "

@@ -4,6 +4,7 @@ first chunk leaves while the model is still writing."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from pathlib import Path
@@ -228,3 +229,16 @@ def test_the_stop_string_table_is_built_once_per_generator(tiny, monkeypatch):
     fresh.predict([[User(ASKS[0])]])
     fresh.generate_rows([Row(fresh.prompt_ids([User(ASKS[1])]), fresh.tools, 8)])
     assert len(built) == 1
+
+
+def test_rows_under_a_domain_vocabulary_decode_as_predict_does(tiny):
+    """`output_vocab` restricts generate_rows as it restricts predict (the vocabulary, end tokens, prompts' ids)."""
+    vocab = frozenset(range(0, len(tiny.tokenizer), 3))
+    restricted = Generator(tiny.model, tiny.tokenizer, tiny.fmt,
+                           config=dataclasses.replace(tiny.config, output_vocab=vocab))
+    histories = [[User(a)] for a in ASKS]
+    expected = restricted.predict(histories)
+    got = restricted.generate_rows([Row(restricted.prompt_ids(h), restricted.tools, 8) for h in histories])
+    assert [p.raw for p in got] == [p.raw for p in expected]
+    assert [p.raw for p in got] != [p.raw for p in tiny.predict(histories)]  # the restriction changed something
+    assert tiny.model.get_output_embeddings().weight.shape[0] == len(tiny.tokenizer)  # the whole head is back

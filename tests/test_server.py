@@ -289,6 +289,7 @@ def test_serve_command_wires_the_options(tmp_path, db, monkeypatch):
     assert cli.main(["serve", str(run), "--host", "0.0.0.0"]) == 2  # no key: refused before loading anything
     assert cli.main(["serve", str(run), "--api-key", "  "]) == 2  # a blank key is no key
     assert cli.main(["serve", str(run), "--max-queue", "0"]) == 2
+    assert cli.main(["serve", str(run), "--domain-vocab"]) == 2  # a saved model has no training data to read
 
 
 def test_a_conversation_too_long_for_the_model_is_a_400(url, switch):

@@ -246,12 +246,17 @@ class Generator:
         if processors:
             from transformers import LogitsProcessorList
             kwargs["logits_processor"] = LogitsProcessorList(processors)
+        allowed = None
+        if self.config.output_vocab is not None:  # as `predict`: the vocabulary, the end tokens, the prompts' ids
+            allowed = set(self.config.output_vocab).union(self.end_ids, *(r.prompt for r in rows))
+            allowed -= set(self.suppressed)
         was_training = self.model.training
         self.model.eval()
         try:
             seeded = drawn and sampling.seed is not None
             # A seeded batch draws from its own stream and leaves torch's global generator as it was (as `_decode`).
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=seeded):
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=seeded), \
+                    restricted_head(self.model, allowed):
                 if seeded:
                     torch.manual_seed(sampling.seed)
                 generated = self.model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
@@ -442,14 +447,22 @@ class SubsetHead(torch.nn.Module):
         param = weight if isinstance(weight, torch.Tensor) else next(head.parameters())
         hidden = param.shape[1]
         with torch.no_grad():
-            bias = head(torch.zeros(1, hidden, dtype=param.dtype, device=param.device))[0]
-            index = torch.tensor(sorted(i for i in ids if 0 <= i < bias.shape[-1]), dtype=torch.long,
-                                 device=param.device)
-            eye = torch.eye(hidden, dtype=param.dtype, device=param.device)
-            # head(I) in slices of 256 rows: never a hidden x vocab copy of the weights
-            rows = [(head(eye[start:start + 256]) - bias).index_select(-1, index) for start in range(0, hidden, 256)]
+            if type(head) is torch.nn.Linear:  # a plain layer (a merged adapter): its rows are the weights, taken
+                bias = head.bias if head.bias is not None else param.new_zeros(param.shape[0])  # in microseconds
+                index = torch.tensor(sorted(i for i in ids if 0 <= i < bias.shape[-1]), dtype=torch.long,
+                                     device=param.device)
+                weight_rows = param.index_select(0, index)
+            else:
+                bias = head(torch.zeros(1, hidden, dtype=param.dtype, device=param.device))[0]
+                index = torch.tensor(sorted(i for i in ids if 0 <= i < bias.shape[-1]), dtype=torch.long,
+                                     device=param.device)
+                eye = torch.eye(hidden, dtype=param.dtype, device=param.device)
+                # head(I) in slices of 256 rows: never a hidden x vocab copy of the weights
+                rows = [(head(eye[start:start + 256]) - bias).index_select(-1, index)
+                        for start in range(0, hidden, 256)]
+                weight_rows = torch.cat(rows).T
         self.register_buffer("index", index, persistent=False)
-        self.register_buffer("weight_rows", torch.cat(rows).T.contiguous(), persistent=False)
+        self.register_buffer("weight_rows", weight_rows.contiguous(), persistent=False)
         self.register_buffer("bias_rows", bias.index_select(-1, index).contiguous(), persistent=False)
         self.vocab_size = bias.shape[-1]
 

@@ -86,7 +86,7 @@ class LockedPolicy:
 
 def load_policy(path: str | Path, fmt: str | None = None, device: str | None = None,
                 max_new_tokens: int = 256, constrained: bool = False, dtype: str | None = None,
-                max_prompt_tokens: int = 2048) -> GeneratorPolicy:
+                max_prompt_tokens: int = 2048, domain_vocab: bool = False) -> GeneratorPolicy:
     """A `GeneratorPolicy` for a training run or a saved model (see `tooltune.runs.load_for_inference`).
     `constrained`: call bodies under the tool's schema (`GenerationConfig.constrained`). `dtype` None: float32 on
     a CPU, else as `auto` decides. An adapter is merged into the weights when its method allows (LoRA, DoRA, AdaLoRA):
@@ -97,10 +97,15 @@ def load_policy(path: str | Path, fmt: str | None = None, device: str | None = N
     shapes (640 x 2048) took 12 ms in bf16 and 0.17 ms in float32 (bf16 wins in training, where the products are
     large; `bench/results/bot.md`).
 
+    `domain_vocab`: the model writes only tokens of its training data or of the prompt (`eval --domain-vocab`,
+    `GenerationConfig.output_vocab`): Gemma's 262,144-row output layer was most of a decoding step here.
+
     A model whose tokenizer lacks the format's special tokens is refused: its role tokens would be untrained."""
     from tooltune.formats import get_format
     from tooltune.inference import Generator
-    from tooltune.runs import default_device, load_for_inference
+    from tooltune.runs import default_device, load_for_inference, training_data
+
+    train_file = training_data(path) if domain_vocab else None  # before the slow loading: a missing file is quick
 
     if dtype is None:
         dtype = "float32" if (device or default_device()) == "cpu" else "auto"
@@ -110,7 +115,13 @@ def load_policy(path: str | Path, fmt: str | None = None, device: str | None = N
         model = model.merge_and_unload()
     except (AttributeError, ValueError, NotImplementedError):  # a plain model, or a method that cannot merge
         pass
+    vocab = None
+    if train_file is not None:
+        from tooltune.files import read_dialogues
+        from tooltune.inference import domain_vocab as vocab_of
+        vocab = vocab_of(read_dialogues(train_file), loaded.tokenizer, get_format(loaded.format), loaded.observation,
+                         loaded.argument_order)
     config = loaded.generation(max_new_tokens=max_new_tokens, batch_size=1, constrained=constrained,
-                               max_prompt_tokens=max_prompt_tokens)
+                               max_prompt_tokens=max_prompt_tokens, output_vocab=vocab)
     generator = Generator(model, loaded.tokenizer, get_format(loaded.format), config=config)
     return GeneratorPolicy(generator, name=Path(path).resolve().name)
