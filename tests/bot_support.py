@@ -5,11 +5,14 @@
   write for the next scripted turn (the format's trained span of that turn: its text and end token). Everything
   around it is real: the format renders the prompt, `Generator` cuts and decodes, the format parses.
 - `tiny_llama`: a real 2-layer Llama with random weights (whatever it writes must flow through without a crash).
+- `streaming_server`: a server over a real Generator whose scripted model pauses mid-turn (streaming tests).
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -17,8 +20,10 @@ import torch
 
 from formats_support import QWEN_LIKE, byte_bpe, corpus, tiny_dialogue, with_template
 from tooltune.bot import GeneratorPolicy
+from tooltune.bot.policy import Step
 from tooltune.dialogue import Assistant, Call, Dialogue, Turn, User
 from tooltune.formats import FORMATS, IGNORE_INDEX, ParsedTurn, encode, ensure_special_tokens
+from tooltune.formats.base import arguments_so_far
 from tooltune.inference import GenerationConfig, Generator
 
 FORMAT_NAMES = tuple(FORMATS)
@@ -32,13 +37,25 @@ class ScriptedPolicy:
         self.turns = list(turns)
         self.malformed = list(malformed) + [False] * (len(turns) - len(malformed))
         self.histories: list[tuple[Turn, ...]] = []
+        self.options: list = []
+        """The `TurnOptions` each turn was asked with."""
 
-    def next_turn(self, history):
+    def next_turn(self, history, options=None):
         self.histories.append(tuple(history))
+        self.options.append(options)
         k = len(self.histories) - 1
         if k >= len(self.turns):
             raise AssertionError(f"the script has {len(self.turns)} turns; turn {k + 1} was asked for")
-        return ParsedTurn(self.turns[k], malformed=self.malformed[k], raw=f"raw {k}"), f"raw {k}"
+        turn = self.turns[k]
+        if options is not None and options.on_partial is not None:  # streamed as a format's partial reads go
+            if isinstance(turn, Assistant):
+                for end in range(1, len(turn.content) + 1, 3):
+                    options.on_partial("reply", turn.content[:end])
+            else:
+                body = json.dumps(turn.arguments, ensure_ascii=False, indent=4)
+                for end in range(1, len(body) + 1, 5):
+                    options.on_partial("call", arguments_so_far(body[:end]))
+        return Step(ParsedTurn(turn, malformed=self.malformed[k], raw=f"raw {k}"), f"raw {k}")
 
 
 class ScriptedLM(torch.nn.Module):
@@ -50,11 +67,17 @@ class ScriptedLM(torch.nn.Module):
         self.scripts = list(scripts)
         self.prompts: list[list[int]] = []
 
-    def generate(self, input_ids, attention_mask=None, **kwargs):
+    def generate(self, input_ids, attention_mask=None, stopping_criteria=(), **kwargs):
+        """The script's next ids, one token at a time through the stopping criteria (as `generate` calls them)."""
         assert input_ids.shape[0] == 1, "the bot generates one history at a time"
         self.prompts.append(input_ids[0].tolist())
         ids = self.scripts[len(self.prompts) - 1]
-        return torch.cat([input_ids, torch.tensor([ids], dtype=torch.long)], dim=1)
+        out = input_ids
+        for token in ids:
+            out = torch.cat([out, torch.tensor([[token]], dtype=torch.long)], dim=1)
+            if any([bool(criterion(out, None).all()) for criterion in stopping_criteria]):
+                break
+        return out
 
 
 def tokenizer_for(name: str):
@@ -159,5 +182,35 @@ class SwitchPolicy:
     def __init__(self):
         self.inner = None
 
-    def next_turn(self, history):
-        return self.inner.next_turn(history)
+    def next_turn(self, history, options=None):
+        return self.inner.next_turn(history, options)
+
+
+class SlowLM(ScriptedLM):
+    """A scripted model that stops after `pause_at` tokens until `go` is set: a generation still in progress."""
+
+    def __init__(self, scripts, pause_at: int):
+        super().__init__(scripts)
+        self.pause_at, self.go, self.paused = pause_at, threading.Event(), threading.Event()
+        self.written = 0
+        """Tokens written so far in the current turn."""
+
+    def generate(self, input_ids, attention_mask=None, stopping_criteria=(), **kwargs):
+        def pausing(out, scores):
+            self.written = out.shape[1] - input_ids.shape[1]
+            if out.shape[1] - input_ids.shape[1] == self.pause_at:
+                self.paused.set()
+                assert self.go.wait(30)
+            return torch.zeros(out.shape[0], dtype=torch.bool)
+
+        return super().generate(input_ids, attention_mask, [*stopping_criteria, pausing], **kwargs)
+
+
+def streaming_server(db, turn, pause_at: int):
+    """A server over a real Generator (llama2) whose scripted model writes `turn`, pausing after `pause_at` tokens."""
+    from tooltune.bot.server import ServerConfig, create_app
+
+    fmt, tok = tokenizer_for("llama2")
+    model = SlowLM([written_ids(fmt, tok, turn)], pause_at)
+    generator = Generator(model, tok, fmt, config=GenerationConfig(max_new_tokens=64, max_prompt_tokens=4096))
+    return model, create_app(GeneratorPolicy(generator), db, ServerConfig(model_name="tiny"))

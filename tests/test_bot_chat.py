@@ -69,7 +69,7 @@ def test_chat_command_with_every_format(name, db_path, tmp_path, monkeypatch, ca
     policy, _, _ = scripted_generator(name, [call, Assistant("推荐这家。"), Assistant("不客气。")])
     seen = {}
 
-    def fake_load(run, fmt=None, device=None, max_new_tokens=256, constrained=False):
+    def fake_load(run, fmt=None, device=None, max_new_tokens=256, constrained=False, **options):
         seen.update(run=run, fmt=fmt)
         return policy
 
@@ -113,11 +113,11 @@ def test_a_failed_turn_is_reported_and_undone(db_path):
     from tooltune.formats import SampleTooLong
 
     class TooLongOnce(ScriptedPolicy):
-        def next_turn(self, history):
+        def next_turn(self, history, options=None):
             if not self.histories:
                 self.histories.append(tuple(history))
                 raise SampleTooLong("3000 tokens, and no cut keeps a whole trained turn within max_length=2048")
-            return super().next_turn(history)
+            return super().next_turn(history, options)
 
     policy = TooLongOnce([Assistant("unused"), Assistant("你好。")])
     session = Session(policy, HotelDB.open(db_path))

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+import torch
 
 from bot_support import LiveServer, ScriptedPolicy, SwitchPolicy, real_tiny_policy
 from tooltune.bot import SessionConfig
@@ -117,7 +118,7 @@ def test_streaming_text_and_tool_call(url, switch):
 
 @pytest.mark.parametrize("body,param,text", [
     ({"model": "tiny"}, "messages", "missing required field 'messages'"),
-    ({"messages": [{"role": "system", "content": "x"}] + ASK}, "messages[0].role", "system message"),
+    ({"messages": ASK + [{"role": "system", "content": "x"}, ASK[0]]}, "messages[1].role", "only at the start"),
     ({"messages": ASK + [{"role": "assistant", "content": "hi"}]}, "messages[1]", "last message"),
     ({"messages": ASK, "tool_choice": "required", "tools": TOOLS}, "tool_choice", "not supported"),
     ({"messages": ASK, "tools": [{"type": "function", "function": {"name": "book_flight"}}]}, "tools[0]",
@@ -148,7 +149,7 @@ def test_malformed_json_and_unknown_routes(url):
 
 
 class Boom:
-    def next_turn(self, history):
+    def next_turn(self, history, options=None):
         raise RuntimeError("CUDA out of memory (simulated)")
 
 
@@ -184,7 +185,7 @@ class Overlap:
         self.active = self.most = self.calls = 0
         self.guard = threading.Lock()
 
-    def next_turn(self, history):
+    def next_turn(self, history, options=None):
         with self.guard:
             self.active += 1
             self.calls += 1
@@ -192,7 +193,7 @@ class Overlap:
         time.sleep(0.02)
         with self.guard:
             self.active -= 1
-        return ScriptedPolicy([Assistant(f"回答{history[-1].content}")]).next_turn(history)
+        return ScriptedPolicy([Assistant(f"回答{history[-1].content}")]).next_turn(history, options)
 
 
 def test_concurrent_requests_are_served_one_generation_at_a_time(url, switch):
@@ -211,7 +212,7 @@ def test_concurrent_requests_are_served_one_generation_at_a_time(url, switch):
     assert results == {i: f"回答{i}" for i in range(12)} and overlap.calls == 12 and overlap.most == 1
 
 
-def _greedy_by_hand(model, tok, prompt: list[int], steps: int) -> str:
+def _greedy_by_hand(model, tok, prompt: list[int], steps: int) -> tuple[str, int]:
     """Greedy decoding written out (no `generate`, no KV cache): argmax of the last position, never <pad>, up to eos."""
     import torch
 
@@ -225,7 +226,7 @@ def _greedy_by_hand(model, tok, prompt: list[int], steps: int) -> str:
             if token == tok.eos_token_id:
                 break
             new.append(token)
-    return tok.decode(new)
+    return tok.decode(new), len(new)
 
 
 def test_a_real_tiny_model_behind_the_server(db):
@@ -237,14 +238,16 @@ def test_a_real_tiny_model_behind_the_server(db):
         r = client(u).chat.completions.create(model="tiny-llama", messages=ASK, tools=TOOLS)
     choice = r.choices[0]
     gen = policy.generator
-    text = _greedy_by_hand(gen.model, gen.tokenizer, gen.prompt_ids([User(ASK[0]["content"])], (HOTEL_TOOL,)), 6)
+    prompt = gen.prompt_ids([User(ASK[0]["content"])], (HOTEL_TOOL,))
+    text, written = _greedy_by_hand(gen.model, gen.tokenizer, prompt, 6)
     turn = FORMATS["llama2"].parse(text.split("\n\n[Round")[0]).turn
     assert text  # the untrained model does write something in 6 tokens
+    assert r.usage.prompt_tokens == len(prompt) and r.usage.completion_tokens == written
     if isinstance(turn, Call):
         assert choice.finish_reason == "tool_calls" and choice.message.content is None
         assert json.loads(choice.message.tool_calls[0].function.arguments) == turn.arguments
     else:
-        assert choice.finish_reason == "stop" and not choice.message.tool_calls
+        assert choice.finish_reason == ("length" if written == 6 else "stop") and not choice.message.tool_calls
         assert choice.message.content == turn.content
 
 
@@ -253,6 +256,9 @@ def test_binding_beyond_localhost_needs_a_key():
     check_bind("0.0.0.0", "k")
     with pytest.raises(ToolTuneError, match="refusing to listen on 0.0.0.0 without an API key"):
         check_bind("0.0.0.0", None)
+    for blank in ("", " ", "\t\n"):
+        with pytest.raises(ToolTuneError, match="empty or whitespace"):
+            check_bind("0.0.0.0", blank)
 
 
 def test_serve_command_wires_the_options(tmp_path, db, monkeypatch):
@@ -265,22 +271,32 @@ def test_serve_command_wires_the_options(tmp_path, db, monkeypatch):
     monkeypatch.setattr("tooltune.bot.server.serve", lambda app, host, port: served.update(app=app, host=host,
                                                                                           port=port))
     rc = cli.main(["serve", str(run), "--db", str(db.path), "--host", "0.0.0.0", "--port", "8123", "--api-key", KEY,
-                   "--execute-tools", "--max-new-tokens", "4", "--device", "cpu", "--no-feedback"])
+                   "--execute-tools", "--max-new-tokens", "4", "--device", "cpu", "--no-feedback", "--max-batch", "2",
+                   "--max-body-bytes", "5000", "--max-prompt-tokens", "100"])
     assert rc == 0 and served["host"] == "0.0.0.0" and served["port"] == 8123
+    engine = served["app"].state.policy
+    assert engine.max_batch == 2 and engine.generator.max_prompt == 100 and engine.max_new_tokens == 4
+    assert next(engine.generator.model.parameters()).dtype == torch.float32  # the CPU default for decoding
     with LiveServer(served["app"]) as u:
+        big = httpx.post(f"{u}/v1/chat/completions", json={"messages": [{"role": "user", "content": "x" * 6000}]},
+                         headers={"authorization": f"Bearer {KEY}"})
+        assert big.status_code == 413
         assert [m.id for m in client(u, KEY).models.list()] == ["run"]
         r = client(u, KEY).chat.completions.create(model="run", messages=ASK, tools=TOOLS)
         assert r.choices[0].finish_reason in ("stop", "length") and not r.choices[0].message.tool_calls
         with pytest.raises(openai.AuthenticationError):
             client(u, "nope").models.list()
     assert cli.main(["serve", str(run), "--host", "0.0.0.0"]) == 2  # no key: refused before loading anything
+    assert cli.main(["serve", str(run), "--api-key", "  "]) == 2  # a blank key is no key
+    assert cli.main(["serve", str(run), "--max-queue", "0"]) == 2
+    assert cli.main(["serve", str(run), "--domain-vocab"]) == 2  # a saved model has no training data to read
 
 
 def test_a_conversation_too_long_for_the_model_is_a_400(url, switch):
     from tooltune.formats import SampleTooLong
 
     class TooLong:
-        def next_turn(self, history):
+        def next_turn(self, history, options=None):
             raise SampleTooLong("9000 tokens, and no cut keeps a whole trained turn within max_length=2048")
 
     switch.inner = TooLong()
@@ -289,10 +305,7 @@ def test_a_conversation_too_long_for_the_model_is_a_400(url, switch):
     assert info.value.body["code"] == "context_length_exceeded" and "9000 tokens" in info.value.body["message"]
 
 
-def test_ignored_sampling_fields_are_named_in_a_header_and_the_web_endpoint_checks_its_body(url, switch, db):
-    script(switch, Assistant("好的。"))
-    r = httpx.post(f"{url}/v1/chat/completions", json={"messages": ASK, "temperature": 0.2, "top_p": 0.5})
-    assert r.status_code == 200 and r.headers["x-tooltune-ignored"] == "temperature,top_p"
+def test_the_web_endpoint_checks_its_body(url, switch, db):
     r = httpx.post(f"{url}/api/chat", json={"text": "hi"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
     script(switch, Call(ARGS), Assistant("推荐这家。"))

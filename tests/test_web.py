@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bot_support import LiveServer, ScriptedPolicy, SwitchPolicy
+from bot_support import LiveServer, ScriptedPolicy, SwitchPolicy, streaming_server
 from tooltune.bot import SessionConfig
 from tooltune.bot.server import ServerConfig, create_app
 from tooltune.db import HotelDB
@@ -88,7 +88,7 @@ def test_page_shows_server_errors(browser, db):
     from selenium.webdriver.common.by import By
 
     class Boom:
-        def next_turn(self, history):
+        def next_turn(self, history, options=None):
             raise RuntimeError("model exploded")
 
     with LiveServer(create_app(Boom(), db, ServerConfig(api_key="k"))) as url:
@@ -174,3 +174,23 @@ def test_feedback_in_the_page_is_stored_and_kept_across_a_reload(browser, db, tm
         assert conv.source == "web" and {s.run for s in conv.turns if s.completion} == {"runs/tiny"}
     finally:
         store.close()
+
+
+def test_page_shows_the_reply_as_its_tokens_arrive(browser, db):
+    """A real Generator over a scripted model paused mid-reply: the page already shows the start of the reply."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    reply = "为您推荐北京的一家豪华型酒店，评分很高。"
+    model, app = streaming_server(db, Assistant(reply), pause_at=12)
+    with LiveServer(app) as url:
+        browser.get(url + "/")
+        browser.find_element(By.ID, "input").send_keys("找酒店")
+        browser.find_element(By.ID, "send").click()
+        live = WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#partial.reply-live"))
+        shown = live[0].text
+        assert model.paused.is_set() and shown and reply.startswith(shown) and shown != reply
+        model.go.set()
+        WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#log .reply"))
+        assert browser.find_element(By.CSS_SELECTOR, "#log .reply .text").text == reply
+        assert not browser.find_elements(By.ID, "partial")

@@ -27,7 +27,7 @@ from tooltune.dialogue import (
 )
 from tooltune.errors import InputError
 from tooltune.formats import ChatFormat, ParsedTurn, SampleTooLong, encode
-from tooltune.formats.base import single_id
+from tooltune.formats.base import single_id, without_partial_stop
 from tooltune.jsonio import scrub_surrogates
 from tooltune.mbr import choose
 
@@ -85,6 +85,20 @@ class GenerationConfig:
 
 
 @dataclass
+class Row:
+    """One history to continue in `Generator.generate_rows`, with its own limits."""
+
+    prompt: list[int]
+    tools: tuple[Tool, ...]
+    max_new_tokens: int
+    stop: tuple[str, ...] = ()
+    """Extra stop strings (an API request's `stop`): the row ends at the first, which is cut from its text."""
+    on_text: Callable[[str], bool | None] | None = None
+    """Called after each generated token with the row's text so far (special tokens kept, cut at an end token);
+    returning False ends the row there (a client that went away)."""
+
+
+@dataclass
 class Prediction:
     parsed: ParsedTurn
     raw: str
@@ -110,6 +124,7 @@ class Generator:
             (ids.add(tid) if tid is not None else text_stops.append(stop))
         self.end_ids = sorted(ids)
         self.text_stops = tuple(text_stops)
+        self._text_stop_criterion = None
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.end_ids[0]
         # Padding is never an answer (no training target holds it), so it is never generated; `generate` still
         # pads the rows that finished before the others, and the cut below removes that padding.
@@ -182,6 +197,82 @@ class Generator:
             bar.close()
         return out  # type: ignore[return-value]
 
+    def text_stop_criterion(self) -> Any:
+        """`generate`'s stop-string criterion for the format's text stops, built once per generator: `stop_strings=`
+        builds it at every call, a table over the whole vocabulary (3.2 s for Gemma's 262,144 tokens, measured on
+        this project's CPU: most of a bot turn's time, `bench/results/serve_profile.md`). Stateless between calls."""
+        if self._text_stop_criterion is None:
+            from transformers.generation.stopping_criteria import StopStringCriteria
+            self._text_stop_criterion = StopStringCriteria(self.tokenizer, list(self.text_stops))
+        return self._text_stop_criterion
+
+    def full_prompt_ids(self, history: Sequence[Turn], tools: Sequence[Tool] | None = None,
+                        system: str = "") -> list[int]:
+        """The prompt `prompt_ids` renders, with a client's system text (`ChatFormat.system_prompt`) and never cut:
+        the server refuses a prompt over `max_prompt` tokens rather than drop the start of the conversation."""
+        tools = tools or self.tools
+        history = order_arguments(history, tools, self.config.argument_order)
+        segments = self.fmt.system_prompt(history, tools, system, observation=self.config.observation)
+        return encode(segments, self.tokenizer).input_ids
+
+    @torch.inference_mode()
+    def generate_rows(self, rows: Sequence[Row], sampling: GenerationConfig | None = None) -> list[Prediction]:
+        """Continue each row's prompt, all in one batch (the server batches concurrent requests so). Each row ends
+        at an end token of the format, at its own `max_new_tokens` or at one of its own stop strings, and its
+        `on_text` sees its text grow token by token. `sampling` (default the generator's config): its temperature,
+        top_p, top_k and seed decide the tokens, as in `predict` (one draw per row; `samples` is not used). Greedy
+        rows give what `predict` gives for the same prompts."""
+        sampling = sampling or self.config
+        width = max(len(r.prompt) for r in rows)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for k, row in enumerate(rows):  # left padding: every prompt ends where generation starts
+            input_ids[k, width - len(row.prompt):] = torch.tensor(row.prompt, dtype=torch.long)
+            mask[k, width - len(row.prompt):] = 1
+        device = next(self.model.parameters()).device
+        watch = _RowWatch(self, rows, width)
+        kwargs: dict[str, Any] = dict(max_new_tokens=max(r.max_new_tokens for r in rows), use_cache=True,
+                                      eos_token_id=self.end_ids, pad_token_id=self.pad_id,
+                                      stopping_criteria=[watch])
+        drawn = sampling.temperature > 0
+        kwargs["do_sample"] = drawn
+        if drawn:
+            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
+        if self.suppressed:
+            kwargs["suppress_tokens"] = self.suppressed
+        if self.text_stops:
+            kwargs["stopping_criteria"].append(self.text_stop_criterion())
+        processors = self._logits_processors([r.tools for r in rows], width)
+        if processors:
+            from transformers import LogitsProcessorList
+            kwargs["logits_processor"] = LogitsProcessorList(processors)
+        allowed = None
+        if self.config.output_vocab is not None:  # as `predict`: the vocabulary, the end tokens, the prompts' ids
+            allowed = set(self.config.output_vocab).union(self.end_ids, *(r.prompt for r in rows))
+            allowed -= set(self.suppressed)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            seeded = drawn and sampling.seed is not None
+            # A seeded batch draws from its own stream and leaves torch's global generator as it was (as `_decode`).
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=seeded), \
+                    restricted_head(self.model, allowed):
+                if seeded:
+                    torch.manual_seed(sampling.seed)
+                generated = self.model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                                                **kwargs)
+        finally:
+            self.model.train(was_training)
+        self.unconstrained_calls += sum(getattr(p, "broken", 0) for p in processors)
+        self.constraint_seconds += sum(getattr(p, "seconds", 0.0) for p in processors)
+        preds = []
+        for k, (row, ids) in enumerate(zip(rows, generated[:, width:].tolist())):
+            raw, cut = watch.text(k, ids[:row.max_new_tokens])
+            if raw and self.text_stops and ended_at_once(self.tokenizer.decode(row.prompt[-8:]), raw, self.text_stops):
+                raw = ""
+            preds.append(Prediction(self.fmt.parse(raw), raw, cut))
+        return preds
+
     def _copy(self, history: Sequence[Turn]) -> Any:
         """What a row's free strings are copied from (`GenerationConfig.copy_values`), or None."""
         if self.config.copy_values is None:
@@ -231,7 +322,7 @@ class Generator:
         if self.suppressed:
             kwargs["suppress_tokens"] = self.suppressed
         if self.text_stops:
-            kwargs.update(stop_strings=list(self.text_stops), tokenizer=self.tokenizer)
+            kwargs["stopping_criteria"] = [self.text_stop_criterion()]
         processors = self._logits_processors(tools, width, copies)
         if processors:
             from transformers import LogitsProcessorList
@@ -287,6 +378,43 @@ class Generator:
         return [self.constraint.processor(tools, width, self.end_ids, self.text_stops, copies)]
 
 
+class _RowWatch:
+    """`generate_rows`' stopping criterion: after each step it decodes each running row, ends the rows that reached
+    their own token limit or stop string, and hands each row's text to its `on_text` (so a row streams)."""
+
+    def __init__(self, generator: Generator, rows: Sequence[Row], width: int):
+        self.generator, self.rows, self.width = generator, rows, width
+        self.ends = set(generator.end_ids).union(generator.suppressed)
+        self.done = [False] * len(rows)
+
+    def text(self, k: int, ids: list[int]) -> tuple[str, int]:
+        """Row k's text from its generated `ids`: cut at an end token (or the padding after a stop string) and at its
+        first own stop string; and how many tokens it used."""
+        cut = next((j for j, t in enumerate(ids) if t in self.ends), len(ids))
+        raw, replaced = scrub_surrogates(self.generator.tokenizer.decode(ids[:cut], skip_special_tokens=False))
+        self.generator.replaced_characters += replaced
+        stops = self.rows[k].stop
+        at = min((i for i in (raw.find(s) for s in stops) if i != -1), default=-1)
+        return (raw[:at] if at != -1 else raw), cut
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any = None, **kwargs: Any) -> torch.Tensor:
+        new = input_ids[:, self.width:].tolist()
+        for k, (row, ids) in enumerate(zip(self.rows, new)):
+            if self.done[k]:
+                continue
+            ended = any(t in self.ends for t in ids)
+            raw, _ = self.text(k, ids)
+            hit_stop = any(s in self.generator.tokenizer.decode(ids, skip_special_tokens=False) for s in row.stop)
+            keep = None
+            if row.on_text is not None and not ended:
+                try:  # a trailing U+FFFD may be a character whose bytes are not all written yet: held back
+                    keep = row.on_text(without_partial_stop(raw.rstrip("\ufffd"), row.stop))
+                except Exception:  # one listener's failure (a closed connection) must not end the batch
+                    keep = False
+            self.done[k] = ended or hit_stop or len(ids) >= row.max_new_tokens or keep is False
+        return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
+
+
 def ended_at_once(prompt_tail: str, raw: str, stops: Sequence[str]) -> bool:
     """Whether `raw` begins by completing a stop string that the prompt began (llama2's "\\n\\n[Round" after a
     prompt ending in two newlines): the model ended its turn at once, so its answer is empty."""
@@ -319,14 +447,22 @@ class SubsetHead(torch.nn.Module):
         param = weight if isinstance(weight, torch.Tensor) else next(head.parameters())
         hidden = param.shape[1]
         with torch.no_grad():
-            bias = head(torch.zeros(1, hidden, dtype=param.dtype, device=param.device))[0]
-            index = torch.tensor(sorted(i for i in ids if 0 <= i < bias.shape[-1]), dtype=torch.long,
-                                 device=param.device)
-            eye = torch.eye(hidden, dtype=param.dtype, device=param.device)
-            # head(I) in slices of 256 rows: never a hidden x vocab copy of the weights
-            rows = [(head(eye[start:start + 256]) - bias).index_select(-1, index) for start in range(0, hidden, 256)]
+            if type(head) is torch.nn.Linear:  # a plain layer (a merged adapter): its rows are the weights, taken
+                bias = head.bias if head.bias is not None else param.new_zeros(param.shape[0])  # in microseconds
+                index = torch.tensor(sorted(i for i in ids if 0 <= i < bias.shape[-1]), dtype=torch.long,
+                                     device=param.device)
+                weight_rows = param.index_select(0, index)
+            else:
+                bias = head(torch.zeros(1, hidden, dtype=param.dtype, device=param.device))[0]
+                index = torch.tensor(sorted(i for i in ids if 0 <= i < bias.shape[-1]), dtype=torch.long,
+                                     device=param.device)
+                eye = torch.eye(hidden, dtype=param.dtype, device=param.device)
+                # head(I) in slices of 256 rows: never a hidden x vocab copy of the weights
+                rows = [(head(eye[start:start + 256]) - bias).index_select(-1, index)
+                        for start in range(0, hidden, 256)]
+                weight_rows = torch.cat(rows).T
         self.register_buffer("index", index, persistent=False)
-        self.register_buffer("weight_rows", torch.cat(rows).T.contiguous(), persistent=False)
+        self.register_buffer("weight_rows", weight_rows.contiguous(), persistent=False)
         self.register_buffer("bias_rows", bias.index_select(-1, index).contiguous(), persistent=False)
         self.vocab_size = bias.shape[-1]
 

@@ -2,13 +2,18 @@
 
 Routes: `GET /v1/models`, `POST /v1/chat/completions` (see `tooltune.bot.api` for what is supported), `POST
 /v1/feedback` (a rating or correction of a turn a completion wrote), `GET /` (the web page) and `POST /api/chat` (the
-page's endpoint: runs the searches itself and returns the calls, the hotels found and the reply). Every error is an
-OpenAI error body `{"error": {"message", "type", "param", "code"}}`: a 4xx for a bad request (404 for an unknown
-completion id), 401 for a missing or wrong API key, 500 when generation fails (the server keeps serving).
+page's endpoint: runs the searches itself and returns the calls, the hotels found and the reply; with `"stream":
+true` it sends the reply's text as it is generated, then the whole answer). Every error is an OpenAI error body
+`{"error": {"message", "type", "param", "code"}}`: a 4xx for a bad request (404 for an unknown completion id, 413
+for a body over `max_body_bytes`), 401 for a missing or wrong API key, 503 with `Retry-After` when `max_queue`
+requests are already in progress, 500 when generation fails (the server keeps serving).
 
-Concurrency: the server is stateless (the client sends the whole conversation); requests run in the thread pool and
-the policy is wrapped in `LockedPolicy`, one lock: generations run one at a time, in the order threads get the
-lock, while parsing, database searches and sending overlap. The database gives each thread its own connection.
+Concurrency: the server is stateless (the client sends the whole conversation). Reading, parsing and checking a
+request and rendering and tokenizing its prompt run in the request's worker thread; only the decoding is shared. A
+`GeneratorPolicy` is served by `tooltune.bot.engine.BatchingPolicy` (`scheduler="batch"`): one scheduler thread
+decodes the turns waiting together, in batches (dynamic batching); `scheduler="lock"` keeps the older one lock
+around the model (turns one at a time; the load benchmark's baseline). Any other policy is called under one lock
+unless it says it is `thread_safe`. Streaming is real: chunks leave as the model writes tokens.
 
 Feedback (`feedback`, a `tooltune.feedback.FeedbackStore`; None: off): every completion is queued for the store's
 writer thread after the generation, outside the lock, and the response never waits on it.
@@ -17,16 +22,21 @@ writer thread after the generation, outside the lock, and the response never wai
 # No `from __future__ import annotations` here: FastAPI reads the route functions' annotations (`Request`,
 # imported inside create_app) at runtime.
 
+import asyncio
+import contextlib
 import dataclasses
 import hmac
+import json
 import logging
+import math
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from tooltune.bot.api import (ApiError, chunks, completion, decode_body, feedback_answer, new_completion_id,
+from tooltune.bot.api import (ApiError, ChunkStream, completion, decode_body, feedback_answer, new_completion_id,
                               parse_chat_request, parse_feedback, web_answer)
-from tooltune.bot.policy import LockedPolicy, Policy
+from tooltune.bot.policy import LockedPolicy, Policy, TurnOptions
 from tooltune.bot.session import Session, SessionConfig
 from tooltune.dialogue import HOTEL_TOOL, Tool
 from tooltune.errors import InputError, ToolTuneError
@@ -38,7 +48,10 @@ log = logging.getLogger("tooltune.serve")
 
 
 def check_bind(host: str, api_key: str | None) -> None:
-    """Refuse to listen beyond this machine without an API key: anyone who can reach the port could use the model."""
+    """Refuse to listen beyond this machine without an API key: anyone who can reach the port could use the model.
+    A key of whitespace alone is no key (a client cannot send it: the header's value is trimmed)."""
+    if api_key is not None and not api_key.strip():
+        raise ToolTuneError("--api-key is empty or whitespace: give a real key")
     if host not in LOCAL_HOSTS and not api_key:
         raise ToolTuneError(f"refusing to listen on {host} without an API key: anyone who can reach it could use the "
                             f"model. Give --api-key KEY (clients send 'Authorization: Bearer KEY'), or bind to "
@@ -59,6 +72,37 @@ class ServerConfig:
     """Tools the model was trained with; a request may declare only these."""
     run: str = ""
     """The run that answers, as the feedback store records it with each completion (default: `model_name`)."""
+    max_body_bytes: int = 1 << 20
+    """Request bodies over this many bytes are refused (413) before they are read whole."""
+    max_queue: int = 32
+    """Chat requests in progress at once (generating or waiting for the model); one more gets a 503 with
+    Retry-After."""
+    max_batch: int = 8
+    """Turns decoded together at most (`BatchingPolicy`)."""
+    scheduler: str = "batch"
+    """"batch": a `GeneratorPolicy` is batched by `BatchingPolicy`; "lock": one turn at a time under one lock."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_body_bytes", "max_queue", "max_batch"):
+            if getattr(self, name) < 1:
+                raise InputError(f"must be >= 1, not {getattr(self, name)}", field=name)
+        if self.scheduler not in SCHEDULERS:
+            raise InputError(f"must be one of {', '.join(SCHEDULERS)}, not {self.scheduler!r}", field="scheduler")
+
+
+SCHEDULERS = ("batch", "lock")
+
+
+def shared_policy(policy: Policy, config: ServerConfig) -> Policy:
+    """The policy the server's threads call: batched, or behind one lock (see the module's docstring)."""
+    from tooltune.bot.engine import BatchingPolicy
+    from tooltune.bot.policy import GeneratorPolicy
+
+    if isinstance(policy, GeneratorPolicy) and config.scheduler == "batch":
+        return BatchingPolicy(policy.generator, name=policy.name, max_batch=config.max_batch)
+    if getattr(policy, "thread_safe", False):
+        return policy
+    return LockedPolicy(policy)
 
 
 def create_app(policy: Policy, db: Any, config: ServerConfig = ServerConfig(), feedback: Any = None):
@@ -66,22 +110,36 @@ def create_app(policy: Policy, db: Any, config: ServerConfig = ServerConfig(), f
     feedback at /v1/feedback, or None (off)."""
     from fastapi import FastAPI, Request
     from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+    from starlette.background import BackgroundTask
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
 
-    app = FastAPI(title="tooltune", docs_url=None, redoc_url=None, openapi_url=None)
-    locked = LockedPolicy(policy)
+    shared = shared_policy(policy, config)
+    app = FastAPI(title="tooltune", docs_url=None, redoc_url=None, openapi_url=None,
+                  on_shutdown=[getattr(shared, "close", lambda: None)])
+    app.state.policy = shared
+    app.state.disconnects = 0
+    """Streaming clients that went away before their answer was done (their turns stopped)."""
     created = int(time.time())
+    admission = Admission(config.max_queue, config.max_batch)
+    tool_name = config.tools[0].name
+    max_new_tokens = getattr(shared, "max_new_tokens", None)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, e: ApiError):
-        return JSONResponse(e.body(), status_code=e.status)
+        return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, e: HTTPException):  # unknown route, wrong method
         code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code)
         return JSONResponse(ApiError(e.status_code, f"{request.method} {request.url.path}: {e.detail}",
                                      code=code).body(), status_code=e.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, e: Exception):  # a bug: still OpenAI's body, and logged
+        log.exception("unexpected error")
+        return JSONResponse(ApiError(500, f"internal error: {type(e).__name__}: {e}", type="server_error",
+                                     code="internal_error").body(), status_code=500)
 
     def authorize(request: Request) -> None:
         if config.api_key is None:
@@ -92,14 +150,28 @@ def create_app(policy: Policy, db: Any, config: ServerConfig = ServerConfig(), f
             raise ApiError(401, "missing or incorrect API key (send 'Authorization: Bearer <key>')",
                            code="invalid_api_key")
 
-    def converse(history, execute: bool):
+    async def read_body(request: Request) -> bytes:
+        """The body, refused (413) as soon as it is known to be over the limit: from Content-Length, or while read."""
+        limit = config.max_body_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise body_too_large(limit)
+        parts, size = [], 0
+        async for part in request.stream():
+            size += len(part)
+            if size > limit:
+                raise body_too_large(limit)
+            parts.append(part)
+        return b"".join(parts)
+
+    def converse(history, execute: bool, options: TurnOptions):
         """Run the session in a worker thread; InputError -> 400, anything else -> 500 (logged), never a crash."""
         session_config = config.session if execute else dataclasses.replace(config.session, max_calls=0)
-        session = Session(locked, db, session_config, history=history)
+        session = Session(shared, db, session_config, history=history, options=options)
         try:
             exchange = session.respond()
         except SampleTooLong as e:  # OpenAI's answer to a conversation over the context window
-            raise ApiError(400, f"the conversation is too long for the model: {e}", param="messages",
+            raise ApiError(400, f"the conversation is too long for the model: {e.message}", param="messages",
                            code="context_length_exceeded") from None
         except InputError as e:
             raise ApiError.from_input(e) from None
@@ -121,29 +193,128 @@ def create_app(policy: Policy, db: Any, config: ServerConfig = ServerConfig(), f
         if feedback is not None:  # queued: the writer thread stores it, the response does not wait
             feedback.record(completion_id, history, exchange.turns, run_name, source, config.tools)
 
+    async def streamed(request, req, on_event, finish, ticket, prefix=()):
+        """Run the exchange, handing each partial read of the turn being written to `on_event` (returns the SSE
+        text to send) as it comes; `finish(session, exchange)` gives the last events (after `prefix`). An error
+        before the first event is an HTTP error; after it, an error event. The admission `ticket` is given back
+        when the work ends; a client that disconnects stops its turn at the next token."""
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+        gone = threading.Event()
+
+        def on_partial(kind: str, text: str) -> bool:
+            if gone.is_set():
+                return False  # the client went away: the row stops
+            loop.call_soon_threadsafe(events.put_nowait, (kind, text))
+            return True
+
+        options = dataclasses.replace(req.options, on_partial=on_partial)
+        work = asyncio.ensure_future(run_in_threadpool(converse, req.history, req.execute, options))
+        work.add_done_callback(lambda _: ticket.release())  # the place is the model's work, whether or not the
+        # client is still reading (a client that went away does not always finalize the response's generator)
+        async def watch() -> None:  # the body was read whole: what the client sends next is its disconnect
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+            app.state.disconnects += 1
+
+        watcher = asyncio.ensure_future(watch())
+        work.add_done_callback(lambda _: watcher.cancel())
+        first = asyncio.ensure_future(events.get())
+        await asyncio.wait({work, first}, return_when=asyncio.FIRST_COMPLETED)
+        if work.done() and work.exception() is not None and not first.done():
+            first.cancel()
+            gone.set()
+            raise work.exception()
+
+        async def body():
+            try:
+                for text in prefix:
+                    yield text
+                pending = first
+                while True:
+                    if pending is None:
+                        pending = asyncio.ensure_future(events.get())
+                    await asyncio.wait({work, pending}, return_when=asyncio.FIRST_COMPLETED)
+                    if pending.done():
+                        text = on_event(*pending.result())
+                        pending = None
+                        if text:
+                            yield text
+                        continue
+                    break
+                pending.cancel()
+                while not events.empty():
+                    text = on_event(*events.get_nowait())
+                    if text:
+                        yield text
+                try:
+                    session, exchange = await work
+                except ApiError as e:
+                    yield f"data: {json.dumps(e.body(), ensure_ascii=False)}\n\n"
+                    yield "data: [DONE]\n\n"
+                    return
+                for text in finish(session, exchange):
+                    yield text
+            finally:
+                gone.set()
+                ticket.release()
+
+        ticket.handed_over()
+        return StreamingResponse(body(), media_type="text/event-stream", background=BackgroundTask(ticket.release))
+
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         authorize(request)
-        body = decode_body(await request.body())
-        req = parse_chat_request(body, config.tools, config.execute_tools)
-        _, exchange = await run_in_threadpool(converse, req.history, req.execute)
-        completion_id = new_completion_id()
-        record(completion_id, req.history, exchange, "api")
-        full = completion(exchange, config.model_name, req.execute, completion_id)
-        headers = {"X-Tooltune-Ignored": ",".join(req.ignored)} if req.ignored else {}
-        if req.stream:
-            return StreamingResponse(chunks(full), media_type="text/event-stream", headers=headers)
-        return JSONResponse(full, headers=headers)
+        raw = await read_body(request)
+        req = await run_in_threadpool(lambda: parse_chat_request(decode_body(raw), config.tools,
+                                                                 config.execute_tools, max_new_tokens))
+        with admission.enter() as admitted:  # a bad request got its 400 above, whatever the queue
+            completion_id = new_completion_id()
+            if req.stream:
+                stream = ChunkStream(completion_id, config.model_name, req.execute, req.include_usage)
+
+                def finish(session, exchange):
+                    record(completion_id, req.history, exchange, "api")
+                    full = completion(exchange, config.model_name, req.execute, completion_id, stream.call_id)
+                    return stream.finish(full)
+
+                def on_event(kind, text):
+                    return "".join(stream.partial(kind, text, tool_name))
+
+                return await streamed(request, req, on_event, finish, admitted, [stream.start()])
+            _, exchange = await run_in_threadpool(converse, req.history, req.execute, req.options)
+            record(completion_id, req.history, exchange, "api")
+            return JSONResponse(completion(exchange, config.model_name, req.execute, completion_id))
 
     @app.post("/api/chat")
     async def web_chat(request: Request):
         authorize(request)
-        body = decode_body(await request.body())
-        req = parse_chat_request({"messages": body.get("messages")}, config.tools, True)
-        session, exchange = await run_in_threadpool(converse, req.history, True)
-        completion_id = new_completion_id()
-        record(completion_id, req.history, exchange, "web")
-        return web_answer(exchange, session.history, config.tools, completion_id if feedback is not None else None)
+        raw = await read_body(request)
+        body = await run_in_threadpool(decode_body, raw)
+        stream = body.get("stream", False)
+        if not isinstance(stream, bool):
+            raise ApiError(400, "'stream' must be a boolean", param="stream")
+        req = await run_in_threadpool(parse_chat_request, {"messages": body.get("messages")}, config.tools, True)
+        with admission.enter() as admitted:
+            completion_id = new_completion_id()
+
+            def answer(session, exchange):
+                record(completion_id, req.history, exchange, "web")
+                return web_answer(exchange, session.history, config.tools,
+                                  completion_id if feedback is not None else None)
+
+            if stream:  # {"reply": text so far} or {"call": arguments so far} as generated, then {"answer": ...}
+                def on_event(kind, text):
+                    return f"data: {json.dumps({kind: text}, ensure_ascii=False)}\n\n"
+
+                def finish(session, exchange):
+                    done = json.dumps({"answer": answer(session, exchange)}, ensure_ascii=False)
+                    return [f"data: {done}\n\n", "data: [DONE]\n\n"]
+
+                return await streamed(request, req, on_event, finish, admitted)
+            session, exchange = await run_in_threadpool(converse, req.history, True, req.options)
+            return answer(session, exchange)
 
     def rate(req):
         from tooltune.feedback import UnknownCompletion
@@ -165,7 +336,7 @@ def create_app(policy: Policy, db: Any, config: ServerConfig = ServerConfig(), f
         if feedback is None:
             raise ApiError(404, "feedback is off on this server (it was started with --no-feedback)",
                            code="feedback_disabled")
-        req = parse_feedback(decode_body(await request.body()))
+        req = parse_feedback(decode_body(await read_body(request)))
         return feedback_answer(await run_in_threadpool(rate, req))
 
     @app.get("/", response_class=HTMLResponse)
@@ -173,6 +344,64 @@ def create_app(policy: Policy, db: Any, config: ServerConfig = ServerConfig(), f
         return HTMLResponse(WEB_PAGE.read_text(encoding="utf-8"))
 
     return app
+
+
+def body_too_large(limit: int) -> ApiError:
+    return ApiError(413, f"the request body is over this server's limit of {limit} bytes", code="body_too_large")
+
+
+class Admission:
+    """At most `limit` chat requests in progress; one more is refused at once (503) with a Retry-After estimated
+    from how long recent requests took. `with admission.enter() as ticket:` holds a place until the block ends, or,
+    after `ticket.handed_over()`, until `leave()` (a stream that ends later)."""
+
+    def __init__(self, limit: int, batch: int):
+        self.limit, self.batch = limit, batch
+        self.active = 0
+        self.seconds = 1.0
+        """A running mean of how long a request held its place."""
+        self._lock = threading.Lock()
+        self._started: dict[int, float] = {}
+
+    @contextlib.contextmanager
+    def enter(self):
+        with self._lock:
+            if self.active >= self.limit:
+                wait = max(1, math.ceil(self.seconds * self.active / self.batch))
+                raise ApiError(503, f"the server has {self.active} requests in progress, its limit; retry after "
+                                    f"{wait} s", type="server_error", code="server_overloaded",
+                               headers={"Retry-After": str(wait)})
+            self.active += 1
+        ticket = _Ticket(self)
+        try:
+            yield ticket
+        finally:
+            if not ticket.kept:
+                ticket.release()
+
+    def _leave(self, seconds: float) -> None:
+        with self._lock:
+            self.active -= 1
+            self.seconds = 0.8 * self.seconds + 0.2 * seconds
+
+
+class _Ticket:
+    """A place held in `Admission`; `release` gives it back once, however often it is called."""
+
+    def __init__(self, admission: Admission):
+        self.admission, self.start = admission, time.monotonic()
+        self.kept = self.released = False
+        self._lock = threading.Lock()
+
+    def handed_over(self) -> None:
+        self.kept = True
+
+    def release(self) -> None:
+        with self._lock:
+            if self.released:
+                return
+            self.released = True
+        self.admission._leave(time.monotonic() - self.start)
 
 
 def serve(app: Any, host: str, port: int) -> None:

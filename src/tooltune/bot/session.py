@@ -13,9 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from tooltune.bot.policy import Policy
+from tooltune.bot.policy import Policy, TurnOptions
+from tooltune.formats import ParsedTurn
 from tooltune.dialogue import HOTEL_TOOL, Assistant, Call, Result, Turn, User, check_order
 from tooltune.errors import InputError
+from tooltune.jsonio import json_problem
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,12 @@ class Exchange:
     """Every generated text of the exchange, in order."""
     turns: list[Turn] = field(default_factory=list)
     """The turns added to the history after the user's (calls, results, reply)."""
+    prompt_tokens: int = 0
+    """Prompt tokens of every model turn of the exchange, summed (each turn's prompt holds the whole history)."""
+    completion_tokens: int = 0
+    """Tokens the model generated over the exchange."""
+    hit_limit: bool = False
+    """The last model turn ended at its token limit (a reply cut short; OpenAI's finish_reason "length")."""
 
     @property
     def stopped(self) -> bool:
@@ -74,8 +82,10 @@ class Session:
     """A conversation: its history, a policy that writes the model's turns, a database that answers calls."""
 
     def __init__(self, policy: Policy, db: Any, config: SessionConfig = SessionConfig(),
-                 history: Sequence[Turn] = ()):
+                 history: Sequence[Turn] = (), options: TurnOptions = TurnOptions()):
         self.policy, self.db, self.config = policy, db, config
+        self.options = options
+        """What every model turn is asked with (a request's system text, token limit, sampling, streaming)."""
         self.history: list[Turn] = list(history)
         if self.history:
             check_order(self.history, where="history")
@@ -102,9 +112,13 @@ class Session:
         out = Exchange()
         calls = 0
         while True:
-            parsed, raw = self.policy.next_turn(tuple(self.history))
-            out.raw.append(raw)
+            step = self.policy.next_turn(tuple(self.history), self.options)
+            parsed = readable(step.parsed)
+            out.raw.append(step.raw)
             out.malformed += parsed.malformed
+            out.prompt_tokens += step.prompt_tokens
+            out.completion_tokens += step.new_tokens
+            out.hit_limit = step.hit_limit
             turn = parsed.turn
             if isinstance(turn, Assistant):
                 self._add(out, turn)
@@ -135,3 +149,12 @@ class Session:
         except SearchError as e:
             return Search(call, [], error=e.message)
         return Search(call, found.records, unmatched=list(found.unmatched))
+
+
+def readable(parsed: ParsedTurn) -> ParsedTurn:
+    """A call whose arguments no JSON can hold (NaN, a complex number, a set: what a lenient parse may read) is a
+    malformed call with no arguments, as an unreadable one is: it can be neither run nor sent to a client."""
+    turn = parsed.turn
+    if isinstance(turn, Call) and json_problem(turn.arguments) is not None:
+        return ParsedTurn(Call({}, name=turn.name), malformed=True, raw=parsed.raw)
+    return parsed

@@ -9,8 +9,9 @@
 
 A tooltune dialogue makes one call at a time and a call turn carries no text, so an assistant message with several
 `tool_calls`, or with both text and `tool_calls`, is refused with its location; so is a `system` message (tooltune
-renders its own). Written call ids are `call_0`, `call_1`, ... within a dialogue; reading checks that each `tool`
-message answers the call before it.
+renders its own; the server takes a request's leading system messages apart, `tooltune.bot.api`). Written call
+ids are `call_0`, `call_1`, ... within a dialogue; reading checks that each `tool` message answers the call before
+it.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def _tools(value: Any, where: str) -> tuple[Tool, ...]:
 
 def _call(msg: dict[str, Any], where: str, fld: str) -> tuple[Call, str]:
     """The one call of an assistant message with `tool_calls`, and its id."""
-    calls = msg["tool_calls"]
+    calls = need(msg, "tool_calls", list, where, fld)
     if len(calls) != 1:
         raise InputError(f"{len(calls)} parallel tool calls: tooltune dialogues make one call at a time",
                          where=where, field=f"{fld}.tool_calls")
@@ -88,7 +89,7 @@ def parse(value: Any, where: str, counts: Counter) -> Dialogue:
             jsonio.check_keys(msg, MESSAGE_KEYS[role], where, fld)
         if role == "user":
             turns.append(User(need(msg, "content", str, where, fld)))
-        elif role == "assistant" and msg.get("tool_calls"):
+        elif role == "assistant" and msg.get("tool_calls") not in (None, [], ""):
             call, pending_id = _call(msg, where, fld)
             turns.append(call)
         elif role == "assistant":

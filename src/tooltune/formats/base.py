@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Collection, Iterable, Sequence
 
 from tooltune import jsonio
-from tooltune.dialogue import Assistant, Call, Dialogue, Result, Tool, Turn
+from tooltune.dialogue import Assistant, Call, Dialogue, Result, Tool, Turn, User
 from tooltune.errors import InputError
 
 IGNORE_INDEX = -100
@@ -137,6 +137,78 @@ class ChatFormat:
 
     def parse(self, text: str) -> ParsedTurn:
         raise NotImplementedError
+
+    def system_prompt(self, turns: Sequence[Turn], tools: Sequence[Tool], system: str, *,
+                      observation: str = "full") -> list[Segment]:
+        """The prompt with a client's system text (an OpenAI `system` message; "" = none). A format without a system
+        role (this default: llama2, chatglm2) opens the first user turn with it and a blank line, as Gemma's own chat
+        template does with a system message; chatglm3 and chat_template override it."""
+        return self.prompt(with_system_in_first_user(turns, system), tools, observation=observation)
+
+    def partial(self, text: str) -> tuple[str, str] | None:
+        """What a continuation generated so far already is, for streaming: ("reply", the reply's text so far) or
+        ("call", the call's arguments as JSON text so far), each a prefix of what it will be once the turn is done;
+        None while it could still become either (then the turn is sent whole when it ends). This default never
+        decides; a format whose first tokens decide (llama2) overrides it."""
+        return None
+
+
+def with_system_in_first_user(turns: Sequence[Turn], system: str) -> list[Turn]:
+    """`turns` with `system` and a blank line opening the first user turn (no change when `system` is "")."""
+    out = list(turns)
+    if not system:
+        return out
+    first = next((i for i, t in enumerate(out) if isinstance(t, User)), None)
+    if first is None:
+        raise InputError("a system message needs a user turn to open", field="messages")
+    out[first] = User(f"{system}\n\n{out[first].content}")
+    return out
+
+
+def without_partial_stop(text: str, stops: Iterable[str]) -> str:
+    """`text` cut at its first stop string, less a tail that may be the start of one (held back while streaming)."""
+    text = cut_at_stop(text, stops)
+    for stop in stops:
+        for k in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:k]):
+                text = text[:-k]
+                break
+    return text
+
+
+def arguments_so_far(text: str) -> str:
+    """The arguments a call body written as a JSON object (`text`) holds so far, as `json.dumps(args,
+    ensure_ascii=False)` will write them once the call is done, less the closing brace: only the key-value pairs
+    already followed by a comma count (a value being written may still change). "" before the object opens."""
+    start = text.find("{")
+    if start == -1:
+        return ""
+    depth, in_string, escaped, last_comma = 0, False, False, None
+    for k in range(start, len(text)):
+        ch = text[k]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "{[":
+            depth += 1
+        elif ch in "}]":
+            depth -= 1
+            if depth == 0:
+                break
+        elif ch == "," and depth == 1:
+            last_comma = k
+    if last_comma is None:
+        return "{"
+    pairs, _ = read_json_object(text[start:last_comma] + "}")
+    if not pairs:
+        return "{"
+    return json.dumps(pairs, ensure_ascii=False)[:-1]
 
 
 Piece = tuple[Segment, "int | None"]

@@ -139,6 +139,20 @@ class ChatTemplateFormat(ChatFormat):
         check_prompt_turns(turns)
         return [Segment(self._text(self.messages(turns, tools, observation), tools, True), False)]
 
+    def system_prompt(self, turns: Sequence[Turn], tools: Sequence[Tool], system: str, *,
+                      observation: str = "full") -> list[Segment]:
+        """A template with a system role gets the client's system text as its system message (before the tools
+        text, when that is written there); one without opens the first user turn with it."""
+        if not system or not self.system_role:
+            return super().system_prompt(turns, tools, system, observation=observation)
+        check_prompt_turns(turns)
+        msgs = self.messages(turns, tools, observation)
+        if msgs[0]["role"] == "system":
+            msgs[0] = dict(msgs[0], content=system + "\n\n" + msgs[0]["content"])
+        else:
+            msgs.insert(0, {"role": "system", "content": system})
+        return [Segment(self._text(msgs, tools, True), False)]
+
     def parse(self, text: str) -> ParsedTurn:
         body = cut_at_stop(text, self.stop_strings).strip()
         if CALL_OPEN in body:

@@ -59,9 +59,18 @@ class ChatGLM3Format(ChatFormat):
         pieces = self._pieces(turns, tools, observation) + [(_role(ASSISTANT), None)]
         return merge([Segment(seg.text, False, seg.special) for seg, _ in pieces])
 
-    def _pieces(self, turns: Sequence[Turn], tools: Sequence[Tool], observation: str) -> list[Piece]:
+    def system_prompt(self, turns: Sequence[Turn], tools: Sequence[Tool], system: str, *,
+                      observation: str = "full") -> list[Segment]:
+        """ChatGLM3 has a system role: a client's system text follows the tools in its system message."""
+        check_prompt_turns(turns)
+        pieces = self._pieces(turns, tools, observation, system) + [(_role(ASSISTANT), None)]
+        return merge([Segment(seg.text, False, seg.special) for seg, _ in pieces])
+
+    def _pieces(self, turns: Sequence[Turn], tools: Sequence[Tool], observation: str,
+                system: str = "") -> list[Piece]:
+        extra = "\n" + system if system else ""
         pieces: list[Piece] = [(Segment(BOS, False, special=True), None), (_role(SYSTEM), None),
-                               (Segment("\n" + SYSTEM_PREFIX + tools_json(tools), False), None)]
+                               (Segment("\n" + SYSTEM_PREFIX + tools_json(tools) + extra, False), None)]
         for i, turn in enumerate(turns):
             if isinstance(turn, User):
                 pieces += [(_role(USER), None), (Segment("\n" + turn.content, False), None)]

@@ -18,8 +18,9 @@ from typing import Sequence
 
 from tooltune.dialogue import Assistant, Call, Dialogue, Result, Tool, Turn, User
 from tooltune.errors import InputError
-from tooltune.formats.base import (BOS, EOS, ChatFormat, ParsedTurn, Piece, Segment, check_prompt_turns, cut_at_stop,
-                                   merge, read_json_object, records_json)
+from tooltune.formats.base import (BOS, EOS, ChatFormat, ParsedTurn, Piece, Segment, arguments_so_far,
+                                   check_prompt_turns, cut_at_stop, merge, read_json_object, records_json,
+                                   without_partial_stop)
 
 
 class Llama2Format(ChatFormat):
@@ -61,6 +62,15 @@ class Llama2Format(ChatFormat):
         if body.startswith("assistant:"):
             return ParsedTurn(Assistant(body[len("assistant:"):].strip()), raw=text)
         return ParsedTurn(Assistant(body), malformed=True, raw=text)
+
+    def partial(self, text: str) -> tuple[str, str] | None:
+        """The first word decides: `assistant:` a reply, `search:` a call (see `ChatFormat.partial`)."""
+        body = without_partial_stop(text, self.stop_strings).lstrip()
+        if body.startswith("assistant:"):
+            return "reply", body[len("assistant:"):].strip()
+        if body.startswith("search:"):
+            return "call", arguments_so_far(body[len("search:"):])
+        return None
 
 
 def target_text(turn: Call | Assistant) -> str:
