@@ -1,14 +1,15 @@
 """Dev SLOT-F1 and BLEU-4 against training minutes and epochs, from a run's checkpoints (one per evaluation point).
 
-    python bench/learning_curve.py runs/g7 [--limit 150] [--name G7]
+    python bench/learning_curve.py runs/g7 [runs/g8 ...] [--limit 150] [--name G7 --name G8 ...]
 
 Each complete checkpoint `RUN/checkpoints/step-N` is turned into a run of its own (`tooltune export RUN --checkpoint
 N --out RUN-curve/step-N`) and scored on the first LIMIT dev turn units exactly as the run's own evaluation would be
 (`tooltune eval ... --max-new-tokens 160 --batch-size 16 --domain-vocab`, the run's dtype). The run's saved adapter
 (the best dev loss) is scored too when no checkpoint holds its step. Finished points are skipped on a re-run. Minutes
 are the training loop's own clock at that step (log.jsonl `elapsed_s`: steps and dev-loss evaluations, without
-loading). Writes bench/results/learning_curve.md and learning_curve.png, with G4's settings (measured earlier on the
-same 150 dev units, float32 decoding; bench/results/quality.md) as reference points.
+loading). Several runs are plotted side by side (one `--name` each, in order). Writes bench/results/learning_curve.md
+and learning_curve.png, with G4's settings (measured earlier on the same 150 dev units, float32 decoding;
+bench/results/quality.md) as reference points.
 """
 
 from __future__ import annotations
@@ -76,33 +77,41 @@ def score(run: Path, step: int, checkpoint: Path | None, dev: str, limit: int) -
     return json.loads((out / "metrics.json").read_text(encoding="utf-8"))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", type=Path)
-    parser.add_argument("--dev", default=DEV)
-    parser.add_argument("--limit", type=int, default=150)
-    parser.add_argument("--name", default="G7")
-    parser.add_argument("--note", default="", help="a sentence added under the table")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "learning_curve")
-    args = parser.parse_args()
-    log = log_entries(args.run)
-    per_epoch = steps_per_epoch(args.run)
+def curve(run: Path, dev: str, limit: int) -> list[dict]:
+    """One row per scored point of `run`."""
+    log = log_entries(run)
+    per_epoch = steps_per_epoch(run)
     rows = []
-    for step, checkpoint in points(args.run):
+    for step, checkpoint in points(run):
         at = [e for e in log if e.get("step") == step]
         minutes = max((e["elapsed_s"] for e in log if "elapsed_s" in e and e["step"] <= step), default=0) / 60
         dev_loss = next((e["dev_loss"] for e in at if "dev_loss" in e), None)
-        m = score(args.run, step, checkpoint, args.dev, args.limit)
+        m = score(run, step, checkpoint, dev, limit)
         metrics = m["metrics"]
         valid = metrics.get("valid_calls", {})
         rows.append({"step": step, "epochs": step / per_epoch, "minutes": minutes, "dev_loss": dev_loss,
                      "bleu4": metrics["bleu4"], "slot_p": metrics["slot_p"], "slot_r": metrics["slot_r"],
                      "slot_f1": metrics["slot_f1"], "valid": valid, "source": "adapter" if checkpoint is None else
                      f"checkpoints/step-{step}", "seconds": m.get("generation_seconds")})
-    write(args, rows)
+    return rows
 
 
-def write(args, rows: list[dict]) -> None:
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", type=Path, nargs="+")
+    parser.add_argument("--dev", default=DEV)
+    parser.add_argument("--limit", type=int, default=150)
+    parser.add_argument("--name", action="append", default=[], help="each run's name in the plot (default: G7)")
+    parser.add_argument("--note", default="", help="a sentence added under the tables")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "learning_curve")
+    args = parser.parse_args()
+    args.name = args.name or ["G7"]
+    if len(args.name) != len(args.runs):
+        parser.error(f"{len(args.runs)} runs and {len(args.name)} --name: give one name per run")
+    write(args, {name: curve(run, args.dev, args.limit) for name, run in zip(args.name, args.runs)})
+
+
+def write(args, curves: dict[str, list[dict]]) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -110,10 +119,11 @@ def write(args, rows: list[dict]) -> None:
     png = args.out.with_suffix(".png")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, key, title in ((axes[0], "slot_f1", "dev SLOT-F1"), (axes[1], "bleu4", "dev BLEU-4")):
-        ax.plot([r["minutes"] for r in rows], [r[key] for r in rows], "o-", label=f"{args.name} (levers, top 8 layers)")
-        for r in rows:
-            ax.annotate(f"{r['epochs']:.0f} ep", (r["minutes"], r[key]), textcoords="offset points", xytext=(0, 6),
-                        ha="center", fontsize=7)
+        for name, rows in curves.items():
+            ax.plot([r["minutes"] for r in rows], [r[key] for r in rows], "o-", label=name)
+            for r in rows:
+                ax.annotate(f"{r['epochs']:.0f} ep", (r["minutes"], r[key]), textcoords="offset points",
+                            xytext=(0, 6), ha="center", fontsize=7)
         ax.plot([p["minutes"] for p in G4_SETTINGS], [p[key] for p in G4_SETTINGS], "s--", color="gray",
                 label="G4's settings (G6, G4)")
         ax.set_xlabel("training minutes on 2 CPU cores")
@@ -122,22 +132,24 @@ def write(args, rows: list[dict]) -> None:
         ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(png, dpi=110)
-    cmd = " ".join(["python", "bench/learning_curve.py", str(args.run), "--limit", str(args.limit), "--name", args.name,
-                    *(["--note", f"'{args.note}'"] if args.note else [])])
-    lines = [f"# Learning curve: run {args.name} on dev", "",
+    cmd = " ".join(["python", "bench/learning_curve.py", *map(str, args.runs), "--limit", str(args.limit),
+                    *(f"--name {n}" for n in args.name), *(["--note", f"'{args.note}'"] if args.note else [])])
+    lines = [f"# Learning curve: run{'s' if len(curves) > 1 else ''} {', '.join(curves)} on dev", "",
              f"Made by `{cmd}` (each point: `tooltune export RUN --checkpoint STEP`, then `tooltune eval` on the first "
              f"{args.limit} dev turn units, greedy, domain vocabulary, the run's dtype). Minutes: the training loop's "
              f"clock at that step (steps and dev-loss evaluations, loading not included). Plot: "
-             f"[learning_curve.png](learning_curve.png).", "",
-             "| step | epochs | training minutes | dev loss | BLEU-4 | SLOT-P | SLOT-R | SLOT-F1 | weights |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
-    for r in rows:
-        loss = f"{r['dev_loss']:.4f}" if r["dev_loss"] is not None else "-"
-        lines.append(f"| {r['step']} | {r['epochs']:.2f} | {r['minutes']:.1f} | {loss} | {r['bleu4']:.2f} | "
-                     f"{r['slot_p']:.2f} | {r['slot_r']:.2f} | {r['slot_f1']:.2f} | {r['source']} |")
-    lines += ["", f"{args.name}'s points are checkpoints of one run whose cosine schedule was planned over all its "
-              "epochs, so the early ones were taken at a high learning rate; G6 and G4 are separate runs, each "
-              "decayed to zero.", *([args.note] if args.note else []),
+             f"[learning_curve.png](learning_curve.png)."]
+    for name, rows in curves.items():
+        lines += ["", f"{name} ({args.runs[args.name.index(name)]}):", "",
+                  "| step | epochs | training minutes | dev loss | BLEU-4 | SLOT-P | SLOT-R | SLOT-F1 | weights |",
+                  "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+        for r in rows:
+            loss = f"{r['dev_loss']:.4f}" if r["dev_loss"] is not None else "-"
+            lines.append(f"| {r['step']} | {r['epochs']:.2f} | {r['minutes']:.1f} | {loss} | {r['bleu4']:.2f} | "
+                         f"{r['slot_p']:.2f} | {r['slot_r']:.2f} | {r['slot_f1']:.2f} | {r['source']} |")
+    lines += ["", "Each run's points are checkpoints of one run whose cosine schedule was planned over all its epochs, "
+              "so the early ones were taken at a high learning rate; G6 and G4 are separate runs, each decayed to "
+              "zero.", *([args.note] if args.note else []),
               "", "G4's settings on the same units (float32 decoding, bench/results/quality.md):", ""]
     for p in G4_SETTINGS:
         lines.append(f"- {p['label']}: {p['minutes']:.0f} minutes of training, {p['epochs']:.2f} epochs, "
