@@ -77,12 +77,14 @@ def score(run: Path, step: int, checkpoint: Path | None, dev: str, limit: int) -
     return json.loads((out / "metrics.json").read_text(encoding="utf-8"))
 
 
-def curve(run: Path, dev: str, limit: int) -> list[dict]:
-    """One row per scored point of `run`."""
+def curve(run: Path, dev: str, limit: int, min_epochs: float = 0.0) -> list[dict]:
+    """One row per scored point of `run` (from `min_epochs` epochs on)."""
     log = log_entries(run)
     per_epoch = steps_per_epoch(run)
     rows = []
     for step, checkpoint in points(run):
+        if step < min_epochs * per_epoch:
+            continue
         at = [e for e in log if e.get("step") == step]
         minutes = max((e["elapsed_s"] for e in log if "elapsed_s" in e and e["step"] <= step), default=0) / 60
         dev_loss = next((e["dev_loss"] for e in at if "dev_loss" in e), None)
@@ -102,13 +104,17 @@ def main() -> None:
     parser.add_argument("--dev", default=DEV)
     parser.add_argument("--limit", type=int, default=150)
     parser.add_argument("--name", action="append", default=[], help="each run's name in the plot (default: G7)")
+    parser.add_argument("--min-epochs", type=float, action="append", default=[],
+                        help="per run (in order): score only its points from this many epochs on (default 0)")
     parser.add_argument("--note", default="", help="a sentence added under the tables")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "learning_curve")
     args = parser.parse_args()
     args.name = args.name or ["G7"]
     if len(args.name) != len(args.runs):
         parser.error(f"{len(args.runs)} runs and {len(args.name)} --name: give one name per run")
-    write(args, {name: curve(run, args.dev, args.limit) for name, run in zip(args.name, args.runs)})
+    firsts = args.min_epochs + [0.0] * (len(args.runs) - len(args.min_epochs))
+    write(args, {name: curve(run, args.dev, args.limit, first)
+                 for name, run, first in zip(args.name, args.runs, firsts)})
 
 
 def write(args, curves: dict[str, list[dict]]) -> None:
@@ -133,7 +139,8 @@ def write(args, curves: dict[str, list[dict]]) -> None:
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     cmd = " ".join(["python", "bench/learning_curve.py", *map(str, args.runs), "--limit", str(args.limit),
-                    *(f"--name {n}" for n in args.name), *(["--note", f"'{args.note}'"] if args.note else [])])
+                    *(f"--name {n}" for n in args.name), *(f"--min-epochs {e:g}" for e in args.min_epochs),
+                    *(["--note", f"'{args.note}'"] if args.note else [])])
     lines = [f"# Learning curve: run{'s' if len(curves) > 1 else ''} {', '.join(curves)} on dev", "",
              f"Made by `{cmd}` (each point: `tooltune export RUN --checkpoint STEP`, then `tooltune eval` on the first "
              f"{args.limit} dev turn units, greedy, domain vocabulary, the run's dtype). Minutes: the training loop's "
