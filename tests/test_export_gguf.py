@@ -4,12 +4,14 @@ renders the run's format, the Modelfile is beside it; bad input is one error lin
 
 Tolerances, as max |logit difference| over the largest |logit| of the merged model (float32) on the same ids:
 f16 within `TOLERANCE["f16"]` (weights rounded to 11 significant bits), q8_0 within `TOLERANCE["q8_0"]` (each block
-of 32 weights shares one float16 scale over 8-bit integers).
+of 32 weights shares one float16 scale over 8-bit integers). Measured: the tiny Llama here 3.6e-4 / 1.0e-2 (three
+seeds); G7 over 190 positions of course prompts 7.6e-4 / 4.6e-2 (bench/results/export_gguf.md).
 """
 
 from __future__ import annotations
 
 import json
+import stat
 from pathlib import Path
 
 import pytest
@@ -26,7 +28,7 @@ from tooltune.train.export import merged_model
 from tooltune.train.loop import run_training
 from tooltune.train.tiny import save_tiny_model, synthetic_examples, tiny_tokenizer
 
-TOLERANCE = {"f16": 1e-3, "q8_0": 3e-2}
+TOLERANCE = {"f16": 2e-3, "q8_0": 1e-1}
 """Largest allowed max |Δlogit| / max |logit| per quantisation (see the module's doc; docs/ and README say the same)."""
 
 VOCAB = 400
@@ -121,6 +123,26 @@ def test_the_modelfile_is_beside_the_gguf(run, tmp_path):
     assert "SYSTEM" not in text  # llama2 has no tool description in its prompt
     assert "format llama2" in text and "observation compact" in text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bot.Modelfile", "bot.gguf"]  # no temporary left
+    probe = tmp_path / "probe"
+    probe.write_text("")  # what any new file gets here: Ollama's server (another user) must be able to read the file
+    assert {stat.S_IMODE(p.stat().st_mode) for p in (out, tmp_path / "bot.Modelfile", probe)} == \
+        {stat.S_IMODE(probe.stat().st_mode)}
+
+
+def test_the_runs_tools_come_from_its_training_data(tmp_path, course_dir):
+    """The course's chatglm3 files hold the tools as one JSON string: read as the hotel tool."""
+    from tooltune.dialogue import HOTEL_TOOL
+    from tooltune.train.gguf_export import run_tools
+
+    run = tmp_path / "run"
+    run.mkdir()
+    tree = config_to_dict(config_from_dict({"data": {"format": "chatglm3",
+                                                     "train": str(course_dir / "train.chatglm3.jsonl")}}))
+    (run / "config.yaml").write_text(yaml.safe_dump(tree))
+    tools, where = run_tools(run)
+    assert tools == [HOTEL_TOOL] and where == "1 from the first line of train.chatglm3.jsonl"
+    (run / "config.yaml").write_text(yaml.safe_dump(config_to_dict(config_from_dict({"data": {"train": "nope"}}))))
+    assert run_tools(run) == ([], "none (the training data named in config.yaml is not readable here)")
 
 
 # ---- every format's templates render its prompts -------------------------------------------------------------------

@@ -351,6 +351,9 @@ def _temporary_beside(path: Path) -> Path:
     """A new empty file beside `path` (same folder, so that the final rename is atomic)."""
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(name, 0o666 & ~umask)  # as an ordinary new file (mkstemp's is private): Ollama's server may read it
     return Path(name)
 
 
@@ -371,7 +374,18 @@ def run_tools(run_dir: Path) -> tuple[list[Any], str]:
     if not isinstance(tools, list):
         return [], f"none (the first line of {path.name} has no tools list)"
     try:
-        found = [Tool.from_dict(t.get("function", t) if isinstance(t, dict) else t) for t in tools]
-    except InputError as e:
+        found = [Tool.from_dict(t) for t in _tool_dicts(tools)]
+    except (InputError, ValueError) as e:
         return [], f"none ({path.name}: {e})"
     return found, f"{len(found)} from the first line of {path.name}"
+
+
+def _tool_dicts(items: list[Any]) -> list[Any]:
+    """The tool objects of a dialogue file's `tools`: objects (OpenAI's `{"type": "function", "function": ...}` or
+    the function itself) or JSON text holding one or a list (the course's chatglm3 files)."""
+    out = []
+    for item in items:
+        item = json.loads(item) if isinstance(item, str) else item
+        for tool in item if isinstance(item, list) else [item]:
+            out.append(tool.get("function", tool) if isinstance(tool, dict) else tool)
+    return out
