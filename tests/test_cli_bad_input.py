@@ -61,6 +61,10 @@ CASES = {
                                        "--data-dir"),
     "demo: unknown base": (lambda t, m: ["demo", "--base", "no-such-model", "--out", str(t / "d")], "no-such-model"),
     "export: not a run": (lambda t, m: ["export", str(t), "--merge", str(t / "m")], "config.yaml"),
+    "export: --gguf with an unknown --quant": (lambda t, m: ["export", str(t), "--gguf", str(t / "m.gguf"), "--quant",
+                                                              "q4"], "--quant"),
+    "export: --gguf of a folder that is not a run": (lambda t, m: ["export", str(t), "--gguf", str(t / "m.gguf")],
+                                                     "config.yaml"),
     "model prepare: unknown alias": (lambda t, m: ["model", "prepare", "no-such-model"], "no-such-model"),
 }
 

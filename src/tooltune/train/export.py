@@ -6,6 +6,7 @@ import dataclasses
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 from tooltune import rundir
 from tooltune.errors import ToolTuneError
@@ -13,6 +14,7 @@ from tooltune.jsonio import read_json, staged_directory
 from tooltune.rundir import RunInfo
 from tooltune.runs import base_dir, tokenizer_dir
 from tooltune.train import checkpoint
+from tooltune.train.config import RunConfig
 from tooltune.train.methods import METHODS
 
 
@@ -22,16 +24,18 @@ def run_info(run_dir: Path) -> tuple[str, str]:
     return cfg.method.name, cfg.model.path
 
 
-def merge(run_dir: str | Path, out: str | Path, base_path: str | None = None) -> Path:
-    """Write `out`: the base model with the run's adapter merged in, plus the tokenizer and the format name.
+def merged_model(run_dir: str | Path, base_path: str | None = None, dtype: Any = None) -> tuple[Any, Any, RunConfig]:
+    """(model, tokenizer, config) of a run: its base with the adapter merged in (a full fine-tuning run's own weights),
+    in `dtype` (None: as the checkpoint is stored), and the tokenizer the run trained with.
 
     Refused where merging is not defined or would change the model: methods with virtual tokens (nothing to fold into
     the weights) and QLoRA (the base is 4-bit; folding the update into NF4 weights rounds it away or needs a
-    de-quantised base that is not the model that was trained).
+    de-quantised base that is not the model that was trained); and a run without its weights (training that did not
+    finish, or a folder copied without them).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    run_dir, out = Path(run_dir), Path(out)
+    run_dir = Path(run_dir)
     cfg = rundir.read_config(run_dir)
     method, base = cfg.method.name, cfg.model.path
     entry = METHODS[method]
@@ -42,22 +46,40 @@ def merge(run_dir: str | Path, out: str | Path, base_path: str | None = None) ->
     if entry.virtual_tokens:
         raise ToolTuneError(f"{run_dir}: method {method} adds virtual tokens, not weight updates, so there is nothing "
                             f"to merge; load the adapter with PeftModel.from_pretrained")
+    weights = rundir.MODEL_CONFIG if entry.peft_config is None else rundir.ADAPTER_WEIGHTS
+    if not (run_dir / weights).is_file():
+        steps = ", ".join(p.name for p in rundir.checkpoint_dirs(run_dir))
+        hint = (f"; its checkpoints ({steps}) become a run with `tooltune export RUN --checkpoint STEP --out DIR`"
+                if steps else "")
+        raise ToolTuneError(f"{run_dir}: no {weights} (the run did not finish, or was copied without its "
+                            f"weights){hint}")
     base = base_path or base
+    kwargs = {} if dtype is None else {"dtype": dtype}
     if entry.peft_config is None:
-        model = AutoModelForCausalLM.from_pretrained(run_dir)
+        model = AutoModelForCausalLM.from_pretrained(run_dir, **kwargs)
     else:
         from peft import PeftModel
-        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir(base, run_dir)),
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir(base, run_dir), **kwargs),
                                           run_dir).merge_and_unload()
+    return model, AutoTokenizer.from_pretrained(tokenizer_dir(run_dir, base)), cfg
+
+
+def merge(run_dir: str | Path, out: str | Path, base_path: str | None = None) -> Path:
+    """Write `out`: the base model with the run's adapter merged in (`merged_model`), plus the tokenizer and the
+    format name."""
+    run_dir, out = Path(run_dir), Path(out)
+    model, tokenizer, cfg = merged_model(run_dir, base_path)
+    method = cfg.method.name
     with staged_directory(out) as staging:  # each file renamed into `out` once all are written
         model.save_pretrained(staging)
-        AutoTokenizer.from_pretrained(tokenizer_dir(run_dir, base)).save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
         # A model folder has no config.yaml: what inference needs from it travels in the folder's RunInfo.
         info = dataclasses.replace(rundir.read_info(run_dir) or RunInfo(), method=method,
                                    format=cfg.data.format or None, observation=cfg.data.observation,
                                    argument_order=cfg.data.argument_order)
         rundir.write_info(staging, info, rundir.MODEL_INFO)
-        (staging / rundir.EXPORT_INFO).write_text(json.dumps({"merged_from": str(run_dir), "base": base,
+        (staging / rundir.EXPORT_INFO).write_text(json.dumps({"merged_from": str(run_dir),
+                                                               "base": base_path or cfg.model.path,
                                                                "method": method}, indent=1), encoding="utf-8")
     return out
 
