@@ -116,21 +116,15 @@ def train(args, model: Path, data: list[Dialogue], out: Path, seed: int, dev_fil
     return out / "run", fine_tune(cfg).best_dev_loss
 
 
-def generator_for(run: Path, max_new_tokens: int, vocab_of: list[Dialogue] | None = None, dtype: str = "float32",
-                  batch_size: int = 16):
-    """The run's generator; with `vocab_of`, generating only the tokens of those dialogues and the prompt (the
-    demo's `--domain-vocab`; the same dialogues for every run, so every run chooses among the same tokens)."""
+def generator_for(run: Path, max_new_tokens: int, dtype: str = "float32", batch_size: int = 16):
+    """The run's generator, for ranking the pool by uncertainty (scoring goes through `evaluate_run`)."""
     from tooltune.formats import get_format
-    from tooltune.inference import Generator, domain_vocab
+    from tooltune.inference import Generator
     from tooltune.runs import load_for_inference
 
     loaded = load_for_inference(run, dtype=dtype)
-    fmt = get_format(loaded.format)
-    vocab = domain_vocab(vocab_of, loaded.tokenizer, fmt, loaded.observation, loaded.argument_order) \
-        if vocab_of else None
-    return Generator(loaded.model, loaded.tokenizer, fmt,
-                     config=loaded.generation(max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                              output_vocab=vocab))
+    return Generator(loaded.model, loaded.tokenizer, get_format(loaded.format),
+                     config=loaded.generation(max_new_tokens=max_new_tokens, batch_size=batch_size))
 
 
 def pool_losses(run: Path, pool: list[Dialogue], max_length: int, dtype: str = "float32"):
@@ -147,15 +141,13 @@ def pool_losses(run: Path, pool: list[Dialogue], max_length: int, dtype: str = "
 def dev_metrics(run: Path, dev: list[Dialogue], limit: int, max_new_tokens: int,
                 vocab_of: list[Dialogue] | None = None, dtype: str = "float32", batch_size: int = 16
                 ) -> dict[str, float]:
-    from tooltune.evaluate.predictions import Row
-    from tooltune.evaluate.score import course_metrics
-    from tooltune.evaluate.units import eval_units
+    """Course metrics of `run` on the first `limit` (0: all) dev turn units; with `vocab_of`, generating only the
+    tokens of those dialogues and the prompt."""
+    from tooltune.evaluate.run import EvalOptions, evaluate_run
 
-    gen = generator_for(run, max_new_tokens, vocab_of, dtype, batch_size)
-    units = eval_units(dev, split="dev")
-    units = units[:limit] if limit else units
-    preds = gen.predict([u.history for u in units], [u.tools for u in units])
-    m = course_metrics([Row(u.id, u.gold, p.parsed.turn, p.raw) for u, p in zip(units, preds)])
+    options = EvalOptions(limit=limit, split="dev", dtype=dtype, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                          domain_vocab=bool(vocab_of), vocab_data=vocab_of, task_success=False, rouge=False)
+    m = evaluate_run(run, dev, options).metrics
     return {k: m[k] for k in ("slot_f1", "bleu4", "slot_p", "slot_r", "n_calls", "n_replies")}
 
 

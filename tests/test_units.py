@@ -6,7 +6,8 @@ import re
 import pytest
 
 from tooltune.dialogue import Assistant, Call, Dialogue, Result, User, turn_from_seed
-from tooltune.evaluate.units import Prediction, eval_units, predict_dialogue, predict_dialogues, predict_units
+from tooltune.evaluate.predictions import Row
+from tooltune.evaluate.units import Prediction, eval_units, predict_dialogue, predict_dialogues
 from tooltune.files import read_dialogues
 
 
@@ -87,7 +88,7 @@ def test_turn_mode_gives_each_unit_its_gold_history():
         return Prediction(Assistant("好的"), "好的")
 
     units = eval_units([SMALL], split="dev")
-    rows = predict_units(units, generate)
+    rows = [Row(u.id, u.gold, p.pred, p.raw) for u in units for p in [generate(u.history, u.tools)]]
     assert [r.id for r in rows] == ["dev:0:1", "dev:0:3", "dev:0:5"]
     assert [r.gold for r in rows] == [SMALL.turns[1], SMALL.turns[3], SMALL.turns[5]]
     assert seen == [SMALL.turns[:1], SMALL.turns[:3], SMALL.turns[:5]]

@@ -230,41 +230,19 @@ def stage_run(cfg: DemoConfig, base: Path, partial: Path) -> None:
 
 def evaluate(run: Path, data_file: Path, partial: Path, budget: Budget, data_dir: str | None = None,
              format: str | None = None, observation: str | None = None, train_file: Path | None = None) -> dict:
-    """Turn-mode evaluation (the course's) of `run` on `data_file`; writes predictions.jsonl and metrics.json.
-    `format`/`observation` are needed only for a plain (untrained) model folder: a run knows its own. The domain
-    vocabulary (`budget.domain_vocab`) comes from `train_file`, by default the run's own training data."""
-    from tooltune.evaluate.predictions import Row, write_predictions
-    from tooltune.evaluate.report import write_metrics
-    from tooltune.evaluate.score import hoteldb_search
-    from tooltune.evaluate.units import eval_units
-    from tooltune.files import read_dialogues
-    from tooltune.formats import get_format
-    from tooltune.inference import Generator, domain_vocab
-    from tooltune.runs import load_for_inference, training_data
+    """Turn-mode evaluation (the course's) of `run` on `data_file`; writes predictions.jsonl and metrics.json and
+    returns what metrics.json holds. `format`/`observation` are needed only for a plain (untrained) model folder: a
+    run knows its own. The domain vocabulary (`budget.domain_vocab`) comes from `train_file`, by default the run's
+    own training data."""
+    from tooltune.evaluate.run import EvalOptions, evaluate_run
 
-    loaded = load_for_inference(run, format=format, observation=observation)
-    fmt = get_format(loaded.format)
-    vocab = None
-    if budget.domain_vocab:
-        vocab = domain_vocab(read_dialogues(train_file or training_data(run)), loaded.tokenizer, fmt, loaded.observation,
-                             loaded.argument_order)
     # A model with few positions (the own GPT-2) keeps the newest turns of a long prompt, leaving room to answer.
-    positions = getattr(loaded.model.config, "n_positions", None) or loaded.model.config.max_position_embeddings
-    gen = loaded.generation(max_new_tokens=budget.max_new_tokens, batch_size=16,
-                            max_prompt_tokens=min(2048, positions - budget.max_new_tokens), output_vocab=vocab)
-    generator = Generator(loaded.model, loaded.tokenizer, fmt, config=gen)
-    units = eval_units(read_dialogues(data_file), split=data_file.name.split(".")[0])[:budget.eval_limit]
-    started = time.perf_counter()
-    preds = generator.predict([u.history for u in units], [u.tools for u in units], progress=True)
-    rows = [Row(u.id, u.gold, p.parsed.turn, p.raw) for u, p in zip(units, preds)]
-    partial.mkdir(parents=True, exist_ok=True)
-    write_predictions(partial / "predictions.jsonl", rows)
-    meta = {"model": loaded.model_name, "method": loaded.method, "mode": "turn", "run": str(run),
-            "data": str(data_file), "format": loaded.format, "observation": loaded.observation,
-            "generation_seconds": round(time.perf_counter() - started, 1), "units": len(rows),
-            "output_vocab": f"{len(vocab)} ids of the training data + the prompt's" if vocab is not None else "all"}
-    search = hoteldb_search(data_dir=data_dir) if budget.task_success else None
-    return write_metrics(partial, rows, meta, search=search)
+    options = EvalOptions(limit=budget.eval_limit, format=format, observation=observation, batch_size=16,
+                          max_new_tokens=budget.max_new_tokens, domain_vocab=budget.domain_vocab,
+                          vocab_data=train_file, task_success=budget.task_success, data_dir=data_dir, out=partial,
+                          progress=True)
+    result = evaluate_run(run, data_file, options)
+    return {**result.meta, "metrics": result.metrics}
 
 
 def stage_rules(cfg: DemoConfig, partial: Path) -> None:

@@ -155,6 +155,9 @@ SEED_KEYS = {"user": ("role", "content"), "search": ("role", "arguments", "name"
 
 AS_WRITTEN = "as-written"
 """The default argument order: each call's arguments as the data wrote them."""
+MAX_NEW_TOKENS = 256
+"""The default bound on the tokens a model generates for one turn (a call or a reply; the course's are far shorter),
+for eval, chat, serve and k-fold alike."""
 ARGUMENT_ORDERS = (AS_WRITTEN, "schema")
 """How a call's arguments are laid out when rendered: as the data wrote them, or in the tool schema's order."""
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Protocol, Sequence
 
-from tooltune.dialogue import Turn
+from tooltune.dialogue import MAX_NEW_TOKENS, Turn
 from tooltune.formats import ParsedTurn
 
 
@@ -85,7 +85,7 @@ class LockedPolicy:
 
 
 def load_policy(path: str | Path, fmt: str | None = None, device: str | None = None,
-                max_new_tokens: int = 256, constrained: bool = False, dtype: str | None = None,
+                max_new_tokens: int = MAX_NEW_TOKENS, constrained: bool = False, dtype: str | None = None,
                 max_prompt_tokens: int = 2048, domain_vocab: bool = False) -> GeneratorPolicy:
     """A `GeneratorPolicy` for a training run or a saved model (see `tooltune.runs.load_for_inference`).
     `constrained`: call bodies under the tool's schema (`GenerationConfig.constrained`). `dtype` None: float32 on

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tooltune.dialogue import MAX_NEW_TOKENS
+
 HELP = "chat with a trained model in the terminal (searches run on the local hotel database)"
 
 
@@ -13,7 +15,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="a training run directory or a saved model directory")
     parser.add_argument("--format", help="chat format (default: the run's); needed for a plain model directory")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
-    parser.add_argument("--max-new-tokens", type=int, default=256, help="tokens generated per turn at most")
+    parser.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS,
+                        help=f"tokens generated per turn at most (default {MAX_NEW_TOKENS})")
     parser.add_argument("--dtype", help="torch dtype of the weights (default: float32 on a CPU, where decoding one "
                                         "token at a time is many times faster than in bf16; else auto)")
     parser.add_argument("--domain-vocab", action="store_true",

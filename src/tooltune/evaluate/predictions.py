@@ -19,6 +19,7 @@ from tooltune.jsonio import atomic_write_text, dumps, read_text
 Target = Union[Call, Assistant]
 """A turn a model is asked to produce."""
 
+PREDICTIONS_FILE = "predictions.jsonl"
 ROW_KEYS = ("id", "gold", "pred", "raw")
 
 

@@ -12,7 +12,7 @@ carry the same ids as turn mode, so the two can be compared row by row; `MODES` 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable
 
 from tooltune.dialogue import HOTEL_TOOL, Assistant, Call, Dialogue, Tool, Turn
 from tooltune.evaluate.predictions import Row, Target
@@ -57,15 +57,6 @@ def eval_units(dialogues: Iterable[Dialogue], split: str = "test") -> list[Unit]
     # A checked Dialogue starts with a user turn, so every target (index > 0) has history: no unit is skipped.
     return [Unit(unit_id(split, d_index, t_index), dialogue.turns[:t_index], dialogue.turns[t_index], dialogue.tools)
             for d_index, dialogue in enumerate(dialogues) for t_index in dialogue.targets()]
-
-
-def predict_units(units: Sequence[Unit], generate: Generate) -> list[Row]:
-    """Turn mode: ask `generate` for every unit, each with its own (gold) history."""
-    rows = []
-    for unit in units:
-        prediction = generate(unit.history, unit.tools)
-        rows.append(Row(unit.id, unit.gold, prediction.pred, prediction.raw))
-    return rows
 
 
 def fed_back(prediction: Prediction) -> Turn:

@@ -17,6 +17,7 @@ from pathlib import Path
 from tooltune.build.split import kfold
 from tooltune.dialogue import Dialogue
 from tooltune.errors import ToolTuneError
+from tooltune.evaluate.run import EvalOptions, evaluate_run
 from tooltune.jsonio import atomic_write_text
 from tooltune.loop.balance import slot_keys_category
 from tooltune.train.config import RunConfig, replace
@@ -31,19 +32,8 @@ def stratum(d: Dialogue) -> tuple[str, str]:
 
 def fold_metrics(run_dir: Path, dev: list[Dialogue], limit: int, batch_size: int = 8) -> dict[str, float]:
     """Course metrics of a fold's run on the first `limit` turn units of its dev dialogues."""
-    from tooltune.evaluate.predictions import Row
-    from tooltune.evaluate.score import course_metrics
-    from tooltune.evaluate.units import eval_units
-    from tooltune.formats import get_format
-    from tooltune.inference import Generator
-    from tooltune.runs import load_for_inference
-
-    loaded = load_for_inference(run_dir)
-    generator = Generator(loaded.model, loaded.tokenizer, get_format(loaded.format),
-                          config=loaded.generation(max_new_tokens=96, batch_size=batch_size))
-    units = eval_units(dev, split="dev")[:limit]
-    preds = generator.predict([u.history for u in units], [u.tools for u in units])
-    m = course_metrics([Row(u.id, u.gold, p.parsed.turn, p.raw) for u, p in zip(units, preds)])
+    options = EvalOptions(limit=limit, split="dev", batch_size=batch_size, task_success=False, rouge=False)
+    m = evaluate_run(run_dir, dev, options).metrics
     return {k: m[k] for k in ("slot_p", "slot_r", "slot_f1", "bleu4")}
 
 
