@@ -25,7 +25,7 @@ import torch
 from tooltune.dialogue import MAX_NEW_TOKENS, Call
 from tooltune.evaluate.run import EvalOptions, evaluate_run
 from tooltune.evaluate.units import eval_units
-from tooltune.files import read_dialogues
+from tooltune.datafiles import read_dialogues
 from tooltune.paths import data_file
 from tooltune.runs import load_for_inference
 from tooltune.schema import argument_problems

@@ -37,14 +37,14 @@ from active_learning import dev_metrics, tiny_model  # noqa: E402  (bench/ is th
 from quality import hardware  # noqa: E402
 
 from tooltune.dialogue import Call, Dialogue, dialogue_to_seed  # noqa: E402
-from tooltune.files import read_dialogues, write_dialogues  # noqa: E402
+from tooltune.datafiles import read_dialogues, write_dialogues  # noqa: E402
 from tooltune.paths import data_dir  # noqa: E402
 
 
 def split_dev(dev: list[Dialogue], seed: int) -> tuple[list[Dialogue], list[Dialogue], int]:
     """(feedback half, held-out half, dialogues dropped from the held-out half for sharing a user sentence)."""
-    from tooltune.build.exclude import item_texts, remove_overlap
-    from tooltune.build.items import Item
+    from tooltune.dataset.exclude import item_texts, remove_overlap
+    from tooltune.dataset.items import Item
 
     order = list(range(len(dev)))
     random.Random(seed).shuffle(order)

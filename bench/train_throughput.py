@@ -64,7 +64,7 @@ def course_like_examples(n: int, vocab: int, median: int, trained_ratio: float, 
 
 def course_examples(path: str, format_name: str, tokenizer, n: int, vocab: int) -> list[Example]:
     """The first `n` dialogues of `path` rendered by a chat format (every model turn trained), as the loop sees them."""
-    from tooltune.files import read_dialogues
+    from tooltune.datafiles import read_dialogues
     from tooltune.formats import encode_all, ensure_special_tokens, get_format
 
     fmt = get_format(format_name).for_tokenizer(tokenizer)

@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from conftest import read_jsonl
-from tooltune.build.items import make_item
-from tooltune.build.llm import LLMConfig, make_client, rewrite_items
+from tooltune.dataset.items import make_item
+from tooltune.dataset.llm import LLMConfig, make_client, rewrite_items
 from tooltune.cli import main
 from tooltune.dialogue import Call, User, dialogue_from_seed
 
@@ -125,7 +125,7 @@ def test_llm_failures_are_counted_not_fatal():
 def test_token_lengths_use_a_local_tokenizer(tmp_path):
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-    from tooltune.build.pipeline import _token_counter
+    from tooltune.dataset.pipeline import _token_counter
     from tooltune.errors import ToolTuneError
 
     tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))

@@ -115,7 +115,7 @@ def test_a_run_trains_with_the_weight_and_records_it(tmp_path):
     import yaml
 
     from tooltune.cli import main
-    from tooltune.files import write_dialogues
+    from tooltune.datafiles import write_dialogues
     from tooltune.train.tiny import save_tiny_model, tiny_tokenizer
 
     model = save_tiny_model(tmp_path / "model")

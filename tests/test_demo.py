@@ -156,7 +156,7 @@ def test_an_untrained_model_folder_is_evaluated_with_the_vocabulary_of_a_given_t
     # Generated: only ids of the given training file (rendered as evaluated: llama2, compact), the prompt's, or eos.
     from transformers import AutoTokenizer
 
-    from tooltune.files import read_dialogues
+    from tooltune.datafiles import read_dialogues
 
     tok = AutoTokenizer.from_pretrained(base)
     allowed = rendered_ids(read_dialogues(split / "train.chatglm3.jsonl"), tok, "llama2", "compact")

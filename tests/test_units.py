@@ -8,7 +8,7 @@ import pytest
 from tooltune.dialogue import Assistant, Call, Dialogue, Result, User, turn_from_seed
 from tooltune.evaluate.predictions import Row
 from tooltune.evaluate.units import Prediction, eval_units, predict_dialogue, predict_dialogues
-from tooltune.files import read_dialogues
+from tooltune.datafiles import read_dialogues
 
 
 def llama2_samples(path):

@@ -153,7 +153,7 @@ def _stage(out: Path, name: str, marker: str, work: Callable[[Path], None], say:
 
 
 def stage_data(cfg: DemoConfig, partial: Path) -> None:
-    from tooltune.build.pipeline import BuildConfig, build
+    from tooltune.dataset.pipeline import BuildConfig, build
     from tooltune.pretrain.corpus import build_corpus, write_corpus
 
     course = paths.data_dir(cfg.data_dir) / paths.COURSE_SPLIT
@@ -278,7 +278,7 @@ def table(eval_dir: Path, rules_dir: Path | None, markdown: bool = False) -> str
 
 def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> Path:
     """Every stage in order (skipping finished ones); prints the table and returns the run directory."""
-    from tooltune.build.fetch import DEMO_FILES, ensure
+    from tooltune.dataset.fetch import DEMO_FILES, ensure
     from tooltune.models.registry import ALIASES
 
     if cfg.base != OWN_GPT2 and cfg.base not in ALIASES and not Path(cfg.base).is_dir():

@@ -1,6 +1,6 @@
 """The one dialogue model every reader, writer, chat format and metric works on.
 
-Raw dicts stop at the readers (`tooltune.files`): past them a dialogue is a `Dialogue` of typed turns whose order is
+Raw dicts stop at the readers (`tooltune.datafiles`): past them a dialogue is a `Dialogue` of typed turns whose order is
 checked once, here. The seed format (the lecture's 11.2: roles user/search/return/assistant) is the canonical JSON form
 of a turn; `turn_to_seed` / `turn_from_seed` convert, and predictions files use it too.
 """

@@ -12,7 +12,7 @@ from pathlib import Path
 from tooltune import jsonio
 from tooltune.dialogue import Assistant, Call, Turn, turn_from_seed
 from tooltune.errors import InputError
-from tooltune.files.records import read_jsonl
+from tooltune.datafiles.records import read_jsonl
 from tooltune.paths import COURSE_SPLIT, data_file
 
 SPLIT_FILES = {"train": "train.llama2.reconstructed.jsonl", "dev": "dev.llama2.jsonl", "test": "test.llama2.jsonl"}

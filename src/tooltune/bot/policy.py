@@ -117,7 +117,7 @@ def load_policy(path: str | Path, fmt: str | None = None, device: str | None = N
         pass
     vocab = None
     if train_file is not None:
-        from tooltune.files import read_dialogues
+        from tooltune.datafiles import read_dialogues
         from tooltune.inference import domain_vocab as vocab_of
         vocab = vocab_of(read_dialogues(train_file), loaded.tokenizer, get_format(loaded.format), loaded.observation,
                          loaded.argument_order)

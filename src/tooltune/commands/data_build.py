@@ -49,10 +49,10 @@ def _ratios(text: str) -> tuple[float, float, float]:
 
 
 def config_from_args(args: argparse.Namespace):
-    from tooltune.build.augment import AugmentConfig
-    from tooltune.build.clean import CleanConfig
-    from tooltune.build.llm import LLMConfig
-    from tooltune.build.pipeline import BuildConfig
+    from tooltune.dataset.augment import AugmentConfig
+    from tooltune.dataset.clean import CleanConfig
+    from tooltune.dataset.llm import LLMConfig
+    from tooltune.dataset.pipeline import BuildConfig
     from tooltune.errors import InputError
 
     if bool(args.llm_base_url) != bool(args.llm_model):
@@ -73,7 +73,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from tooltune.build.pipeline import build
+    from tooltune.dataset.pipeline import build
 
     summary = build(config_from_args(args))
     print(json.dumps(summary, ensure_ascii=False, indent=1))

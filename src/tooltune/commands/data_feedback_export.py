@@ -43,8 +43,8 @@ def run(args: argparse.Namespace) -> int:
     from tooltune.errors import InputError
     from tooltune.feedback import default_path, read_conversations
     from tooltune.feedback.export import export, label_rows, label_studio_tasks, report
-    from tooltune.files import write_dialogues
-    from tooltune.files.records import write_jsonl_atomic
+    from tooltune.datafiles import write_dialogues
+    from tooltune.datafiles.records import write_jsonl_atomic
     from tooltune.jsonio import atomic_write_text
 
     db = Path(args.db) if args.db else default_path()

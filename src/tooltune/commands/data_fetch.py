@@ -1,4 +1,4 @@
-"""`tooltune data fetch`: download CrossWOZ and the course's hotel data into the cache (see tooltune.build.fetch)."""
+"""`tooltune data fetch`: download CrossWOZ and the course's hotel data into the cache (see tooltune.dataset.fetch)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tooltune import paths
-    from tooltune.build.fetch import fetch_all
+    from tooltune.dataset.fetch import fetch_all
 
     dest = args.dest or paths.cache_dir() / "data"
     for f in fetch_all(dest, only=args.only, timeout=args.timeout, progress=True):

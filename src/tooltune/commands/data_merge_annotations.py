@@ -26,8 +26,8 @@ def run(args: argparse.Namespace) -> int:
 
     from tooltune.errors import InputError
     from tooltune.jsonio import atomic_write_text
-    from tooltune.files import read_dialogues, write_dialogues
-    from tooltune.loop.annotate import merge, merge_report, read_annotations
+    from tooltune.datafiles import read_dialogues, write_dialogues
+    from tooltune.curation.annotate import merge, merge_report, read_annotations
 
     for name in ("max_fail_rate", "max_change_rate"):
         value = getattr(args, name)

@@ -8,7 +8,7 @@ HELP = "rank unlabelled or unchecked dialogues by the model's uncertainty and wr
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from tooltune.loop.select import SCORES
+    from tooltune.curation.select import SCORES
 
     parser.add_argument("--model", required=True, help="a tooltune run directory (or a model directory + --format)")
     parser.add_argument("--pool", required=True, help="dialogues to choose from (any format tooltune reads)")
@@ -35,11 +35,11 @@ def run(args: argparse.Namespace) -> int:
 
     from tooltune.errors import InputError
     from tooltune.jsonio import atomic_write_text
-    from tooltune.files import read_dialogues, write_dialogues
+    from tooltune.datafiles import read_dialogues, write_dialogues
     from tooltune.formats import get_format
     from tooltune.inference import Generator
-    from tooltune.loop.annotate import label_studio_task
-    from tooltune.loop.select import label_losses, select_top, uncertainties
+    from tooltune.curation.annotate import label_studio_task
+    from tooltune.curation.select import label_losses, select_top, uncertainties
     from tooltune.runs import load_for_inference
 
     if args.n < 1:

@@ -32,7 +32,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tooltune.dialogue import with_argument_order
     from tooltune.errors import InputError
-    from tooltune.files import read_dialogues
+    from tooltune.datafiles import read_dialogues
     from tooltune.formats import FORMATS, encode, ensure_special_tokens, show
 
     dialogues = read_dialogues(args.file, args.source_format)

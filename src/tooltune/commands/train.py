@@ -33,7 +33,7 @@ def run(args) -> int:
 
 def _kfold(cfg, args) -> int:
     from tooltune.errors import InputError
-    from tooltune.loop.kfold import kfold_table, train_kfold
+    from tooltune.curation.kfold import kfold_table, train_kfold
 
     if args.kfold < 2:
         raise InputError("must be at least 2", field="--kfold")

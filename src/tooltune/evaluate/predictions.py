@@ -13,7 +13,7 @@ from typing import Any, Iterable, Union
 
 from tooltune.dialogue import Assistant, Call, turn_from_seed, turn_to_seed
 from tooltune.errors import InputError
-from tooltune.files.records import read_jsonl
+from tooltune.datafiles.records import read_jsonl
 from tooltune.jsonio import atomic_write_text, dumps, read_text
 
 Target = Union[Call, Assistant]

@@ -23,7 +23,7 @@ from tooltune.evaluate.predictions import PREDICTIONS_FILE, Row, write_predictio
 from tooltune.evaluate.report import write_metrics
 from tooltune.evaluate.score import hoteldb_search, score
 from tooltune.evaluate.units import MODES, Prediction, Unit, eval_units, predict_dialogue, unit_id
-from tooltune.files import read_dialogues
+from tooltune.datafiles import read_dialogues
 from tooltune.formats import get_format
 from tooltune.inference import GenerationConfig, Generator, domain_vocab
 from tooltune.runs import Loaded, load_for_inference, training_data

@@ -31,7 +31,7 @@ from typing import Iterator
 
 from tooltune import jsonio, paths
 from tooltune.errors import InputError
-from tooltune.files.records import read_jsonl
+from tooltune.datafiles.records import read_jsonl
 from tooltune.hotels import load_hotels
 
 # Shorter utterances ("好的，谢谢。") recur across dialogues and identify none of them.

@@ -125,7 +125,7 @@ class DataConfig:
     stays within each): no padding at all. Not for prompt/ptuning/prefix, whose virtual tokens would be shared."""
     loss_weights: str = ""
     """Weight each training dialogue's token losses by its category (slot-keys, turn-type or facility; empty: none):
-    w = n / (C * n_c), so every category weighs the same in total and the weights average 1 (tooltune.loop.balance)."""
+    w = n / (C * n_c), so every category weighs the same in total and the weights average 1 (tooltune.curation.balance)."""
     call_weight: float = 1.0
     """The loss weight of the tokens of tool calls, replies keeping 1: slot values are few tokens among many reply
     tokens, and replies overfit first (bench/results/learning_curve.md). The loss stays divided by the plain count of

@@ -14,12 +14,12 @@ import torch
 
 from tooltune.dialogue import with_argument_order
 from tooltune.errors import InputError
-from tooltune.files import read_dialogues
-from tooltune.files.records import read_jsonl
+from tooltune.datafiles import read_dialogues
+from tooltune.datafiles.records import read_jsonl
 from tooltune.formats import Example as FormatExample
 from tooltune.formats import encode_all, ensure_special_tokens, get_format
 from tooltune.formats.packing import pack
-from tooltune.loop.balance import loss_weights
+from tooltune.curation.balance import loss_weights
 
 IGNORE = -100
 
@@ -106,7 +106,7 @@ def read_examples(path: str | Path) -> tuple[list[Example], list[str]]:
 
 
 def render_dialogues(path: str | Path, data_cfg, tokenizer, weighted: bool = False) -> tuple[list[Example], Dropped]:
-    """Dialogues read by `tooltune.files`, rendered by the chat format `data_cfg.format` and encoded: the one step
+    """Dialogues read by `tooltune.datafiles`, rendered by the chat format `data_cfg.format` and encoded: the one step
     that joins the formats to training. The tokenizer gets the format's special tokens (see `new_token_ids`)."""
     fmt = get_format(data_cfg.format).for_tokenizer(tokenizer)
     ensure_special_tokens(tokenizer, fmt.special_tokens)

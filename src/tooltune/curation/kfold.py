@@ -1,6 +1,6 @@
 """K-fold training for scarce data (lecture 12.5, 交叉验证): K runs, each holding out one stratified part as its dev set.
 
-The training dialogues (`data.train`) are dealt into K parts by `tooltune.build.split.kfold`, stratified by the
+The training dialogues (`data.train`) are dealt into K parts by `tooltune.dataset.split.kfold`, stratified by the
 build's stratum (argument keys used, single vs multi search), so every fold's dev set has the whole set's mix. Fold i
 trains on the other K-1 parts and evaluates on part i: the dev loss always, and with `eval_limit` > 0 the course's
 metrics (slot P/R/F1, BLEU-4) on the first `eval_limit` turn units of its dev part. `data.dev` of the config is not
@@ -14,19 +14,19 @@ import json
 import statistics
 from pathlib import Path
 
-from tooltune.build.split import kfold
+from tooltune.dataset.split import kfold
 from tooltune.dialogue import Dialogue
 from tooltune.errors import ToolTuneError
 from tooltune.evaluate.run import EvalOptions, evaluate_run
 from tooltune.jsonio import atomic_write_text
-from tooltune.loop.balance import slot_keys_category
+from tooltune.curation.balance import slot_keys_category
 from tooltune.train.config import RunConfig, replace
 
 METRICS = ("dev_loss", "slot_p", "slot_r", "slot_f1", "bleu4")
 
 
 def stratum(d: Dialogue) -> tuple[str, str]:
-    """The build's stratum (`tooltune.build.split.stratum`) of a plain dialogue."""
+    """The build's stratum (`tooltune.dataset.split.stratum`) of a plain dialogue."""
     return slot_keys_category(d), "multi" if len(d.calls) > 1 else "single"
 
 
@@ -43,7 +43,7 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 def train_kfold(cfg: RunConfig, k: int, eval_limit: int = 0, seed: int | None = None) -> dict:
     """Train the K folds; returns {"folds": [per-fold metrics], "mean": {...}, "std": {...}} (also written)."""
-    from tooltune.files import read_dialogues, write_dialogues
+    from tooltune.datafiles import read_dialogues, write_dialogues
     from tooltune.train.recipe import fine_tune
 
     if not cfg.data.format:

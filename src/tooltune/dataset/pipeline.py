@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tooltune import jsonio, paths
-from tooltune.build import crosswoz
-from tooltune.build.augment import AugmentConfig, augment, paraphrase_table
-from tooltune.build.clean import CleanConfig, clean, remove_leakage
-from tooltune.build.exclude import item_texts, remove_overlap, user_texts
-from tooltune.build.items import Item, Removed
-from tooltune.build.llm import LLMConfig, make_client, rewrite_items
-from tooltune.build.report import plot_balance, render_markdown, seed_json, split_stats
-from tooltune.build.split import stratified_split, stratum
+from tooltune.dataset import crosswoz
+from tooltune.dataset.augment import AugmentConfig, augment, paraphrase_table
+from tooltune.dataset.clean import CleanConfig, clean, remove_leakage
+from tooltune.dataset.exclude import item_texts, remove_overlap, user_texts
+from tooltune.dataset.items import Item, Removed
+from tooltune.dataset.llm import LLMConfig, make_client, rewrite_items
+from tooltune.dataset.report import plot_balance, render_markdown, seed_json, split_stats
+from tooltune.dataset.split import stratified_split, stratum
 from tooltune.errors import InputError, ToolTuneError
 from tooltune.hotels import load_hotels
 
@@ -57,7 +57,7 @@ class BuildConfig:
     """A local tokenizer dir (transformers) for token lengths in the report; None: count characters."""
     exclude: tuple[Path, ...] = ()
     """JSON-lines files (seed, chatglm3, llama2) whose user sentences no built dialogue may contain, e.g. the
-    course's test set when the build is for training a model evaluated on it (see `tooltune.build.exclude`)."""
+    course's test set when the build is for training a model evaluated on it (see `tooltune.dataset.exclude`)."""
 
     def __post_init__(self) -> None:
         if len(self.ratios) != 3 or any(r < 0 for r in self.ratios) or sum(self.ratios) <= 0:
