@@ -24,7 +24,7 @@ from tooltune.baseline.calls import CarryConfig, merge, sentence_slots
 from tooltune.baseline.lexicon import Lexicon, NameFinder, last_call, last_user
 from tooltune.baseline.replies import Template, delexicalise, recent_results
 from tooltune.baseline.retrieval import TfIdfIndex
-from tooltune.baseline.units import Unit
+from tooltune.evaluate.units import Unit
 from tooltune.dialogue import Assistant, Call, Result, Turn, User
 from tooltune.errors import InputError
 

@@ -22,7 +22,7 @@ from tooltune.evaluate.partial import PARTIAL_FILE, PartialPredictions
 from tooltune.evaluate.predictions import PREDICTIONS_FILE, Row, write_predictions
 from tooltune.evaluate.report import write_metrics
 from tooltune.evaluate.score import hoteldb_search, score
-from tooltune.evaluate.units import MODES, Prediction, Unit, eval_units, predict_dialogue, unit_id
+from tooltune.evaluate.units import MODES, Unit, eval_units, predict_dialogue, unit_id
 from tooltune.datafiles import read_dialogues
 from tooltune.formats import get_format
 from tooltune.inference import GenerationConfig, Generator, domain_vocab
@@ -273,8 +273,7 @@ def _predict_turns(generator: Generator, units: list[Unit], done: dict[str, Row]
 def _predict_dialogues(generator: Generator, dialogues: list[Dialogue], split: str, done: dict[str, Row],
                        partial: PartialPredictions | None, result: EvalResult) -> None:
     def generate(history, tools):
-        p = generator.predict([history], [tools])[0]
-        return Prediction(p.parsed.turn, p.raw)
+        return generator.predict([history], [tools])[0]
 
     for i, dialogue in enumerate(dialogues):
         ids = [unit_id(split, i, t) for t in dialogue.targets()]
