@@ -51,7 +51,7 @@ METRICS = "src/tooltune/evaluate/metrics.py"
 INFER = "src/tooltune/inference.py"
 BASE = "src/tooltune/formats/base.py"
 PACK = "src/tooltune/formats/packing.py"
-PRETRAIN = "src/tooltune/train/pretrain.py"
+PRETRAIN = "src/tooltune/pretrain/model.py"
 
 T_LOSS = "tests/test_train_loss.py"
 T_RESUME = "tests/test_train_resume.py"

@@ -11,7 +11,7 @@ from tooltune.cli import main
 from tooltune.errors import InputError
 from tooltune.train.config import config_from_dict, dump_config, load_config
 from tooltune.train.methods import METHODS
-from tooltune.train.pretrain import load_pretrain_config
+from tooltune.pretrain.model import load_pretrain_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

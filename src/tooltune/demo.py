@@ -198,7 +198,7 @@ def _own_gpt2(budget: Budget, corpus: Path, partial: Path, name: str) -> None:
         save_tokenizer,
         train_tokenizer,
     )
-    from tooltune.train.pretrain import load_pretrain_config, pretrain
+    from tooltune.pretrain.model import load_pretrain_config, pretrain
 
     tokenizer = train_tokenizer(read_corpus([str(corpus)]), TokenizerConfig(vocab_size=budget.vocab_size))
     save_tokenizer(tokenizer, partial / "tokenizer")

@@ -17,7 +17,7 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
-    from tooltune.train.pretrain import load_pretrain_config, pretrain
+    from tooltune.pretrain.model import load_pretrain_config, pretrain
 
     overrides = list(args.overrides) + [f"train.out={args.out}"]
     overrides += [f"corpus.text={args.corpus}"] if args.corpus else []

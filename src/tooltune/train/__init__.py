@@ -2,4 +2,4 @@
 accelerate loop for every PEFT method (`loop`) with its distributed strategies (`strategy`) and trackers
 (`tracking`), the method table (`methods`), frozen dataclass configs (`config`), examples and batching (`data`), the
 token loss (`loss`), frozen bottom layers (`frozen`), resumable checkpoints (`checkpoint`), merged and checkpoint
-export (`export`), GPT-2 pre-training from scratch (`pretrain`) and tiny in-process models for tests (`tiny`)."""
+export (`export`) and tiny in-process models for tests (`tiny`). Pre-training is `tooltune.pretrain`."""
