@@ -87,7 +87,7 @@ def test_accumulated_step_is_sum_over_tokens_not_mean_of_means():
     whole = collate(short + long, 0)
     expected = reference(**whole).loss
     expected.backward()
-    assert trained == sum(e.trained for e in short + long)
+    assert trained == sum(e.trained_tokens for e in short + long)
     assert loss == pytest.approx(expected.item(), abs=1e-5)
     got, want = _grads(model), _grads(reference)
     for name in want:

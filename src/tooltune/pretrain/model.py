@@ -14,7 +14,7 @@ from tooltune.errors import InputError, ToolTuneError
 from tooltune.rundir import PRETRAIN_KIND, RunInfo
 from tooltune.train.config import (DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig, _build, _check,
                                    apply_override)
-from tooltune.train.data import Example
+from tooltune.formats import Example
 from tooltune.train.loop import run_training
 
 

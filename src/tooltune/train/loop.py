@@ -31,7 +31,8 @@ from tooltune.jsonio import atomic_write_text, staged_directory
 from tooltune.rundir import RunInfo
 from tooltune.train import checkpoint, methods, tracking
 from tooltune.train.config import RunConfig, config_to_dict
-from tooltune.train.data import IGNORE, Example, batch_order, collate
+from tooltune.formats import IGNORE_INDEX, Example
+from tooltune.train.data import batch_order, collate
 from tooltune.train.frozen import FrozenBottom, cut_index, decoder_layers, parse_layers
 from tooltune.train.loss import TokenLoss, fast_path_agrees, transformers_model
 from tooltune.train.strategy import strategy
@@ -110,7 +111,7 @@ def _train_step(accelerator, loss_module, window, pad_id: int, extra_loss, botto
                 ) -> tuple[float, float, float]:
     """Forward/backward over one window; returns (loss of the step, trained tokens, all tokens), all processes."""
     batches = [collate(mb, pad_id) for mb in window]
-    local_trained = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
+    local_trained = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
     trained = _sum_over_processes(accelerator, local_trained)
     tokens = _sum_over_processes(accelerator, sum(len(e.input_ids) for mb in window for e in mb))
     scale = accelerator.num_processes / trained
@@ -376,7 +377,7 @@ def output_vocab(train: list[Example]) -> list[int]:
     ids: set[int] = set()
     for e in train:
         ids.update(e.input_ids)
-        ids.update(t for t in e.labels if t != IGNORE)
+        ids.update(t for t in e.labels if t != IGNORE_INDEX)
     return sorted(ids)
 
 
