@@ -99,7 +99,7 @@ def test_bf16_on_a_cpu_without_native_bf16_is_warned_about(monkeypatch):
 
 def test_dtype_auto_follows_the_hardware(monkeypatch):
     from tooltune import hardware
-    from tooltune.train.recipe import torch_dtype
+    from tooltune.hardware import torch_dtype
 
     import torch
 

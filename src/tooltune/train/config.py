@@ -19,8 +19,9 @@ import yaml
 
 from tooltune.dialogue import ARGUMENT_ORDERS, AS_WRITTEN
 from tooltune.errors import InputError
+from tooltune import hardware
 
-DTYPES = ("float32", "bfloat16", "float16", "auto")
+DTYPES = (*hardware.DTYPES, "auto")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 SCHEDULES = ("cosine", "linear", "constant")
 TRACKERS = ("none", "tensorboard", "wandb", "mlflow")
