@@ -215,7 +215,7 @@ def _own_gpt2(budget: Budget, corpus: Path, partial: Path, name: str) -> None:
 
 
 def stage_run(cfg: DemoConfig, base: Path, partial: Path) -> None:
-    from tooltune.train.config import RunConfig, _build
+    from tooltune.train.config import config_from_dict
     from tooltune.train.recipe import fine_tune
 
     own = cfg.base == OWN_GPT2
@@ -223,7 +223,7 @@ def stage_run(cfg: DemoConfig, base: Path, partial: Path) -> None:
     model = base / (base / "DONE").read_text(encoding="utf-8").strip()
     tree = finetune_tree(model, partial, paths.data_dir(cfg.data_dir), cfg.budget,
                          method="full" if own else "lora", own=own)
-    info = fine_tune(_build(RunConfig, tree, ""))
+    info = fine_tune(config_from_dict(tree))
     if info.interrupted_at is not None:
         raise ToolTuneError(f"fine-tuning stopped at step {info.interrupted_at}; run the demo again")
 

@@ -127,7 +127,7 @@ def course_paraphrases(root: Path) -> dict[str, str]:
     return learn_paraphrases(pairs)
 
 
-def _token_counter(tokenizer: str | None) -> Callable[[str], int] | None:
+def token_counter(tokenizer: str | None) -> Callable[[str], int] | None:
     """Token counts from a local tokenizer dir: its `tokenizer.json` via `tokenizers` (fast to load), else
     transformers' AutoTokenizer (slow tokenizers)."""
     if tokenizer is None:
@@ -189,7 +189,7 @@ def write_outputs(config: BuildConfig, splits: dict[str, list[Item]], sources: d
     out.mkdir(parents=True, exist_ok=True)
     for name, items in splits.items():
         jsonio.atomic_write_text(out / f"{name}.jsonl", "".join(seed_json(i) + "\n" for i in items))
-    count_tokens = _token_counter(config.tokenizer)
+    count_tokens = token_counter(config.tokenizer)
     stats = {name: split_stats(items, count_tokens) for name, items in splits.items()}
     settings = {"seed": config.seed, "limit": config.limit, "ratios": "/".join(f"{r:g}" for r in config.ratios),
                 "p": config.augment.p, "paraphrase": config.augment.paraphrase, "qa": config.augment.qa,

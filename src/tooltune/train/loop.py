@@ -107,7 +107,7 @@ def _name_rows(bottom: FrozenBottom | None, examples: list[Example]) -> None:
         bottom.set_batch([id(e) for e in examples], [len(e.input_ids) for e in examples])
 
 
-def _train_step(accelerator, loss_module, window, pad_id: int, extra_loss, bottom: FrozenBottom | None = None
+def train_step(accelerator, loss_module, window, pad_id: int, extra_loss, bottom: FrozenBottom | None = None
                 ) -> tuple[float, float, float]:
     """Forward/backward over one window; returns (loss of the step, trained tokens, all tokens), all processes."""
     batches = [collate(mb, pad_id) for mb in window]
@@ -249,7 +249,7 @@ class _Run:
     def step(self, window: list[list[Example]]) -> None:
         """One optimizer step over `window` (train.grad_accum micro-batches), then the method's own work."""
         accelerator, cfg, prog = self.accelerator, self.cfg, self.prog
-        loss, trained, tokens = _train_step(accelerator, self.loss_module, window, self.pad_id, self.extra_loss,
+        loss, trained, tokens = train_step(accelerator, self.loss_module, window, self.pad_id, self.extra_loss,
                                             self.bottom)
         grad_norm = strategy(accelerator).grad_norm(accelerator, self.loss_module, self.trainable,
                                                     cfg.train.max_grad_norm)

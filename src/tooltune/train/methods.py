@@ -24,7 +24,7 @@ class Method:
     peft_config: Callable[[Any, int], Any] | None
     """(MethodConfig, total optimizer steps) -> a peft config; None: train the full model."""
     virtual_tokens: bool = False
-    """Prepends virtual tokens or past key/values: the loss takes the plain full-logits path (see loop.token_loss)."""
+    """Prepends virtual tokens or past key/values: the loss takes the plain full-logits path (see `tooltune.train.loss.TokenLoss`)."""
     no_checkpointing: str = ""
     """Why gradient checkpointing cannot be used with it (empty: it can)."""
     quantized: bool = False
