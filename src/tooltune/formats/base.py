@@ -194,25 +194,11 @@ def arguments_so_far(text: str) -> str:
     start = text.find("{")
     if start == -1:
         return ""
-    depth, in_string, escaped, last_comma = 0, False, False, None
-    for k in range(start, len(text)):
-        ch = text[k]
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "{[":
-            depth += 1
-        elif ch in "}]":
-            depth -= 1
-            if depth == 0:
-                break
-        elif ch == "," and depth == 1:
+    last_comma = None
+    for k, ch, depth in jsonio.json_structure(text, start):
+        if ch in "}]" and depth == 0:
+            break
+        if ch == "," and depth == 1:
             last_comma = k
     if last_comma is None:
         return "{"
