@@ -125,7 +125,8 @@ def run_hf_trainer(model_dir: Path, tokenizer, examples, args) -> tuple[float, f
         counts: list[tuple[int, int]]
 
         def training_step(self, model, inputs, *rest, **kw):
-            self.counts.append((int(inputs["attention_mask"].sum()), int((inputs["labels"][:, 1:] != IGNORE_INDEX).sum())))
+            trained = int((inputs["labels"][:, 1:] != IGNORE_INDEX).sum())
+            self.counts.append((int(inputs["attention_mask"].sum()), trained))
             return super().training_step(model, inputs, *rest, **kw)
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16 if args.bf16 else torch.float32)

@@ -37,6 +37,7 @@ import torch
 
 from tooltune.dialogue import Tool
 from tooltune.errors import InputError, ToolTuneError
+from tooltune.formats.base import single_id
 
 MISSING = ("constrained generation needs llguidance, which the 'constrained' extra installs: "
            "pip install 'tooltune[constrained]'")
@@ -289,8 +290,6 @@ class Constraint:
         the any-order object has 2^n rules, measured with the 7-key hotel tool)."""
 
     def _end_id(self, fmt: Any, tokenizer: Any, end_ids: Sequence[int]) -> int:
-        from tooltune.formats.base import single_id
-
         names = [self.style.end] if self.style.end else list(fmt.stop_strings)
         for name in names:
             tid = single_id(tokenizer, name)

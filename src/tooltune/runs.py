@@ -18,6 +18,7 @@ from tooltune.errors import InputError, ToolTuneError
 from tooltune.formats import FORMATS, ensure_special_tokens, get_format
 from tooltune.formats.base import single_id
 from tooltune.hardware import torch_dtype
+from tooltune.inference import GenerationConfig
 from tooltune.models import load as model_load
 from tooltune.models.registry import ALIASES
 from tooltune.train import methods as train_methods
@@ -42,8 +43,6 @@ class Loaded:
 
     def generation(self, **options: Any) -> GenerationConfig:
         """Generation settings that render prompts the way this run was trained (observation, argument order)."""
-        from tooltune.inference import GenerationConfig
-
         return GenerationConfig(observation=self.observation, argument_order=self.argument_order, **options)
 
 

@@ -34,12 +34,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tooltune.bot.api import (ApiError, ChunkStream, completion, decode_body, feedback_answer, new_completion_id,
-                              parse_chat_request, parse_feedback, web_answer)
-from tooltune.bot.policy import LockedPolicy, Policy, TurnOptions
+from tooltune.bot.api import (
+    ApiError,
+    ChunkStream,
+    completion,
+    decode_body,
+    feedback_answer,
+    new_completion_id,
+    parse_chat_request,
+    parse_feedback,
+    web_answer,
+)
+from tooltune.bot.engine import BatchingPolicy
+from tooltune.bot.policy import GeneratorPolicy, LockedPolicy, Policy, TurnOptions
 from tooltune.bot.session import Session, SessionConfig
 from tooltune.dialogue import HOTEL_TOOL, Tool
 from tooltune.errors import InputError, ToolTuneError
+from tooltune.feedback import UnknownCompletion
 from tooltune.formats import SampleTooLong
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -95,9 +106,6 @@ SCHEDULERS = ("batch", "lock")
 
 def shared_policy(policy: Policy, config: ServerConfig) -> Policy:
     """The policy the server's threads call: batched, or behind one lock (see the module's docstring)."""
-    from tooltune.bot.engine import BatchingPolicy
-    from tooltune.bot.policy import GeneratorPolicy
-
     if isinstance(policy, GeneratorPolicy) and config.scheduler == "batch":
         return BatchingPolicy(policy.generator, name=policy.name, max_batch=config.max_batch)
     if getattr(policy, "thread_safe", False):
@@ -310,8 +318,6 @@ class Handlers:
             return answer(session, exchange)
 
     def rate(self, req):
-        from tooltune.feedback import UnknownCompletion
-
         try:
             return self.feedback.rate(req.completion_id, req.turn, req.rating, req.correction)
         except UnknownCompletion as e:

@@ -14,13 +14,15 @@ import json
 import statistics
 from pathlib import Path
 
+from tooltune.curation.balance import slot_keys_category
+from tooltune.datafiles import read_dialogues, write_dialogues
 from tooltune.dataset.split import kfold
 from tooltune.dialogue import Dialogue
 from tooltune.errors import ToolTuneError
 from tooltune.evaluate.run import EvalOptions, evaluate_run
 from tooltune.jsonio import atomic_write_text
-from tooltune.curation.balance import slot_keys_category
 from tooltune.train.config import RunConfig, replace
+from tooltune.train.recipe import fine_tune
 
 METRICS = ("dev_loss", "slot_p", "slot_r", "slot_f1", "bleu4")
 
@@ -43,9 +45,6 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 def train_kfold(cfg: RunConfig, k: int, eval_limit: int = 0, seed: int | None = None) -> dict:
     """Train the K folds; returns {"folds": [per-fold metrics], "mean": {...}, "std": {...}} (also written)."""
-    from tooltune.datafiles import read_dialogues, write_dialogues
-    from tooltune.train.recipe import fine_tune
-
     if not cfg.data.format:
         raise ToolTuneError("--kfold needs dialogues (data.format set): encoded examples cannot be stratified")
     dialogues = read_dialogues(cfg.data.train)

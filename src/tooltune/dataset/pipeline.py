@@ -21,6 +21,7 @@ from tooltune.dataset.llm import LLMConfig, make_client, rewrite_items
 from tooltune.dataset.report import plot_balance, render_markdown, seed_json, split_stats
 from tooltune.dataset.split import stratified_split, stratum
 from tooltune.errors import InputError, ToolTuneError
+from tooltune.facilities import HAND_RULES, learn_paraphrases
 from tooltune.hotels import load_hotels
 
 DIALOG_JSON = "hotel/agiclass_hotel_chatbot/dialog.json"
@@ -102,8 +103,6 @@ def course_paraphrases(root: Path) -> dict[str, str]:
     Only train: phrases first seen in the course's dev/test must not reach a training set built for comparison.
     Without the course's raw files: an empty table (the hand rules still apply).
     """
-    from tooltune.facilities import learn_paraphrases
-
     split_map = root / COURSE_RAW / "split_map.json"
     if not split_map.exists():
         return {}
@@ -151,8 +150,6 @@ def token_counter(tokenizer: str | None) -> Callable[[str], int] | None:
 
 def build(config: BuildConfig) -> dict[str, Any]:
     """Run the whole build; returns a summary (split sizes, counts) for the CLI to print."""
-    from tooltune.facilities import HAND_RULES
-
     root = paths.data_dir(config.data_dir)
     hotel_list = load_hotels(paths.data_file(paths.HOTEL_DB_JSON, config.data_dir))
     hotels = {h["name"]: h for h in hotel_list}

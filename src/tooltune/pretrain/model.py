@@ -12,9 +12,9 @@ from pathlib import Path
 from tooltune import jsonio
 from tooltune.errors import InputError, ToolTuneError
 from tooltune.rundir import PRETRAIN_KIND, RunInfo
-from tooltune.train.config import (DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig, build_dataclass, check_field,
-                                   apply_override)
 from tooltune.formats import Example
+from tooltune.train.config import (DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig, apply_override,
+                                   build_dataclass, check_field)
 from tooltune.train.loop import run_training
 
 

@@ -9,7 +9,6 @@ Each dataclass checks its own values in `__post_init__`, next to the fields.
 from __future__ import annotations
 
 import dataclasses
-
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +16,12 @@ from typing import Any
 
 import yaml
 
+from tooltune import hardware
 from tooltune.dialogue import ARGUMENT_ORDERS, AS_WRITTEN
 from tooltune.errors import InputError
-from tooltune import hardware
+from tooltune.jsonio import atomic_write_text
+from tooltune.train.frozen import parse_layers
+from tooltune.train.methods import METHODS
 
 DTYPES = (*hardware.DTYPES, "auto")
 MIXED_PRECISION = ("no", "bf16", "fp16")
@@ -87,8 +89,6 @@ class MethodConfig:
     without autograd, so the backward pass stops at the lowest adapted layer (see train.cache_frozen)."""
 
     def __post_init__(self):
-        from tooltune.train.methods import METHODS  # the table is the one source of method names
-
         check_field(self.name in METHODS, "method.name", f"unknown method {self.name!r}; known: {', '.join(METHODS)}")
         for key in ("r", "alpha", "num_virtual_tokens", "encoder_hidden_size", "init_r", "target_r", "delta_t"):
             check_field(getattr(self, key) > 0, f"method.{key}", "must be positive")
@@ -97,12 +97,11 @@ class MethodConfig:
         check_field(self.target_r <= self.init_r, "method.target_r", "must not exceed method.init_r")
         check_field(self.tinit >= 0 and self.tfinal >= 0, "method.tinit", "tinit and tfinal must be >= 0")
         check_field(bool(self.target_modules), "method.target_modules", "must name at least one module")
-        from tooltune.train.frozen import parse_layers
         if parse_layers(self.layers) is not None:
             method = METHODS[self.name]
             check_field(method.peft_config is not None and not method.virtual_tokens, "method.layers",
-                   f"top:K needs an adapter method (lora, dora, qlora, adalora), not {self.name}: the others change "
-                   f"the input or every layer")
+                        f"top:K needs an adapter method (lora, dora, qlora, adalora), not {self.name}: the others "
+                        f"change the input or every layer")
 
 
 @dataclass(frozen=True)
@@ -127,7 +126,8 @@ class DataConfig:
     stays within each): no padding at all. Not for prompt/ptuning/prefix, whose virtual tokens would be shared."""
     loss_weights: str = ""
     """Weight each training dialogue's token losses by its category (slot-keys, turn-type or facility; empty: none):
-    w = n / (C * n_c), so every category weighs the same in total and the weights average 1 (tooltune.curation.balance)."""
+    w = n / (C * n_c), so every category weighs the same in total and the weights average 1
+    (tooltune.curation.balance)."""
     call_weight: float = 1.0
     """The loss weight of the tokens of tool calls, replies keeping 1: slot values are few tokens among many reply
     tokens, and replies overfit first (bench/results/learning_curve.md). The loss stays divided by the plain count of
@@ -141,12 +141,12 @@ class DataConfig:
         check_field(self.max_length > 1, "data.max_length", "must be > 1")
         check_field(self.policy in ("all", "last"), "data.policy", f"must be all or last, not {self.policy!r}")
         check_field(self.observation in ("full", "compact"), "data.observation",
-               f"must be full or compact, not {self.observation!r}")
+                    f"must be full or compact, not {self.observation!r}")
         check_field(self.loss_weights in ("", "slot-keys", "turn-type", "facility"), "data.loss_weights",
-               f"must be empty, slot-keys, turn-type or facility, not {self.loss_weights!r}")
+                    f"must be empty, slot-keys, turn-type or facility, not {self.loss_weights!r}")
         check_field(self.call_weight > 0, "data.call_weight", f"must be above 0, not {self.call_weight}")
         check_field(self.argument_order in ARGUMENT_ORDERS, "data.argument_order",
-               f"must be {' or '.join(ARGUMENT_ORDERS)}, not {self.argument_order!r}")
+                    f"must be {' or '.join(ARGUMENT_ORDERS)}, not {self.argument_order!r}")
 
 
 @dataclass(frozen=True)
@@ -214,12 +214,12 @@ class TrainConfig:
         check_field(self.max_minutes >= 0, "train.max_minutes", "must be >= 0")
         check_field(self.schedule in SCHEDULES, "train.schedule", f"must be one of {', '.join(SCHEDULES)}")
         check_field(self.mixed_precision in MIXED_PRECISION, "train.mixed_precision",
-               f"must be one of {', '.join(MIXED_PRECISION)}")
+                    f"must be one of {', '.join(MIXED_PRECISION)}")
         check_field(bool(self.out), "train.out", "must name a run directory")
         check_field(self.output_vocab in ("all", "domain"), "train.output_vocab",
-               f"must be all or domain, not {self.output_vocab!r}")
+                    f"must be all or domain, not {self.output_vocab!r}")
         check_field(self.report_to in TRACKERS, "train.report_to",
-               f"must be one of {', '.join(TRACKERS)}, not {self.report_to!r}")
+                    f"must be one of {', '.join(TRACKERS)}, not {self.report_to!r}")
 
 
 @dataclass(frozen=True)
@@ -234,9 +234,8 @@ class RunConfig:
     """The optimisation loop."""
 
     def __post_init__(self):
-        from tooltune.train.frozen import parse_layers
         check_field(not self.train.cache_frozen or parse_layers(self.method.layers) is not None, "train.cache_frozen",
-               "needs method.layers=top:K: with adapters on every layer nothing below them is frozen")
+                    "needs method.layers=top:K: with adapters on every layer nothing below them is frozen")
 
 
 _BOOL_WORDS = {"true": True, "false": False, "yes": True, "no": False, "on": True, "off": False}
@@ -262,11 +261,12 @@ def _convert(value: Any, kind: Any, key: str) -> Any:
                 value = float(value)
             except ValueError:
                 pass
-        check_field(isinstance(value, (int, float)) and not isinstance(value, bool), key, f"must be a number, not {value!r}")
+        check_field(isinstance(value, (int, float)) and not isinstance(value, bool), key,
+                    f"must be a number, not {value!r}")
         return float(value)
     elif kind is str:
         check_field(isinstance(value, (str, int, float)) and not isinstance(value, bool), key,
-               f"must be a string, not {value!r} (YAML reads an unquoted no/yes/on/off as a boolean: quote it)")
+                    f"must be a string, not {value!r} (YAML reads an unquoted no/yes/on/off as a boolean: quote it)")
         return str(value)
     return value
 
@@ -282,7 +282,7 @@ def build_dataclass(cls: type, data: Any, prefix: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     check_field(not unknown, f"{prefix}.{unknown[0]}" if prefix and unknown else (unknown[0] if unknown else ""),
-           f"unknown key; {where} takes {', '.join(sorted(names))}")
+                f"unknown key; {where} takes {', '.join(sorted(names))}")
     values = {k: _convert(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
     return cls(**values)
 
@@ -335,7 +335,6 @@ def config_to_dict(cfg: Any) -> dict:
 
 
 def dump_config(cfg: RunConfig, path: str | Path) -> None:
-    from tooltune.jsonio import atomic_write_text
     atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True))
 
 
