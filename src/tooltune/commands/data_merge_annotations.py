@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from tooltune.curation.annotate import merge, merge_report, read_annotations
+from tooltune.datafiles import read_dialogues, write_dialogues
+from tooltune.errors import InputError
+from tooltune.jsonio import atomic_write_text
+
 HELP = "merge annotated dialogues back (Label Studio export or JSONL) with a change/sample-check report per " \
        "annotator and batch"
 
@@ -23,11 +28,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
-    from tooltune.errors import InputError
-    from tooltune.jsonio import atomic_write_text
-    from tooltune.datafiles import read_dialogues, write_dialogues
-    from tooltune.curation.annotate import merge, merge_report, read_annotations
 
     for name in ("max_fail_rate", "max_change_rate"):
         value = getattr(args, name)

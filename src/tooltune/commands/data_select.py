@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from tooltune.curation.annotate import label_studio_task
+from tooltune.datafiles import read_dialogues, write_dialogues
+from tooltune.errors import InputError
+from tooltune.formats import get_format
+from tooltune.jsonio import atomic_write_text
+
+# Modules that load torch (curation.select, inference, runs) are imported inside the functions that use them: `tooltune
+# --help` builds every subcommand's parser and should not pay for them.
 HELP = "rank unlabelled or unchecked dialogues by the model's uncertainty and write the top N for annotation"
 
 
@@ -33,13 +41,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from tooltune.errors import InputError
-    from tooltune.jsonio import atomic_write_text
-    from tooltune.datafiles import read_dialogues, write_dialogues
-    from tooltune.formats import get_format
-    from tooltune.inference import Generator
-    from tooltune.curation.annotate import label_studio_task
     from tooltune.curation.select import label_losses, select_top, uncertainties
+    from tooltune.inference import Generator
     from tooltune.runs import load_for_inference
 
     if args.n < 1:

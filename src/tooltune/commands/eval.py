@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tooltune.commands.chat import check_numbers
 from tooltune.dialogue import MAX_NEW_TOKENS
 
+# evaluate.run loads torch and transformers: imported inside `run`, so that `tooltune --help` stays fast.
 HELP = "evaluate a run (or a base model) on a dialogue file: predictions.jsonl + metrics.json"
 
 
@@ -50,8 +52,6 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "OUT/predictions.partial.jsonl (without it an evaluation starts afresh)")
 
 def run(args: argparse.Namespace) -> int:
-    # Imported here, not at the top: they load torch and transformers, which `tooltune --help` does not need.
-    from tooltune.commands.chat import check_numbers
     from tooltune.evaluate.run import EvalOptions, evaluate_run
 
     check_numbers(args, ("limit", "batch_size", "max_new_tokens", "samples"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+# Modules that load torch (pretrain.model) are imported inside the functions that use them: `tooltune --help` builds
+# every subcommand's parser and should not pay for them.
 HELP = "pre-train a small GPT-2 from scratch on a text corpus (one document per line) and report dev perplexity"
 
 
