@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tooltune.datafiles import read_dialogues
 from tooltune.db import HotelDB
 from tooltune.dialogue import MAX_NEW_TOKENS, Dialogue
 from tooltune.errors import InputError, ToolTuneError
@@ -23,7 +24,6 @@ from tooltune.evaluate.predictions import PREDICTIONS_FILE, Row, write_predictio
 from tooltune.evaluate.report import write_metrics
 from tooltune.evaluate.score import hoteldb_search, score
 from tooltune.evaluate.units import MODES, Unit, eval_units, predict_dialogue, unit_id
-from tooltune.datafiles import read_dialogues
 from tooltune.formats import get_format
 from tooltune.inference import GenerationConfig, Generator, domain_vocab
 from tooltune.runs import Loaded, load_for_inference, training_data
