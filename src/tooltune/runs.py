@@ -159,7 +159,6 @@ def _load_run(path: Path, info: rundir.RunInfo | None, format: str | None, obser
     if (path / rundir.ADAPTER_CONFIG).is_file():
         from peft import PeftModel
 
-
         quantized = train_methods.METHODS[method].quantized
         kwargs: dict = {}
         if quantized:

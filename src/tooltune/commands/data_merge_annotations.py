@@ -28,7 +28,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
     for name in ("max_fail_rate", "max_change_rate"):
         value = getattr(args, name)
         if value is not None and not 0 <= value <= 1:

@@ -64,7 +64,6 @@ def run(args: argparse.Namespace) -> int:
 def _tokenizer(path: str):
     from pathlib import Path
 
-
     if not Path(path).is_dir():
         raise InputError("not a directory", where=path, field="tokenizer")
     from transformers import AutoTokenizer

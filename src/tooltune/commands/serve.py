@@ -44,7 +44,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tooltune.bot.server import ServerConfig, check_bind, create_app, serve
 
-
     if not 0 < args.port < 65536:
         raise ToolTuneError(f"--port must be 1-65535, not {args.port}")
     check_bind(args.host, args.api_key)  # before loading the model: a refusal should be quick

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import torch
 
-from tooltune.dialogue import with_argument_order
-from tooltune.errors import InputError
+from tooltune.curation.balance import loss_weights
 from tooltune.datafiles import read_dialogues
 from tooltune.datafiles.records import read_jsonl
+from tooltune.dialogue import with_argument_order
+from tooltune.errors import InputError
 from tooltune.formats import IGNORE_INDEX, Example, encode_all, ensure_special_tokens, get_format
 from tooltune.formats.packing import length_grouped_batches, pack, random_batches
-from tooltune.curation.balance import loss_weights
+
 
 @dataclass
 class Dropped:
