@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tooltune import paths, rundir
 from tooltune.dialogue import AS_WRITTEN
@@ -23,10 +23,6 @@ from tooltune.models import load as model_load
 from tooltune.models.registry import ALIASES
 from tooltune.train import methods as train_methods
 from tooltune.train.config import DataConfig
-
-if TYPE_CHECKING:
-    from tooltune.inference import GenerationConfig
-
 
 @dataclass
 class Loaded:
