@@ -23,28 +23,18 @@ writer thread after the generation, outside the lock, and the response never wai
 # imported inside create_app) at runtime.
 
 import asyncio
-import contextlib
 import dataclasses
 import hmac
 import json
 import logging
-import math
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from tooltune.bot.api import (
-    ApiError,
-    ChunkStream,
-    completion,
-    decode_body,
-    feedback_answer,
-    new_completion_id,
-    parse_chat_request,
-    parse_feedback,
-    web_answer,
-)
+from tooltune.bot.admission import Admission
+from tooltune.bot.api import (ApiError, ChunkStream, completion, decode_body, feedback_answer, new_completion_id,
+                              parse_chat_request, parse_feedback, web_answer)
 from tooltune.bot.engine import BatchingPolicy
 from tooltune.bot.policy import GeneratorPolicy, LockedPolicy, Policy, TurnOptions
 from tooltune.bot.session import Session, SessionConfig
@@ -408,60 +398,6 @@ class _Stream:
 
 def body_too_large(limit: int) -> ApiError:
     return ApiError(413, f"the request body is over this server's limit of {limit} bytes", code="body_too_large")
-
-
-class Admission:
-    """At most `limit` chat requests in progress; one more is refused at once (503) with a Retry-After estimated
-    from how long recent requests took. `with admission.enter() as ticket:` holds a place until the block ends, or,
-    after `ticket.handed_over()`, until `leave()` (a stream that ends later)."""
-
-    def __init__(self, limit: int, batch: int):
-        self.limit, self.batch = limit, batch
-        self.active = 0
-        self.seconds = 1.0
-        """A running mean of how long a request held its place."""
-        self._lock = threading.Lock()
-        self._started: dict[int, float] = {}
-
-    @contextlib.contextmanager
-    def enter(self):
-        with self._lock:
-            if self.active >= self.limit:
-                wait = max(1, math.ceil(self.seconds * self.active / self.batch))
-                raise ApiError(503, f"the server has {self.active} requests in progress, its limit; retry after "
-                                    f"{wait} s", type="server_error", code="server_overloaded",
-                               headers={"Retry-After": str(wait)})
-            self.active += 1
-        ticket = _Ticket(self)
-        try:
-            yield ticket
-        finally:
-            if not ticket.kept:
-                ticket.release()
-
-    def leave(self, seconds: float) -> None:
-        with self._lock:
-            self.active -= 1
-            self.seconds = 0.8 * self.seconds + 0.2 * seconds
-
-
-class _Ticket:
-    """A place held in `Admission`; `release` gives it back once, however often it is called."""
-
-    def __init__(self, admission: Admission):
-        self.admission, self.start = admission, time.monotonic()
-        self.kept = self.released = False
-        self._lock = threading.Lock()
-
-    def handed_over(self) -> None:
-        self.kept = True
-
-    def release(self) -> None:
-        with self._lock:
-            if self.released:
-                return
-            self.released = True
-        self.admission.leave(time.monotonic() - self.start)
 
 
 def serve(app: Any, host: str, port: int) -> None:

@@ -5,14 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from tooltune.commands.chat import (
-    add_model_options,
-    check_numbers,
-    close_feedback,
-    open_feedback,
-    open_session_parts,
-    run_label,
-)
+from tooltune.commands.chat import (add_model_options, check_numbers, close_feedback, open_feedback, open_session_parts,
+                                    run_label)
 from tooltune.errors import ToolTuneError
 
 # Modules that load torch and fastapi (bot.server) are imported inside the functions that use them: `tooltune --help`

@@ -12,23 +12,8 @@ decode keeping special tokens, `fmt.parse(text).turn`.
 """
 
 from tooltune.errors import InputError
-from tooltune.formats.base import (
-    BOS,
-    EOS,
-    IGNORE_INDEX,
-    OBSERVATIONS,
-    POLICIES,
-    ChatFormat,
-    EncodeReport,
-    Example,
-    ParsedTurn,
-    SampleTooLong,
-    Segment,
-    encode,
-    encode_all,
-    ensure_special_tokens,
-    show,
-)
+from tooltune.formats.base import (BOS, EOS, IGNORE_INDEX, OBSERVATIONS, POLICIES, ChatFormat, EncodeReport, Example,
+                                   ParsedTurn, SampleTooLong, Segment, encode, encode_all, ensure_special_tokens, show)
 from tooltune.formats.chat_template import ChatTemplateFormat
 from tooltune.formats.chatglm2 import ChatGLM2Format
 from tooltune.formats.chatglm3 import ChatGLM3Format
