@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from tooltune.curation import SCORES
 from tooltune.curation.annotate import label_studio_task
 from tooltune.datafiles import read_dialogues, write_dialogues
 from tooltune.errors import InputError
@@ -16,8 +17,6 @@ HELP = "rank unlabelled or unchecked dialogues by the model's uncertainty and wr
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from tooltune.curation.select import SCORES
-
     parser.add_argument("--model", required=True, help="a tooltune run directory (or a model directory + --format)")
     parser.add_argument("--pool", required=True, help="dialogues to choose from (any format tooltune reads)")
     parser.add_argument("--n", type=int, required=True, help="how many to select")

@@ -29,11 +29,10 @@ from typing import Sequence
 
 import torch
 
+from tooltune.curation import SCORES
 from tooltune.dialogue import AS_WRITTEN, Call, Dialogue, Turn, User, with_argument_order
 from tooltune.formats.base import SampleTooLong, encode
 from tooltune.train.loss import TokenLoss
-
-SCORES = ("mean", "min", "disagree", "loss")
 
 
 @dataclass
