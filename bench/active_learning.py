@@ -8,7 +8,7 @@ or test dialogues (same turns), repeats within the pool, and, as `data build --e
 dialogue with a user sentence of dev or test (augmented variants of held-out dialogues); what was removed is counted
 in the output. The base set:
 `--base` dialogues drawn (per seed) from the course train split. Per seed: train on the base set, rank the pool with
-`tooltune.loop.select` (by `--by`, default mean token log-prob of the calls; `loss`, the model's loss on each
+`tooltune.curation.select` (by `--by`, default mean token log-prob of the calls; `loss`, the model's loss on each
 dialogue's own labelled turns, scored the whole pool of 1370 in 17 minutes with Gemma-3-270M on 2 CPU cores), then
 train base + the `--add` most uncertain and base + `--add` drawn at random, and score all three on the first
 `--dev-limit` turn units of dev (turn mode: slot P/R/F1 and BLEU-4 as `tooltune eval` computes them). Same config,
@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from quality import hardware  # noqa: E402  (bench/ is the script's own folder)
 
 from tooltune.dialogue import Dialogue, dialogue_to_seed  # noqa: E402
-from tooltune.files import read_dialogues, write_dialogues  # noqa: E402
+from tooltune.datafiles import read_dialogues, write_dialogues  # noqa: E402
 from tooltune.paths import data_dir  # noqa: E402
 
 
@@ -51,10 +51,10 @@ def signature(d: Dialogue) -> str:
 
 def unused_pool(root: Path) -> tuple[list[Dialogue], dict[str, int]]:
     """The "unused" raw dialogues, de-duplicated against dev and test and among themselves, then held out from dev
-    and test by their user sentences (`build.exclude.remove_overlap`, the rule of `data build --exclude`); with the
+    and test by their user sentences (`dataset.exclude.remove_overlap`, the rule of `data build --exclude`); with the
     counts."""
-    from tooltune.build.exclude import remove_overlap, user_texts
-    from tooltune.build.items import Item
+    from tooltune.dataset.exclude import remove_overlap, user_texts
+    from tooltune.dataset.items import Item
 
     split = root / "hotel" / "v3_chatglm3_llama2"
     raw = root / "hotel" / "raw"
@@ -116,27 +116,21 @@ def train(args, model: Path, data: list[Dialogue], out: Path, seed: int, dev_fil
     return out / "run", fine_tune(cfg).best_dev_loss
 
 
-def generator_for(run: Path, max_new_tokens: int, vocab_of: list[Dialogue] | None = None, dtype: str = "float32",
-                  batch_size: int = 16):
-    """The run's generator; with `vocab_of`, generating only the tokens of those dialogues and the prompt (the
-    demo's `--domain-vocab`; the same dialogues for every run, so every run chooses among the same tokens)."""
+def generator_for(run: Path, max_new_tokens: int, dtype: str = "float32", batch_size: int = 16):
+    """The run's generator, for ranking the pool by uncertainty (scoring goes through `evaluate_run`)."""
     from tooltune.formats import get_format
-    from tooltune.inference import Generator, domain_vocab
+    from tooltune.inference import Generator
     from tooltune.runs import load_for_inference
 
     loaded = load_for_inference(run, dtype=dtype)
-    fmt = get_format(loaded.format)
-    vocab = domain_vocab(vocab_of, loaded.tokenizer, fmt, loaded.observation, loaded.argument_order) \
-        if vocab_of else None
-    return Generator(loaded.model, loaded.tokenizer, fmt,
-                     config=loaded.generation(max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                              output_vocab=vocab))
+    return Generator(loaded.model, loaded.tokenizer, get_format(loaded.format),
+                     config=loaded.generation(max_new_tokens=max_new_tokens, batch_size=batch_size))
 
 
 def pool_losses(run: Path, pool: list[Dialogue], max_length: int, dtype: str = "float32"):
     """`--by loss`: the base run's loss on each pool dialogue's own labelled turns (no decoding)."""
     from tooltune.formats import get_format
-    from tooltune.loop.select import label_losses
+    from tooltune.curation.select import label_losses
     from tooltune.runs import load_for_inference
 
     loaded = load_for_inference(run, dtype=dtype)
@@ -147,15 +141,13 @@ def pool_losses(run: Path, pool: list[Dialogue], max_length: int, dtype: str = "
 def dev_metrics(run: Path, dev: list[Dialogue], limit: int, max_new_tokens: int,
                 vocab_of: list[Dialogue] | None = None, dtype: str = "float32", batch_size: int = 16
                 ) -> dict[str, float]:
-    from tooltune.evaluate.predictions import Row
-    from tooltune.evaluate.score import course_metrics
-    from tooltune.evaluate.units import eval_units
+    """Course metrics of `run` on the first `limit` (0: all) dev turn units; with `vocab_of`, generating only the
+    tokens of those dialogues and the prompt."""
+    from tooltune.evaluate.run import EvalOptions, evaluate_run
 
-    gen = generator_for(run, max_new_tokens, vocab_of, dtype, batch_size)
-    units = eval_units(dev, split="dev")
-    units = units[:limit] if limit else units
-    preds = gen.predict([u.history for u in units], [u.tools for u in units])
-    m = course_metrics([Row(u.id, u.gold, p.parsed.turn, p.raw) for u, p in zip(units, preds)])
+    options = EvalOptions(limit=limit, split="dev", dtype=dtype, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                          domain_vocab=bool(vocab_of), vocab_data=vocab_of, task_success=False, rouge=False)
+    m = evaluate_run(run, dev, options).metrics
     return {k: m[k] for k in ("slot_f1", "bleu4", "slot_p", "slot_r", "n_calls", "n_replies")}
 
 
@@ -196,7 +188,7 @@ def main() -> None:
     p.add_argument("--out", default="bench/results/loop.md")
     args = p.parse_args()
 
-    from tooltune.loop.select import select_top, uncertainties
+    from tooltune.curation.select import select_top, uncertainties
 
     started = time.time()
     root = data_dir()

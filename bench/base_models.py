@@ -23,7 +23,7 @@ from tooltune import paths
 from tooltune.models import load_base, prepare_base, prepared_dir, untrained_mask
 from tooltune.models.embeddings import reserved_direction
 from tooltune.models.load import PREPARED_NOTE
-from tooltune.pretrain.corpus import _held_out_raw_files, build_corpus
+from tooltune.pretrain.corpus import held_out_raw_files, build_corpus
 from tooltune.pretrain.tokenizer import TokenizerConfig, train_tokenizer
 
 ALIASES = ("gemma3-270m", "smollm2-135m")
@@ -35,7 +35,7 @@ SPECIAL = {"gemma3-270m": ["<bos>", "<eos>", "<pad>", "<start_of_turn>", "<end_o
 def dialogue_texts(root: Path, n: int) -> tuple[list[str], list[str]]:
     """(utterances only, full rendering with call arguments and returned records as JSON) of n held-out dialogues."""
     short, full = [], []
-    for path in _held_out_raw_files(root)[:n]:
+    for path in held_out_raw_files(root)[:n]:
         turns = json.loads(path.read_text(encoding="utf-8"))
         utter = [t["content"] for t in turns if t["role"] in ("user", "assistant")]
         rest = {"search": "arguments", "return": "records"}

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tooltune.build.pipeline import BuildConfig, build
+from tooltune.dataset.pipeline import BuildConfig, build
 from tooltune import paths
 
 FILES = ("train.jsonl", "dev.jsonl", "test.jsonl", "report.md", "balance.png")

@@ -18,18 +18,14 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-import time
 from pathlib import Path
 
 import torch
 
-from tooltune.dialogue import Call
-from tooltune.evaluate.predictions import Row
-from tooltune.evaluate.score import course_metrics
+from tooltune.dialogue import MAX_NEW_TOKENS, Call
+from tooltune.evaluate.run import EvalOptions, evaluate_run
 from tooltune.evaluate.units import eval_units
-from tooltune.files import read_dialogues
-from tooltune.formats import get_format
-from tooltune.inference import Generator
+from tooltune.datafiles import read_dialogues
 from tooltune.paths import data_file
 from tooltune.runs import load_for_inference
 from tooltune.schema import argument_problems
@@ -45,21 +41,20 @@ def spread(items: list, limit: int | None) -> list:
 
 
 def measure(loaded, units, constrained: bool, args) -> dict:
-    config = loaded.generation(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                               max_prompt_tokens=args.max_prompt_tokens, constrained=constrained)
-    gen = Generator(loaded.model, loaded.tokenizer, get_format(loaded.format), config=config)
-    started = time.perf_counter()
-    preds = gen.predict([u.history for u in units], [u.tools for u in units], progress=True)
-    seconds = time.perf_counter() - started
+    options = EvalOptions(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                          max_prompt_tokens=args.max_prompt_tokens, constrained=constrained, task_success=False,
+                          rouge=False, progress=True)
+    result = evaluate_run(loaded, units, options)
+    preds, gen, metrics = result.predictions, result.generator, result.metrics
     tokens = sum(p.new_tokens for p in preds)
     called = [p for p in preds if isinstance(p.parsed.turn, Call)]
     clean = [p for p in called if not p.parsed.malformed]
     valid = [p for p in clean if not argument_problems(units[0].tools[0], p.parsed.turn.arguments)]
-    metrics = course_metrics([Row(u.id, u.gold, p.parsed.turn, p.raw) for u, p in zip(units, preds)])
     return {"called": len(called), "clean": len(clean), "valid": len(valid),
             "rate": 100.0 * len(valid) / len(called) if called else 0.0,
             "slot_p": metrics["slot_p"], "slot_r": metrics["slot_r"], "slot_f1": metrics["slot_f1"],
-            "tokens": tokens, "ms_token": 1000 * seconds / max(1, tokens), "ms_unit": 1000 * seconds / len(units),
+            "tokens": tokens, "ms_token": 1000 * result.seconds / max(1, tokens),
+            "ms_unit": 1000 * result.seconds / len(units),
             "constraint_ms_token": 1000 * gen.constraint_seconds / max(1, tokens),
             "unconstrained_calls": gen.unconstrained_calls, "raw": [p.raw for p in preds]}
 
@@ -71,7 +66,7 @@ def main() -> int:
     p.add_argument("--data", default=None, help=f"dialogues (default: the course's {TEST})")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS)
     p.add_argument("--max-prompt-tokens", type=int, default=2048, help="longer histories lose their oldest turns")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--label", default="", help="what the model is, for the report")

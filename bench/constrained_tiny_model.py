@@ -14,7 +14,7 @@ import json
 import sys
 
 from tooltune.dialogue import Assistant, Call, Result, User
-from tooltune.files import read_dialogues
+from tooltune.datafiles import read_dialogues
 from tooltune.paths import data_file
 from tooltune.train.tiny import tiny_tokenizer
 

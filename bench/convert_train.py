@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from tooltune import paths
-from tooltune.files import FORMATS, read_file, write_dialogues
+from tooltune.datafiles import FILE_FORMATS, read_file, write_dialogues
 
 RESULTS = Path(__file__).parent / "results" / "io.md"
 
@@ -40,7 +40,7 @@ def main() -> None:
     read_s, report = timed(lambda: read_file(source), args.repeats)
     rows = [f"| read chatglm3 | {len(report.dialogues)} dialogues | {read_s:.3f} |"]
     with tempfile.TemporaryDirectory() as tmp:
-        for name in FORMATS:
+        for name in FILE_FORMATS:
             out = Path(tmp) / f"train.{name}.jsonl"
             write_s, written = timed(lambda: write_dialogues(report.dialogues, out, name), args.repeats)
             size = out.stat().st_size / 2**20

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from active_learning import unused_pool  # noqa: E402
 
-from tooltune.files import read_dialogues, write_dialogues  # noqa: E402
+from tooltune.datafiles import read_dialogues, write_dialogues  # noqa: E402
 from tooltune.paths import data_dir  # noqa: E402
 
 

@@ -33,18 +33,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from active_learning import dev_metrics, generator_for, tiny_model  # noqa: E402  (bench/ is the script's folder)
+from active_learning import dev_metrics, tiny_model  # noqa: E402  (bench/ is the script's folder)
 from quality import hardware  # noqa: E402
 
 from tooltune.dialogue import Call, Dialogue, dialogue_to_seed  # noqa: E402
-from tooltune.files import read_dialogues, write_dialogues  # noqa: E402
+from tooltune.datafiles import read_dialogues, write_dialogues  # noqa: E402
 from tooltune.paths import data_dir  # noqa: E402
 
 
 def split_dev(dev: list[Dialogue], seed: int) -> tuple[list[Dialogue], list[Dialogue], int]:
     """(feedback half, held-out half, dialogues dropped from the held-out half for sharing a user sentence)."""
-    from tooltune.build.exclude import item_texts, remove_overlap
-    from tooltune.build.items import Item
+    from tooltune.dataset.exclude import item_texts, remove_overlap
+    from tooltune.dataset.items import Item
 
     order = list(range(len(dev)))
     random.Random(seed).shuffle(order)
@@ -69,22 +69,24 @@ def simulate_users(run: Path, feedback: list[Dialogue], share: float, seed: int,
                    ) -> dict[str, int]:
     """Step 3: the model answers a share of the feedback half's call turns; the scripted user rates or corrects."""
     from tooltune.errors import InputError
+    from tooltune.evaluate.run import EvalOptions, evaluate_run
     from tooltune.evaluate.units import eval_units
     from tooltune.feedback import Correction, FeedbackStore
 
     every = [u for u in eval_units(feedback, split="feedback") if isinstance(u.gold, Call)]
     chosen = sorted(random.Random(seed).sample(range(len(every)), round(share * len(every))))
     units = [every[i] for i in chosen]
-    gen = generator_for(run, args.max_new_tokens, dtype=args.dtype, batch_size=args.gen_batch)
-    preds = gen.predict([u.history for u in units], [u.tools for u in units])
+    options = EvalOptions(dtype=args.dtype, batch_size=args.gen_batch, max_new_tokens=args.max_new_tokens,
+                          task_success=False, rouge=False)
+    rows = evaluate_run(run, units, options).rows if units else []
     store = FeedbackStore(store_path)
     counts = {"call turns in the feedback half": len(every), "reviewed": len(units), "right (thumbs-up)": 0,
               "wrong (corrected)": 0, "gold refused by the store (thumbs-down only)": 0}
     try:
-        for k, (unit, pred) in enumerate(zip(units, preds)):
+        for k, (unit, row) in enumerate(zip(units, rows)):
             cid = f"sim-{k}"
-            store.record(cid, unit.history, [pred.parsed.turn], str(run), "api", unit.tools)
-            if right_call(pred.parsed.turn, unit.gold):
+            store.record(cid, unit.history, [row.pred], str(run), "api", unit.tools)
+            if right_call(row.pred, unit.gold):
                 store.rate(cid, rating="good")
                 counts["right (thumbs-up)"] += 1
                 continue

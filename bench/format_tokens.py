@@ -22,7 +22,7 @@ from transformers import PreTrainedTokenizerFast
 
 from tooltune import paths
 from tooltune.dialogue import Assistant, Call, Dialogue, User
-from tooltune.files import read_dialogues
+from tooltune.datafiles import read_dialogues
 from tooltune.formats import (BOS, EOS, FORMATS, ChatGLM3Format, EncodeReport, Segment, encode, encode_all,
                               ensure_special_tokens)
 from tooltune.formats.base import tools_json
@@ -181,7 +181,7 @@ def main() -> None:
         + f"` ({seconds:.0f} s).",
         "",
         f"Data: `{paths.COURSE_SPLIT}/train.chatglm3.jsonl`, {len(dialogues)} dialogues, read with "
-        "`tooltune.files.read_dialogues` (the course's filler turns dropped; chatglm3 puts its thought back).",
+        "`tooltune.datafiles.read_dialogues` (the course's filler turns dropped; chatglm3 puts its thought back).",
         f"Tokenizer: a byte-level BPE (GPT-2 style, `tokenizers`), vocabulary {args.vocab}, trained by this script "
         "on the train set's own text. Absolute counts depend on it; the ratios between rows are the point.",
         "Policy `all` (every model turn trained). `tokens/epoch` = every token of every sample, as one epoch feeds "

@@ -58,8 +58,8 @@ BEGIN, END = "<!-- bench/levers.py: begin -->", "<!-- bench/levers.py: end -->"
 
 def balanced_train(data_dir: Path, out: Path) -> Path:
     """The course train split rebalanced as `tooltune data balance TRAIN OUT --by slot-keys --strategy augment`."""
-    from tooltune.files import read_dialogues, write_dialogues
-    from tooltune.loop.balance import balance
+    from tooltune.datafiles import read_dialogues, write_dialogues
+    from tooltune.curation.balance import balance
 
     path = out / "train.balanced-slot-keys.jsonl"
     if not path.is_file():

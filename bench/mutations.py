@@ -51,7 +51,7 @@ METRICS = "src/tooltune/evaluate/metrics.py"
 INFER = "src/tooltune/inference.py"
 BASE = "src/tooltune/formats/base.py"
 PACK = "src/tooltune/formats/packing.py"
-PRETRAIN = "src/tooltune/train/pretrain.py"
+PRETRAIN = "src/tooltune/pretrain/model.py"
 
 T_LOSS = "tests/test_train_loss.py"
 T_RESUME = "tests/test_train_resume.py"
@@ -185,15 +185,12 @@ MUTATIONS: list[Mutation] = [
              "return [Example(row, list(row[1:]) + [-100]) for row in rows if len(row) > 1]", (T_PRETRAIN,),
              "the model learns the token after next"),
     # ---- domain-vocabulary decoding ------------------------------------------------------------------------
-    Mutation("vocab: eval ignores --domain-vocab", "src/tooltune/commands/eval.py",
-             "                                                   output_vocab=vocab))",
-             "                                                   output_vocab=None))", (T_VOCAB,),
-             "the figures claim a vocabulary that decoding did not use"),
-    Mutation("vocab: demo ignores its vocabulary", "src/tooltune/demo.py",
-             "max_prompt_tokens=min(2048, positions - budget.max_new_tokens), output_vocab=vocab)",
-             "max_prompt_tokens=min(2048, positions - budget.max_new_tokens), output_vocab=None)",
-             (T_VOCAB, "tests/test_demo.py::test_an_untrained_model_folder_is_evaluated_with_the_vocabulary_of_a_given_training_file"),
-             "the demo's figures claim a vocabulary that decoding did not use"),
+    Mutation("vocab: evaluation ignores its vocabulary", "src/tooltune/evaluate/run.py",
+             "constrained=options.constrained, copy_values=copy_values, output_vocab=vocab,",
+             "constrained=options.constrained, copy_values=copy_values, output_vocab=None,",
+             (T_VOCAB, "tests/test_demo.py::test_an_untrained_model_folder_is_evaluated_with_the_vocabulary_of_a_"
+                       "given_training_file"),
+             "eval's and the demo's figures claim a vocabulary that decoding did not use"),
     Mutation("vocab: prompt ids not allowed", INFER,
              "allowed = set(self.config.output_vocab).union(self.end_ids, *prompts) - set(self.suppressed)",
              "allowed = set(self.config.output_vocab).union(self.end_ids) - set(self.suppressed)", (T_VOCAB,),

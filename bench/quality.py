@@ -27,8 +27,10 @@ from pathlib import Path
 from tooltune import paths, rundir
 from tooltune.demo import DEFAULT, PYPI, finetune_tree, lecture_lines, with_budget
 from tooltune.errors import ToolTuneError
+from tooltune.train.methods import METHODS as TRAIN_METHODS
 
-METHODS = ("prompt", "ptuning", "prefix", "lora", "adalora", "full", "qlora")
+METHODS = tuple(TRAIN_METHODS)
+"""Every method of the method table, in its order."""
 
 
 def markers(section: str) -> tuple[str, str]:
@@ -89,14 +91,14 @@ def method_tree(method: str, model_dir: Path, run_dir: Path, data_dir: Path, ste
 def train_timed(name: str, run_dir: Path, make_tree: Callable[[], dict]) -> None:
     """Train the config `make_tree()` builds into `run_dir`, writing its seconds to bench_seconds.txt; skipped (and
     the tree not built) when the run is already there."""
-    from tooltune.train.config import RunConfig, _build
+    from tooltune.train.config import config_from_dict
     from tooltune.train.recipe import fine_tune
 
     if (run_dir / rundir.INFO).is_file():
         print(f"[{name}] trained already: {run_dir}")
         return
     started = time.perf_counter()
-    fine_tune(_build(RunConfig, make_tree(), ""))
+    fine_tune(config_from_dict(make_tree()))
     (run_dir / "bench_seconds.txt").write_text(f"{time.perf_counter() - started:.1f}\n", encoding="utf-8")
 
 

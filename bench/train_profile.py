@@ -162,12 +162,12 @@ def main() -> int:
         loss_cls.forward = timed_forward
 
     tokens = []
-    original_step = train_loop._train_step
+    original_step = train_loop.train_step
 
     def counting_step(accelerator, loss_module, window, *a, **k):
         tokens.append(sum(len(e.input_ids) for mb in window for e in mb))
         return original_step(accelerator, loss_module, window, *a, **k)
-    train_loop._train_step = counting_step
+    train_loop.train_step = counting_step
 
     from torch.profiler import ProfilerActivity, profile, schedule
     prof_steps = args.steps - args.skip

@@ -119,7 +119,7 @@ def child(args) -> None:
     rng = random.Random(0)
     examples = rng.sample(p.train, args.dialogues)
     lengths = [len(e.input_ids) for e in examples]
-    trained_share = sum(e.trained for e in examples) / sum(lengths)
+    trained_share = sum(e.trained_tokens for e in examples) / sum(lengths)
     steps_per_epoch = -(-len(examples) // batch)
     if side == "tooltune":
         from tooltune.train.config import replace

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from tooltune import rundir  # noqa: E402
 from tooltune.train.config import config_from_dict  # noqa: E402
-from tooltune.train.data import IGNORE, Example  # noqa: E402
+from tooltune.formats import IGNORE_INDEX, Example  # noqa: E402
 
 
 def gemma_shaped(vocab: int, hidden: int, layers: int, seed: int = 0):
@@ -51,7 +51,7 @@ def course_like_examples(n: int, vocab: int, median: int, trained_ratio: float, 
     for _ in range(n):
         length = median if fixed else max(32, min(4 * median, int(rng.lognormvariate(0, 0.45) * median)))
         ids = [rng.randrange(3, vocab) for _ in range(length)]
-        labels = [IGNORE] * length
+        labels = [IGNORE_INDEX] * length
         budget, spans = int(length * trained_ratio), 3
         for s in range(spans):
             size = budget // spans
@@ -64,7 +64,7 @@ def course_like_examples(n: int, vocab: int, median: int, trained_ratio: float, 
 
 def course_examples(path: str, format_name: str, tokenizer, n: int, vocab: int) -> list[Example]:
     """The first `n` dialogues of `path` rendered by a chat format (every model turn trained), as the loop sees them."""
-    from tooltune.files import read_dialogues
+    from tooltune.datafiles import read_dialogues
     from tooltune.formats import encode_all, ensure_special_tokens, get_format
 
     fmt = get_format(format_name).for_tokenizer(tokenizer)
@@ -125,7 +125,8 @@ def run_hf_trainer(model_dir: Path, tokenizer, examples, args) -> tuple[float, f
         counts: list[tuple[int, int]]
 
         def training_step(self, model, inputs, *rest, **kw):
-            self.counts.append((int(inputs["attention_mask"].sum()), int((inputs["labels"][:, 1:] != IGNORE).sum())))
+            trained = int((inputs["labels"][:, 1:] != IGNORE_INDEX).sum())
+            self.counts.append((int(inputs["attention_mask"].sum()), trained))
             return super().training_step(model, inputs, *rest, **kw)
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16 if args.bf16 else torch.float32)
@@ -197,7 +198,7 @@ def main() -> int:
         examples = course_like_examples(args.steps * args.batch, vocab, args.median, args.trained, seed=0,
                                         fixed=args.fixed_length)
     lengths = sorted(len(e.input_ids) for e in examples)
-    trained_share = sum(e.trained for e in examples) / sum(lengths)
+    trained_share = sum(e.trained_tokens for e in examples) / sum(lengths)
 
     runners = {"tooltune": run_tooltune, "hf": run_hf_trainer,
                "tooltune-compiled": lambda *a: run_tooltune(*a, compile=True)}

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from tooltune.evaluate.units import eval_units
-from tooltune.files import read_dialogues
+from tooltune.datafiles import read_dialogues
 from tooltune.formats import get_format
 from tooltune.inference import Generator
 from tooltune.runs import load_for_inference

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import threading
@@ -21,7 +22,7 @@ import torch
 from formats_support import QWEN_LIKE, byte_bpe, corpus, tiny_dialogue, with_template
 from tooltune.bot import GeneratorPolicy
 from tooltune.bot.policy import Step
-from tooltune.dialogue import Assistant, Call, Dialogue, Turn, User
+from tooltune.dialogue import HOTEL_TOOL, Assistant, Call, Dialogue, Turn, User
 from tooltune.formats import FORMATS, IGNORE_INDEX, ParsedTurn, encode, ensure_special_tokens
 from tooltune.formats.base import arguments_so_far
 from tooltune.inference import GenerationConfig, Generator
@@ -140,6 +141,26 @@ def save_tiny_run(directory: Path, name: str = "llama2") -> Path:
     tok.save_pretrained(directory)
     (directory / "tooltune_run.json").write_text(json.dumps({"format": name}), encoding="utf-8")
     return directory
+
+
+ARGS = {"type": "豪华型", "rating_range_lower": 4.8}
+"""A search the server tests' scripted policies make."""
+TOOLS = [{"type": "function", "function": HOTEL_TOOL.to_dict()}]
+"""The hotel tool as an OpenAI request's `tools`."""
+ASK = [{"role": "user", "content": "找一家评分4.8以上的豪华型酒店"}]
+"""The user message the server tests send."""
+
+
+@contextlib.contextmanager
+def live_app(policy, db, **config):
+    """A live server (`LiveServer`) over `policy` and `db`, named "tiny", 2 hotels a search, and `config`'s other
+    `ServerConfig` fields; yields its URL."""
+    from tooltune.bot import SessionConfig
+    from tooltune.bot.server import ServerConfig, create_app
+
+    settings = ServerConfig(model_name="tiny", session=SessionConfig(limit=2), **config)
+    with LiveServer(create_app(policy, db, settings)) as url:
+        yield url
 
 
 class LiveServer:

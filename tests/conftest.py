@@ -30,6 +30,22 @@ def hotel_db_json(data_root: Path) -> Path:
     return data_root / paths.HOTEL_DB_JSON
 
 
+@pytest.fixture(scope="module")
+def db(data_root: Path, tmp_path_factory, request):
+    """The hotel database built from the course data, one per test module (the bot and server tests')."""
+    from tooltune.db import HotelDB
+
+    return HotelDB.open(tmp_path_factory.mktemp(request.module.__name__) / "hotels.sqlite", data_root)
+
+
+@pytest.fixture(scope="module")
+def switch():
+    """A `SwitchPolicy` (tests/bot_support.py) for one server per test module; each test sets the policy it needs."""
+    from bot_support import SwitchPolicy
+
+    return SwitchPolicy()
+
+
 def read_jsonl(path: Path) -> list:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 

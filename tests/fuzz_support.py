@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from tooltune import jsonio
 from tooltune.dialogue import Assistant, Call, Dialogue, Result, User, turn_to_seed
 from tooltune.errors import ToolTuneError
-from tooltune.files import FORMATS as FILE_FORMATS
-from tooltune.files import read_file, write_dialogues
+from tooltune.datafiles import FILE_FORMATS
+from tooltune.datafiles import read_file, write_dialogues
 from tooltune.formats import FORMATS as CHAT_FORMATS
 
 SAMPLE = Dialogue((User("找一家评分4.5以上的经济型酒店"),

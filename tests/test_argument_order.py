@@ -19,7 +19,7 @@ from tooltune.dialogue import (
     order_arguments,
 )
 from tooltune.errors import InputError
-from tooltune.files import write_dialogues
+from tooltune.datafiles import write_dialogues
 from tooltune.formats import get_format
 from tooltune.inference import Generator
 from tooltune.runs import load_for_inference

@@ -14,7 +14,7 @@ from tooltune.baseline.lexicon import Lexicon, NameFinder
 from tooltune.baseline.replies import delexicalise, recent_results
 from tooltune.baseline.retrieval import TfIdfIndex
 from tooltune.baseline.slots import chinese_to_int, hotel_type, normalise, numeric_slots
-from tooltune.baseline.units import Unit
+from tooltune.evaluate.units import Unit
 from tooltune.dialogue import Assistant, Call, Result, User
 from tooltune.errors import InputError
 
@@ -58,7 +58,7 @@ def test_hotel_type(text, expected):
 
 
 def _call_unit(text: str, args: dict, before=()) -> Unit:
-    return Unit(tuple(before) + (User(text),), Call(args), "t:0:1")
+    return Unit("t:0:1", tuple(before) + (User(text),), Call(args))
 
 
 def test_lexicon_facilities_and_names():

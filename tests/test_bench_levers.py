@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import levers
 
 from tooltune.errors import ToolTuneError
-from tooltune.train.config import RunConfig, _build, config_to_dict
+from tooltune.train.config import RunConfig, build_dataclass, config_to_dict
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
@@ -52,7 +52,7 @@ def test_each_lever_changes_only_what_it_names(data_root: Path, tmp_path: Path, 
 
     def built(name: str) -> dict:
         tree = levers.lever_tree(name, model, tmp_path / "out" / name, data_root, steps=40)
-        return _flat(config_to_dict(_build(RunConfig, tree, "")))
+        return _flat(config_to_dict(build_dataclass(RunConfig, tree, "")))
 
     baseline = built("baseline")
     # The demo's settings, as the levers' descriptions state them.

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
 from bot_support import FORMAT_NAMES, ScriptedPolicy, real_tiny_policy, scripted_generator
 from tooltune.bot import Session, SessionConfig
-from tooltune.db import HotelDB
 from tooltune.dialogue import Assistant, Call, Result, User, check_order
 from tooltune.errors import InputError
 
 CHEAP = {"type": "经济型", "rating_range_lower": 4.5}
-
-
-@pytest.fixture(scope="module")
-def db(data_root: Path, tmp_path_factory) -> HotelDB:
-    return HotelDB.open(tmp_path_factory.mktemp("bot") / "hotels.sqlite", data_root)
 
 
 def test_call_runs_on_the_database_and_the_records_are_fed_back(db):

@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from tooltune.build import augment as aug
-from tooltune.build.augment import AugmentConfig
-from tooltune.build.items import make_item
+from tooltune.dataset import augment as aug
+from tooltune.dataset.augment import AugmentConfig
+from tooltune.dataset.items import make_item
 from tooltune.dialogue import Assistant, Call, Result, User, dialogue_to_seed
 
 HOTEL = {"name": "北京盛厦宾馆", "type": "经济型", "address": "北京东城区1号", "subway": "东单地铁站A口",

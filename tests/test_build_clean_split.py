@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tooltune.build.clean import CleanConfig, clean, remove_leakage
-from tooltune.build.items import make_item
-from tooltune.build.split import kfold, stratified_split, stratum
+from tooltune.dataset.clean import CleanConfig, clean, remove_leakage
+from tooltune.dataset.items import make_item
+from tooltune.dataset.split import kfold, stratified_split, stratum
 from tooltune.dialogue import Assistant, Call, Result, User
 
 

@@ -7,8 +7,8 @@ import zipfile
 
 import pytest
 
-from tooltune.build import crosswoz
-from tooltune.build.crosswoz import Unmappable, parse_price, parse_rating, parse_type, state_arguments
+from tooltune.dataset import crosswoz
+from tooltune.dataset.crosswoz import Unmappable, parse_price, parse_rating, parse_type, state_arguments
 from tooltune.dialogue import HOTEL_TOOL, Assistant, Call, Result, User
 from tooltune.errors import InputError
 from tooltune.hotels import load_hotels

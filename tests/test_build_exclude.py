@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from tooltune.build.clean import normalise
-from tooltune.build.exclude import remove_overlap, user_texts
-from tooltune.build.items import make_item
+from tooltune.dataset.clean import normalise
+from tooltune.dataset.exclude import remove_overlap, user_texts
+from tooltune.dataset.items import make_item
 from tooltune.cli import main
 from tooltune.dialogue import Assistant, Call, User
 from tooltune.errors import InputError
@@ -58,7 +58,7 @@ def test_build_excludes_the_course_test_set(tmp_path, course_dir, data_root):
 
 def test_dialog_json_parts_also_in_the_train_zip_are_read_once(tmp_path, data_root):
     """With crosswoz/train.json.zip present, dialog.json (cut from it) must not add its dialogues a second time."""
-    from tooltune.build.crosswoz import load_crosswoz_zip
+    from tooltune.dataset.crosswoz import load_crosswoz_zip
     from tooltune.hotels import load_hotels
 
     hotels = {h["name"]: h for h in load_hotels(data_root / "crosswoz/hotel_db.json")}

@@ -9,7 +9,7 @@ from http.server import HTTPServer, SimpleHTTPRequestHandler
 
 import pytest
 
-from tooltune.build import fetch
+from tooltune.dataset import fetch
 from tooltune.cli import main
 from tooltune.errors import ToolTuneError
 

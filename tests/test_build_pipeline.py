@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from conftest import read_jsonl
-from tooltune.build.items import make_item
-from tooltune.build.llm import LLMConfig, make_client, rewrite_items
+from tooltune.dataset.items import make_item
+from tooltune.dataset.llm import LLMConfig, make_client, rewrite_items
 from tooltune.cli import main
 from tooltune.dialogue import Call, User, dialogue_from_seed
 
@@ -125,7 +125,7 @@ def test_llm_failures_are_counted_not_fatal():
 def test_token_lengths_use_a_local_tokenizer(tmp_path):
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-    from tooltune.build.pipeline import _token_counter
+    from tooltune.dataset.pipeline import token_counter
     from tooltune.errors import ToolTuneError
 
     tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
@@ -133,11 +133,11 @@ def test_token_lengths_use_a_local_tokenizer(tmp_path):
     tok.train_from_iterator(["酒店价格评分"], trainers.WordLevelTrainer(special_tokens=["[UNK]"]))
     (tmp_path / "tok").mkdir()
     tok.save(str(tmp_path / "tok" / "tokenizer.json"))
-    count = _token_counter(str(tmp_path / "tok"))
+    count = token_counter(str(tmp_path / "tok"))
     assert count("酒店评分") == 4 and count("") == 0
     with pytest.raises(ToolTuneError, match="not a directory"):
-        _token_counter(str(tmp_path / "missing"))
+        token_counter(str(tmp_path / "missing"))
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "tokenizer.json").write_text("{", encoding="utf-8")
     with pytest.raises(ToolTuneError, match="cannot load"):
-        _token_counter(str(tmp_path / "broken"))
+        token_counter(str(tmp_path / "broken"))

@@ -13,7 +13,8 @@ from formats_support import GEMMA_LIKE, QWEN_LIKE, byte_bpe, corpus, tiny_dialog
 
 from tooltune.errors import InputError
 from tooltune.formats import FORMATS, IGNORE_INDEX, encode, ensure_special_tokens
-from tooltune.train.data import Example, collate
+from tooltune.formats import Example
+from tooltune.train.data import collate
 from tooltune.train.loss import TokenLoss
 
 VARIANTS = [("chatglm2", None), ("chatglm3", None), ("llama2", None), ("chat_template", QWEN_LIKE),
@@ -89,7 +90,7 @@ def test_a_weight_that_is_not_above_zero_is_refused(bad, bpe):
 def test_the_loss_is_the_weighted_sum_over_the_plain_token_count():
     model = tiny_llama_for_vocab(50)
     # tokens 7, 8 (second and third targets of row 0) are "call" tokens at weight 4; row 1 has example weight 2
-    rows = [Example([5, 6, 7, 8, 9], [-100, -100, 7, 8, 9], token_weights=[1.0, 1.0, 4.0, 4.0, 1.0]),
+    rows = [Example([5, 6, 7, 8, 9], [-100, -100, 7, 8, 9], weights=[1.0, 1.0, 4.0, 4.0, 1.0]),
             Example([9, 8, 7, 6], [-100, 8, 7, 6], weight=2.0)]
     batch = collate(rows, 0)
     assert batch["weights"].shape == batch["labels"].shape
@@ -115,7 +116,7 @@ def test_a_run_trains_with_the_weight_and_records_it(tmp_path):
     import yaml
 
     from tooltune.cli import main
-    from tooltune.files import write_dialogues
+    from tooltune.datafiles import write_dialogues
     from tooltune.train.tiny import save_tiny_model, tiny_tokenizer
 
     model = save_tiny_model(tmp_path / "model")

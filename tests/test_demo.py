@@ -16,7 +16,7 @@ from tooltune.demo import (
     run_demo,
     table,
 )
-from tooltune.train.config import RunConfig, _build, load_config
+from tooltune.train.config import RunConfig, build_dataclass, load_config
 from vocab_support import outside, record_generation, rendered_ids, run_vocabulary
 
 # A tiny GPT-2 on a small corpus, two steps of each training, three test units; the rules row is tested apart.
@@ -118,7 +118,7 @@ def test_configs_demo_yaml_matches_the_demo(tmp_path):
     path = Path(__file__).parents[1] / "configs" / "demo.yaml"
     by_hand = load_config(path, [f"model.path={tmp_path}", f"train.out={tmp_path / 'run'}"])
     tree = finetune_tree(tmp_path, tmp_path / "run", Path("../shared/data"), PYPI, method="lora", own=False)
-    ours = _build(RunConfig, tree, "")
+    ours = build_dataclass(RunConfig, tree, "")
     assert by_hand.method == ours.method and by_hand.model == ours.model
     for key in ("format", "observation", "max_length", "argument_order"):
         assert getattr(by_hand.data, key) == getattr(ours.data, key), key
@@ -156,7 +156,7 @@ def test_an_untrained_model_folder_is_evaluated_with_the_vocabulary_of_a_given_t
     # Generated: only ids of the given training file (rendered as evaluated: llama2, compact), the prompt's, or eos.
     from transformers import AutoTokenizer
 
-    from tooltune.files import read_dialogues
+    from tooltune.datafiles import read_dialogues
 
     tok = AutoTokenizer.from_pretrained(base)
     allowed = rendered_ids(read_dialogues(split / "train.chatglm3.jsonl"), tok, "llama2", "compact")

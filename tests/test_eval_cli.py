@@ -8,7 +8,7 @@ import pytest
 from tooltune.cli import main
 from tooltune.evaluate.predictions import ROW_KEYS, read_predictions
 from tooltune.evaluate.score import score
-from tooltune.files import read_dialogues, write_dialogues
+from tooltune.datafiles import read_dialogues, write_dialogues
 from tooltune.train.tiny import save_tiny_model
 
 

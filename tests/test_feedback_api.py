@@ -4,7 +4,6 @@ the store then holds, and the errors (OpenAI error bodies naming the field)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import httpx
 import openai
@@ -13,18 +12,12 @@ import pytest
 from bot_support import LiveServer, ScriptedPolicy, SwitchPolicy
 from tooltune.bot import SessionConfig
 from tooltune.bot.server import ServerConfig, create_app
-from tooltune.db import HotelDB
 from tooltune.dialogue import HOTEL_TOOL, Assistant, Call, Result, User
 from tooltune.feedback import FeedbackStore, read_conversations
 
 ARGS = {"type": "豪华型", "rating_range_lower": 4.8}
 TOOLS = [{"type": "function", "function": HOTEL_TOOL.to_dict()}]
 KEY = "sk-test-feedback"
-
-
-@pytest.fixture(scope="module")
-def db(data_root: Path, tmp_path_factory) -> HotelDB:
-    return HotelDB.open(tmp_path_factory.mktemp("feedback-api") / "hotels.sqlite", data_root)
 
 
 @pytest.fixture(scope="module")

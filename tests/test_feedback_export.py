@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from tooltune.build.clean import normalise
-from tooltune.build.exclude import user_texts
+from tooltune.dataset.clean import normalise
+from tooltune.dataset.exclude import user_texts
 from tooltune.cli import main
 from tooltune.dialogue import Assistant, Call, Result, User, dialogue_to_seed
 from tooltune.feedback import Correction, FeedbackStore, read_conversations
-from tooltune.files import read_dialogues
+from tooltune.datafiles import read_dialogues
 
 A, B, B2, D, E = ("帮我找一家评分4.5以上的经济型酒店", "我想住豪华型的酒店", "价格在500元以内的呢",
                   "有没有舒适型的酒店推荐", "三百元以内的经济型酒店有哪些")

@@ -1,4 +1,4 @@
-"""The five dialogue formats on the course data and on hand-made edge cases; every test loops over `FORMATS`."""
+"""The five dialogue formats on the course data and on hand-made edge cases; every test loops over `FILE_FORMATS`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from conftest import read_jsonl
 
 from tooltune.dialogue import HOTEL_TOOL, Assistant, Call, Dialogue, Result, User, dialogue_to_seed
-from tooltune.files import FORMATS, detect_format, read_dialogues, read_file, write_dialogues
+from tooltune.datafiles import FILE_FORMATS, detect_format, read_dialogues, read_file, write_dialogues
 
 SPLITS = {"train": 1602, "dev": 201, "test": 201}
 LLAMA2 = {"test": ("test.llama2.jsonl", 560), "dev": ("dev.llama2.jsonl", 537),
@@ -64,7 +64,7 @@ def test_llama2_samples_group_back_into_the_course_dialogues(course_dir, split):
     assert seed_text(from_samples.dialogues) == seed_text(read_dialogues(course_dir / f"{split}.chatglm3.jsonl"))
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", FILE_FORMATS)
 def test_course_test_split_round_trips(course_test, tmp_path, fmt):
     out = tmp_path / f"test.{fmt}.jsonl"
     write_dialogues(course_test, out, fmt)
@@ -89,7 +89,7 @@ EDGE_CASES = {
 }
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", FILE_FORMATS)
 @pytest.mark.parametrize("case", EDGE_CASES)
 def test_edge_cases_round_trip(tmp_path, fmt, case):
     dialogue = Dialogue(tuple(EDGE_CASES[case]))
@@ -133,7 +133,7 @@ def test_seed_layouts(tmp_path, course_test):
     assert [d.id for d in read_dialogues(tmp_path / "dir")] == ["0001.json", "0002.json", "0003.json"]
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", FILE_FORMATS)
 def test_json_document_layout_round_trips(tmp_path, course_test, fmt):
     """A `.json` path holds one JSON document (LLaMA-Factory's usual layout); detection looks at its first item."""
     out = tmp_path / f"few.{fmt}.json"

@@ -10,8 +10,8 @@ from conftest import read_jsonl
 from tooltune.cli import main
 from tooltune.dialogue import Assistant, Call, Dialogue, Result, User
 from tooltune.errors import InputError
-from tooltune.files import FORMATS, detect_format, read_dialogues, read_file, write_dialogues
-from tooltune.files.chatglm3 import FILLER
+from tooltune.datafiles import FILE_FORMATS, detect_format, read_dialogues, read_file, write_dialogues
+from tooltune.datafiles.chatglm3 import FILLER
 
 GOOD = Dialogue((User("找酒店"), Call({"type": "经济型"}), Result([{"name": "A", "price": 300.0}]), Assistant("A")))
 
@@ -98,10 +98,10 @@ def test_chatglm3_drops_the_filler_only_right_before_a_tool_turn(tmp_path):
 
 
 def test_every_format_is_tested_for_bad_input():
-    assert {b[0] for b in BAD} == set(FORMATS)
+    assert {b[0] for b in BAD} == set(FILE_FORMATS)
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", FILE_FORMATS)
 def test_skip_invalid_keeps_the_rest_and_counts(tmp_path, fmt):
     good = _good_record(fmt, tmp_path)
     path = tmp_path / "in.jsonl"
@@ -163,7 +163,7 @@ def test_a_failing_write_leaves_the_old_output(tmp_path):
     out = tmp_path / "out.jsonl"
     out.write_text("old\n", encoding="utf-8")
     unserialisable = Dialogue((User("a"), Call({"facilities": {"a set"}})))
-    for fmt in FORMATS:
+    for fmt in FILE_FORMATS:
         with pytest.raises(TypeError):
             write_dialogues([GOOD, unserialisable], out, fmt)
     assert out.read_text(encoding="utf-8") == "old\n"

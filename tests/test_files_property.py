@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from tooltune.dialogue import Assistant, Call, Dialogue, Result, User, dialogue_to_seed
-from tooltune.files import FORMATS, read_dialogues, write_dialogues
+from tooltune.datafiles import FILE_FORMATS, read_dialogues, write_dialogues
 
 # any character but lone surrogates (not encodable as UTF-8): line and paragraph separators included on purpose
 TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
@@ -45,7 +45,7 @@ def seed_text(ds: list[Dialogue]) -> list[str]:
     return [json.dumps(dialogue_to_seed(d), ensure_ascii=False) for d in ds]
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", FILE_FORMATS)
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_generated_dialogues_round_trip(fmt, data):

@@ -77,13 +77,6 @@ def policy(base):
     return load_policy(ARTIFACT, device="cpu", max_new_tokens=160)
 
 
-@pytest.fixture(scope="module")
-def db(data_root, tmp_path_factory):
-    from tooltune.db import HotelDB
-
-    return HotelDB.open(tmp_path_factory.mktemp("g7") / "hotels.sqlite", data_root)
-
-
 ASK = "帮我找一家评分4.5分以上的经济型酒店"
 WANT = {"type": "经济型", "rating_range_lower": 4.5}
 

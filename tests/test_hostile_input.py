@@ -12,7 +12,7 @@ import pytest
 from tooltune import jsonio
 from tooltune.cli import main
 from tooltune.errors import InputError
-from tooltune.files import read_dialogues, write_dialogues
+from tooltune.datafiles import read_dialogues, write_dialogues
 
 GOOD = ('{"tools": [], "conversations": [{"role": "user", "content": "找酒店"}, {"role": "tool", "name": '
         '"search_hotels", "parameters": {"type": "经济型"}, "observation": [{"name": "A", "price": 300.0}]}, '

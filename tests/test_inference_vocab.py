@@ -205,7 +205,7 @@ def test_domain_vocab_holds_every_id_of_the_rendered_dialogues():
 
 
 def test_eval_with_domain_vocab(tmp_path, course_dir, monkeypatch):
-    from tooltune.files import read_dialogues, write_dialogues
+    from tooltune.datafiles import read_dialogues, write_dialogues
     from tooltune.train.tiny import save_tiny_model
 
     data = tmp_path / "few.jsonl"

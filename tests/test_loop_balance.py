@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from tooltune.cli import main
-from tooltune.files import read_dialogues
-from tooltune.loop.balance import BY, balance, categoriser, loss_weights
-from tooltune.train.data import Example, collate
+from tooltune.datafiles import read_dialogues
+from tooltune.curation.balance import BY, balance, categoriser, loss_weights
+from tooltune.formats import Example
+from tooltune.train.data import collate
 from tooltune.train.loss import TokenLoss
 from tooltune.train.tiny import tiny_llama
 

@@ -9,8 +9,8 @@ import pytest
 
 from tooltune.cli import main
 from tooltune.dialogue import Call, dialogue_to_seed
-from tooltune.files import read_dialogues, write_dialogues
-from tooltune.loop.select import Uncertainty, decision_points, select_top
+from tooltune.datafiles import read_dialogues, write_dialogues
+from tooltune.curation.select import Uncertainty, decision_points, select_top
 from tooltune.train.tiny import save_tiny_model
 
 LORA = str(Path(__file__).parents[1] / "configs" / "lora.yaml")

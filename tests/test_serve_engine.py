@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
-from pathlib import Path
 
 import openai
 import pytest
@@ -17,18 +16,12 @@ from bot_support import LiveServer, real_tiny_policy, streaming_server
 from tooltune.bot import GeneratorPolicy
 from tooltune.bot.engine import BatchingPolicy
 from tooltune.bot.policy import TurnOptions
-from tooltune.db import HotelDB
 from tooltune.dialogue import HOTEL_TOOL, Assistant, Call, User
 from tooltune.inference import GenerationConfig, Generator, Row
 
 ASKS = ["找一家经济型酒店", "有没有评分4.5以上的豪华型酒店", "谢谢", "北京的酒店"]
 ARGS = {"type": "豪华型", "rating_range_lower": 4.8}
 TOOLS = [{"type": "function", "function": HOTEL_TOOL.to_dict()}]
-
-
-@pytest.fixture(scope="module")
-def db(data_root: Path, tmp_path_factory) -> HotelDB:
-    return HotelDB.open(tmp_path_factory.mktemp("serve-engine") / "hotels.sqlite", data_root)
 
 
 @pytest.fixture(scope="module")

@@ -6,37 +6,20 @@ from __future__ import annotations
 
 import json
 import threading
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from bot_support import LiveServer, ScriptedPolicy, SwitchPolicy, real_tiny_policy
-from tooltune.bot import SessionConfig
+from bot_support import ASK, TOOLS, LiveServer, ScriptedPolicy, live_app, real_tiny_policy
 from tooltune.bot.server import ServerConfig, create_app
-from tooltune.db import HotelDB
-from tooltune.dialogue import HOTEL_TOOL, Assistant, Call, User
+from tooltune.dialogue import Assistant, Call, User
 
-ARGS = {"type": "豪华型", "rating_range_lower": 4.8}
-TOOLS = [{"type": "function", "function": HOTEL_TOOL.to_dict()}]
-ASK = [{"role": "user", "content": "找一家评分4.8以上的豪华型酒店"}]
-
-
-@pytest.fixture(scope="module")
-def db(data_root: Path, tmp_path_factory) -> HotelDB:
-    return HotelDB.open(tmp_path_factory.mktemp("serve-openai") / "hotels.sqlite", data_root)
-
-
-@pytest.fixture(scope="module")
-def switch():
-    return SwitchPolicy()
 
 
 @pytest.fixture(scope="module")
 def url(db, switch):
-    config = ServerConfig(model_name="tiny", session=SessionConfig(limit=2), max_body_bytes=64 * 1024)
-    with LiveServer(create_app(switch, db, config)) as u:
+    with live_app(switch, db, max_body_bytes=64 * 1024) as u:
         yield u
 
 

@@ -5,47 +5,30 @@ from __future__ import annotations
 import json
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
 import torch
 
-from bot_support import LiveServer, ScriptedPolicy, SwitchPolicy, real_tiny_policy
-from tooltune.bot import SessionConfig
-from tooltune.bot.server import ServerConfig, check_bind, create_app
-from tooltune.db import HotelDB
+from bot_support import ARGS, ASK, TOOLS, LiveServer, ScriptedPolicy, live_app, real_tiny_policy
+from tooltune.bot.server import check_bind, create_app
 from tooltune.dialogue import HOTEL_TOOL, Assistant, Call, Result, User
 from tooltune.errors import ToolTuneError
 
-ARGS = {"type": "豪华型", "rating_range_lower": 4.8}
-TOOLS = [{"type": "function", "function": HOTEL_TOOL.to_dict()}]
-ASK = [{"role": "user", "content": "找一家评分4.8以上的豪华型酒店"}]
 KEY = "sk-test-123"
 
 
 @pytest.fixture(scope="module")
-def db(data_root: Path, tmp_path_factory) -> HotelDB:
-    return HotelDB.open(tmp_path_factory.mktemp("serve") / "hotels.sqlite", data_root)
-
-
-@pytest.fixture(scope="module")
-def switch():
-    return SwitchPolicy()
-
-
-@pytest.fixture(scope="module")
 def url(db, switch):
-    with LiveServer(create_app(switch, db, ServerConfig(model_name="tiny", session=SessionConfig(limit=2)))) as u:
+    with live_app(switch, db) as u:
         yield u
 
 
 @pytest.fixture(scope="module")
 def keyed(db, switch):
     """A second server: API key required, every call executed by the server."""
-    config = ServerConfig(model_name="tiny", api_key=KEY, execute_tools=True, session=SessionConfig(limit=2))
-    with LiveServer(create_app(switch, db, config)) as u:
+    with live_app(switch, db, api_key=KEY, execute_tools=True) as u:
         yield u
 
 

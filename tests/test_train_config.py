@@ -11,7 +11,7 @@ from tooltune.cli import main
 from tooltune.errors import InputError
 from tooltune.train.config import config_from_dict, dump_config, load_config
 from tooltune.train.methods import METHODS
-from tooltune.train.pretrain import load_pretrain_config
+from tooltune.pretrain.model import load_pretrain_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -99,7 +99,7 @@ def test_bf16_on_a_cpu_without_native_bf16_is_warned_about(monkeypatch):
 
 def test_dtype_auto_follows_the_hardware(monkeypatch):
     from tooltune import hardware
-    from tooltune.train.recipe import torch_dtype
+    from tooltune.hardware import torch_dtype
 
     import torch
 

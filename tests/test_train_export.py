@@ -53,14 +53,14 @@ def test_a_checkpoint_becomes_a_run_with_the_weights_of_that_step(tmp_path, monk
     from tooltune.train import loop
 
     after = {}
-    real = loop._train_step
+    real = loop.train_step
 
     def recording(accelerator, loss_module, *args, **kwargs):
         model = accelerator.unwrap_model(loss_module).model
         after[len(after)] = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         return real(accelerator, loss_module, *args, **kwargs)
 
-    monkeypatch.setattr(loop, "_train_step", recording)
+    monkeypatch.setattr(loop, "train_step", recording)
     model_dir = save_tiny_model(tmp_path / "model")
     tokenizer = tiny_tokenizer()
     cfg = config_from_dict({"model": {"path": str(model_dir)}, "method": {"name": "lora", "dropout": 0.0},

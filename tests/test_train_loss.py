@@ -12,7 +12,7 @@ from accelerate import Accelerator
 
 from tooltune.train.config import MethodConfig
 from tooltune.train.data import collate
-from tooltune.train.loop import _train_step
+from tooltune.train.loop import train_step
 from tooltune.train.loss import TokenLoss
 from tooltune.train import methods
 from tooltune.train.tiny import synthetic_examples, tiny_llama
@@ -83,11 +83,11 @@ def test_accumulated_step_is_sum_over_tokens_not_mean_of_means():
     short = synthetic_examples(3, VOCAB, seed=1, min_len=6, max_len=8)
     long = synthetic_examples(2, VOCAB, seed=2, min_len=30, max_len=40)
     accelerator = Accelerator()
-    loss, trained, _ = _train_step(accelerator, TokenLoss(model, plain=False), [short, long], 0, None)
+    loss, trained, _ = train_step(accelerator, TokenLoss(model, plain=False), [short, long], 0, None)
     whole = collate(short + long, 0)
     expected = reference(**whole).loss
     expected.backward()
-    assert trained == sum(e.trained for e in short + long)
+    assert trained == sum(e.trained_tokens for e in short + long)
     assert loss == pytest.approx(expected.item(), abs=1e-5)
     got, want = _grads(model), _grads(reference)
     for name in want:

@@ -37,14 +37,14 @@ def _record_steps(monkeypatch):
     from tooltune.train import loop
 
     starts = []
-    real = loop._train_step
+    real = loop.train_step
 
     def recording(accelerator, loss_module, *args, **kwargs):
         model = accelerator.unwrap_model(loss_module).model
         starts.append({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
         return real(accelerator, loss_module, *args, **kwargs)
 
-    monkeypatch.setattr(loop, "_train_step", recording)
+    monkeypatch.setattr(loop, "train_step", recording)
     return starts
 
 

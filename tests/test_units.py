@@ -6,8 +6,11 @@ import re
 import pytest
 
 from tooltune.dialogue import Assistant, Call, Dialogue, Result, User, turn_from_seed
-from tooltune.evaluate.units import Prediction, eval_units, predict_dialogue, predict_dialogues, predict_units
-from tooltune.files import read_dialogues
+from tooltune.evaluate.predictions import Row
+from tooltune.evaluate.units import eval_units, predict_dialogue, predict_dialogues
+from tooltune.formats import ParsedTurn
+from tooltune.inference import Prediction
+from tooltune.datafiles import read_dialogues
 
 
 def llama2_samples(path):
@@ -84,10 +87,10 @@ def test_turn_mode_gives_each_unit_its_gold_history():
 
     def generate(history, tools):
         seen.append(history)
-        return Prediction(Assistant("好的"), "好的")
+        return Prediction(ParsedTurn(Assistant("好的")), "好的", 0)
 
     units = eval_units([SMALL], split="dev")
-    rows = predict_units(units, generate)
+    rows = [Row(u.id, u.gold, p.parsed.turn, p.raw) for u in units for p in [generate(u.history, u.tools)]]
     assert [r.id for r in rows] == ["dev:0:1", "dev:0:3", "dev:0:5"]
     assert [r.gold for r in rows] == [SMALL.turns[1], SMALL.turns[3], SMALL.turns[5]]
     assert seen == [SMALL.turns[:1], SMALL.turns[:3], SMALL.turns[:5]]
@@ -96,8 +99,9 @@ def test_turn_mode_gives_each_unit_its_gold_history():
 
 def test_dialogue_mode_feeds_the_model_outputs_back():
     seen = []
-    outputs = iter([Prediction(Assistant("先回复"), "先回复"), Prediction(None, " search: {broken "),
-                    Prediction(Assistant("010-1234"), "010-1234")])
+    outputs = iter([Prediction(ParsedTurn(Assistant("先回复")), "先回复", 0),
+                    Prediction(ParsedTurn(None), " search: {broken ", 0),
+                    Prediction(ParsedTurn(Assistant("010-1234")), "010-1234", 0)])
 
     def generate(history, tools):
         seen.append(history)
@@ -117,5 +121,5 @@ def test_dialogue_mode_feeds_the_model_outputs_back():
 
 def test_dialogue_mode_ids_match_turn_mode(test_samples):
     dialogues = dialogues_from_samples(test_samples)[:20]
-    rows = predict_dialogues(dialogues, lambda history, tools: Prediction(Assistant("好的"), "好的"))
+    rows = predict_dialogues(dialogues, lambda history, tools: Prediction(ParsedTurn(Assistant("好的")), "好的", 0))
     assert [r.id for r in rows] == [u.id for u in eval_units(dialogues)]

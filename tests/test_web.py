@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from pathlib import Path
 
 import pytest
 
 from bot_support import LiveServer, ScriptedPolicy, SwitchPolicy, streaming_server
 from tooltune.bot import SessionConfig
 from tooltune.bot.server import ServerConfig, create_app
-from tooltune.db import HotelDB
 from tooltune.dialogue import Assistant, Call, Result, User
 
 # Found through PATH (Debian's chromium / chromium-driver, Ubuntu's chromium-browser, or a Chrome install).
@@ -39,11 +37,6 @@ def browser():
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def db(data_root: Path, tmp_path_factory) -> HotelDB:
-    return HotelDB.open(tmp_path_factory.mktemp("web") / "hotels.sqlite", data_root)
 
 
 def say(driver, text: str, count: int) -> None:

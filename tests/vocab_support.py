@@ -56,7 +56,7 @@ def run_vocabulary(run: Path) -> tuple[set[int], object]:
     """The ids of the run's training file as the run rendered it (its config.yaml), and the run's tokenizer."""
     from transformers import AutoTokenizer
 
-    from tooltune.files import read_dialogues
+    from tooltune.datafiles import read_dialogues
 
     config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))["data"]
     assert config.get("argument_order", "as-written") == "as-written", "rendered_ids renders calls as written"

@@ -37,6 +37,7 @@ import torch
 
 from tooltune.dialogue import Tool
 from tooltune.errors import InputError, ToolTuneError
+from tooltune.formats.base import single_id
 
 MISSING = ("constrained generation needs llguidance, which the 'constrained' extra installs: "
            "pip install 'tooltune[constrained]'")
@@ -289,8 +290,6 @@ class Constraint:
         the any-order object has 2^n rules, measured with the 7-key hotel tool)."""
 
     def _end_id(self, fmt: Any, tokenizer: Any, end_ids: Sequence[int]) -> int:
-        from tooltune.formats.base import single_id
-
         names = [self.style.end] if self.style.end else list(fmt.stop_strings)
         for name in names:
             tid = single_id(tokenizer, name)
@@ -321,7 +320,7 @@ class Constraint:
 
 
 @dataclass
-class Row:
+class RowState:
     """One sequence of a batch: free text until the opener, then the body under the grammar, then done."""
 
     tools: Sequence[Tool]
@@ -341,7 +340,7 @@ class CallConstraint:
                  end_ids: Sequence[int], text_stops: Sequence[str], copies: Sequence[Copy | None] | None = None):
         self.owner, self.width = owner, prompt_width
         self.end_ids, self.text_stops = set(end_ids), tuple(text_stops)
-        self.rows = [Row(tools, [], copy=copies[r] if copies else None) for r, tools in enumerate(tools_per_row)]
+        self.rows = [RowState(tools, [], copy=copies[r] if copies else None) for r, tools in enumerate(tools_per_row)]
         self.openers = [owner.opener(tools) for tools in tools_per_row]
         self.constrained_steps = 0
         """Token positions whose logits were masked (for the latency benchmark)."""
@@ -361,7 +360,7 @@ class CallConstraint:
         self.seconds += time.perf_counter() - started
         return scores
 
-    def _advance(self, r: int, row: Row, token: int) -> None:
+    def _advance(self, r: int, row: RowState, token: int) -> None:
         if row.matcher is not None:
             row.matcher.consume_token(token)
             row.done = token == self.owner.end_id or row.matcher.is_error()
@@ -387,7 +386,7 @@ class CallConstraint:
             if row.matcher.try_consume_tokens(ids) != len(ids):
                 row.matcher, row.broken, row.done = None, True, True
 
-    def _mask(self, row: Row, scores: torch.Tensor) -> None:
+    def _mask(self, row: RowState, scores: torch.Tensor) -> None:
         bits = torch.frombuffer(bytearray(row.matcher.compute_bitmask()), dtype=torch.uint8)
         allowed = ((bits.unsqueeze(1) >> torch.arange(8, dtype=torch.uint8)) & 1).flatten().bool()  # little-endian
         allowed = allowed.to(scores.device)  # the bitmask is built on the CPU; the scores may be on a GPU

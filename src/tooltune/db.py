@@ -31,7 +31,7 @@ from typing import Any, Iterator
 from tooltune import paths
 from tooltune.dialogue import HOTEL_TOOL
 from tooltune.errors import InputError, ToolTuneError
-from tooltune.files.records import read_jsonl
+from tooltune.datafiles.records import read_jsonl
 from tooltune.facilities import FacilityMatcher, HAND_RULES, learn_paraphrases
 from tooltune.hotels import RECORD_KEYS, load_hotels
 from tooltune.schema import argument_problems

@@ -21,9 +21,22 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tooltune import paths, rundir
+from tooltune.baseline import RulesModel, split_units
+from tooltune.dataset.fetch import DEMO_FILES, ensure
+from tooltune.dataset.pipeline import BuildConfig, build
 from tooltune.dialogue import AS_WRITTEN
 from tooltune.errors import ToolTuneError
+from tooltune.evaluate.predictions import Row, write_predictions
+from tooltune.evaluate.report import read_metrics, render_table, table_rows, write_metrics
+from tooltune.evaluate.run import EvalOptions, evaluate_run
 from tooltune.jsonio import atomic_write_text
+from tooltune.models.load import prepare_base
+from tooltune.models.registry import ALIASES
+from tooltune.pretrain.corpus import build_corpus, read_corpus, write_corpus
+from tooltune.pretrain.model import load_pretrain_config, pretrain
+from tooltune.pretrain.tokenizer import TokenizerConfig, save_tokenizer, train_tokenizer
+from tooltune.train.config import config_from_dict
+from tooltune.train.recipe import fine_tune
 
 OWN_GPT2 = "gpt2"
 """The `--base` value for the GPT-2 tooltune pre-trains itself (`--fast` uses it)."""
@@ -153,9 +166,6 @@ def _stage(out: Path, name: str, marker: str, work: Callable[[Path], None], say:
 
 
 def stage_data(cfg: DemoConfig, partial: Path) -> None:
-    from tooltune.build.pipeline import BuildConfig, build
-    from tooltune.pretrain.corpus import build_corpus, write_corpus
-
     course = paths.data_dir(cfg.data_dir) / paths.COURSE_SPLIT
     # The course's dev and test sentences stay out of everything the demo trains on.
     build(BuildConfig(out=partial, data_dir=cfg.data_dir, limit=cfg.budget.build_limit,
@@ -185,21 +195,11 @@ def stage_base(cfg: DemoConfig, data: Path, partial: Path) -> None:
         partial.mkdir(parents=True)
         (partial / name).symlink_to(Path(cfg.base).resolve(), target_is_directory=True)
     else:
-        from tooltune.models.load import prepare_base
-
         prepare_base(cfg.base, out=partial / name)
     atomic_write_text(partial / "DONE", name + "\n")
 
 
 def _own_gpt2(budget: Budget, corpus: Path, partial: Path, name: str) -> None:
-    from tooltune.pretrain.corpus import read_corpus
-    from tooltune.pretrain.tokenizer import (
-        TokenizerConfig,
-        save_tokenizer,
-        train_tokenizer,
-    )
-    from tooltune.train.pretrain import load_pretrain_config, pretrain
-
     tokenizer = train_tokenizer(read_corpus([str(corpus)]), TokenizerConfig(vocab_size=budget.vocab_size))
     save_tokenizer(tokenizer, partial / "tokenizer")
     print(f"  tokenizer: vocabulary {len(tokenizer)}")
@@ -215,63 +215,32 @@ def _own_gpt2(budget: Budget, corpus: Path, partial: Path, name: str) -> None:
 
 
 def stage_run(cfg: DemoConfig, base: Path, partial: Path) -> None:
-    from tooltune.train.config import RunConfig, _build
-    from tooltune.train.recipe import fine_tune
-
     own = cfg.base == OWN_GPT2
     # Full fine-tuning suits the small own GPT-2; a 135M-270M PyPI model gets LoRA (full would not fit the budget).
     model = base / (base / "DONE").read_text(encoding="utf-8").strip()
     tree = finetune_tree(model, partial, paths.data_dir(cfg.data_dir), cfg.budget,
                          method="full" if own else "lora", own=own)
-    info = fine_tune(_build(RunConfig, tree, ""))
+    info = fine_tune(config_from_dict(tree))
     if info.interrupted_at is not None:
         raise ToolTuneError(f"fine-tuning stopped at step {info.interrupted_at}; run the demo again")
 
 
 def evaluate(run: Path, data_file: Path, partial: Path, budget: Budget, data_dir: str | None = None,
              format: str | None = None, observation: str | None = None, train_file: Path | None = None) -> dict:
-    """Turn-mode evaluation (the course's) of `run` on `data_file`; writes predictions.jsonl and metrics.json.
-    `format`/`observation` are needed only for a plain (untrained) model folder: a run knows its own. The domain
-    vocabulary (`budget.domain_vocab`) comes from `train_file`, by default the run's own training data."""
-    from tooltune.evaluate.predictions import Row, write_predictions
-    from tooltune.evaluate.report import write_metrics
-    from tooltune.evaluate.score import hoteldb_search
-    from tooltune.evaluate.units import eval_units
-    from tooltune.files import read_dialogues
-    from tooltune.formats import get_format
-    from tooltune.inference import Generator, domain_vocab
-    from tooltune.runs import load_for_inference, training_data
-
-    loaded = load_for_inference(run, format=format, observation=observation)
-    fmt = get_format(loaded.format)
-    vocab = None
-    if budget.domain_vocab:
-        vocab = domain_vocab(read_dialogues(train_file or training_data(run)), loaded.tokenizer, fmt, loaded.observation,
-                             loaded.argument_order)
+    """Turn-mode evaluation (the course's) of `run` on `data_file`; writes predictions.jsonl and metrics.json and
+    returns what metrics.json holds. `format`/`observation` are needed only for a plain (untrained) model folder: a
+    run knows its own. The domain vocabulary (`budget.domain_vocab`) comes from `train_file`, by default the run's
+    own training data."""
     # A model with few positions (the own GPT-2) keeps the newest turns of a long prompt, leaving room to answer.
-    positions = getattr(loaded.model.config, "n_positions", None) or loaded.model.config.max_position_embeddings
-    gen = loaded.generation(max_new_tokens=budget.max_new_tokens, batch_size=16,
-                            max_prompt_tokens=min(2048, positions - budget.max_new_tokens), output_vocab=vocab)
-    generator = Generator(loaded.model, loaded.tokenizer, fmt, config=gen)
-    units = eval_units(read_dialogues(data_file), split=data_file.name.split(".")[0])[:budget.eval_limit]
-    started = time.perf_counter()
-    preds = generator.predict([u.history for u in units], [u.tools for u in units], progress=True)
-    rows = [Row(u.id, u.gold, p.parsed.turn, p.raw) for u, p in zip(units, preds)]
-    partial.mkdir(parents=True, exist_ok=True)
-    write_predictions(partial / "predictions.jsonl", rows)
-    meta = {"model": loaded.model_name, "method": loaded.method, "mode": "turn", "run": str(run),
-            "data": str(data_file), "format": loaded.format, "observation": loaded.observation,
-            "generation_seconds": round(time.perf_counter() - started, 1), "units": len(rows),
-            "output_vocab": f"{len(vocab)} ids of the training data + the prompt's" if vocab is not None else "all"}
-    search = hoteldb_search(data_dir=data_dir) if budget.task_success else None
-    return write_metrics(partial, rows, meta, search=search)
+    options = EvalOptions(limit=budget.eval_limit, format=format, observation=observation, batch_size=16,
+                          max_new_tokens=budget.max_new_tokens, domain_vocab=budget.domain_vocab,
+                          vocab_data=train_file, task_success=budget.task_success, data_dir=data_dir, out=partial,
+                          progress=True)
+    result = evaluate_run(run, data_file, options)
+    return {**result.meta, "metrics": result.metrics}
 
 
 def stage_rules(cfg: DemoConfig, partial: Path) -> None:
-    from tooltune.baseline import RulesModel, split_units
-    from tooltune.evaluate.predictions import Row, write_predictions
-    from tooltune.evaluate.report import write_metrics
-
     model = RulesModel.trained(cfg.data_dir)
     # Always the whole test set (~20 s): its units come from the llama2 file, whose dialogue order differs from the
     # chatglm3 file's, so a --limit prefix would not be the same units as the model's.
@@ -290,8 +259,6 @@ def lecture_lines(width: int = 6) -> list[list[str]]:
 
 def table(eval_dir: Path, rules_dir: Path | None, markdown: bool = False) -> str:
     """The lecture's rows, the rules baseline's and the demo's, in the lecture's layout."""
-    from tooltune.evaluate.report import read_metrics, render_table, table_rows
-
     runs = [read_metrics(rules_dir)] if rules_dir else []
     runs.append(read_metrics(eval_dir))
     lines = table_rows(runs)
@@ -300,9 +267,6 @@ def table(eval_dir: Path, rules_dir: Path | None, markdown: bool = False) -> str
 
 def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> Path:
     """Every stage in order (skipping finished ones); prints the table and returns the run directory."""
-    from tooltune.build.fetch import DEMO_FILES, ensure
-    from tooltune.models.registry import ALIASES
-
     if cfg.base != OWN_GPT2 and cfg.base not in ALIASES and not Path(cfg.base).is_dir():
         raise ToolTuneError(f"--base {cfg.base!r} is neither {OWN_GPT2}, a known alias ({', '.join(sorted(ALIASES))}) "
                             f"nor a model folder")

@@ -1,6 +1,6 @@
 """The one dialogue model every reader, writer, chat format and metric works on.
 
-Raw dicts stop at the readers (`tooltune.files`): past them a dialogue is a `Dialogue` of typed turns whose order is
+Raw dicts stop at the readers (`tooltune.datafiles`): past them a dialogue is a `Dialogue` of typed turns whose order is
 checked once, here. The seed format (the lecture's 11.2: roles user/search/return/assistant) is the canonical JSON form
 of a turn; `turn_to_seed` / `turn_from_seed` convert, and predictions files use it too.
 """
@@ -155,6 +155,9 @@ SEED_KEYS = {"user": ("role", "content"), "search": ("role", "arguments", "name"
 
 AS_WRITTEN = "as-written"
 """The default argument order: each call's arguments as the data wrote them."""
+MAX_NEW_TOKENS = 256
+"""The default bound on the tokens a model generates for one turn (a call or a reply; the course's are far shorter),
+for eval, chat, serve and k-fold alike."""
 ARGUMENT_ORDERS = (AS_WRITTEN, "schema")
 """How a call's arguments are laid out when rendered: as the data wrote them, or in the tool schema's order."""
 

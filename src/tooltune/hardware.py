@@ -10,6 +10,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
+
+from tooltune.errors import ToolTuneError
+
+DTYPES = ("float32", "bfloat16", "float16")
+"""The weight dtypes tooltune loads and saves by name (and `auto`, resolved by `resolve_dtype`)."""
 
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 """/proc/cpuinfo flags of x86 CPUs that run bf16 matmuls natively (AVX512-BF16, AMX)."""
@@ -59,6 +65,19 @@ def resolve_dtype(name: str) -> str:
     if name != "auto":
         return name
     return "bfloat16" if native_bf16() else "float32"
+
+
+def torch_dtype(name: Any) -> Any:
+    """The torch dtype of a dtype name, `auto` resolved for this machine (`resolve_dtype`); a torch dtype or None
+    passes through. The one place a dtype name becomes a torch dtype."""
+    import torch
+
+    if name is None or isinstance(name, torch.dtype):
+        return name
+    resolved = resolve_dtype(name)
+    if resolved not in DTYPES:
+        raise ToolTuneError(f"unknown dtype {name!r}: use one of {', '.join(DTYPES)} or 'auto'")
+    return getattr(torch, resolved)
 
 
 def describe(name: str) -> str:

@@ -19,6 +19,7 @@ import torch
 
 from tooltune.dialogue import (
     HOTEL_TOOL,
+    MAX_NEW_TOKENS,
     Tool,
     Turn,
     User,
@@ -34,7 +35,7 @@ from tooltune.mbr import choose
 
 @dataclass(frozen=True)
 class GenerationConfig:
-    max_new_tokens: int = 256
+    max_new_tokens: int = MAX_NEW_TOKENS
     """Upper bound on generated tokens per turn (a call or a reply); the course's replies are far shorter."""
     batch_size: int = 8
     """Histories decoded together (left-padded); sorted by length first so a batch wastes little padding."""

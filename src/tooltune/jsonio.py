@@ -113,10 +113,12 @@ def _decoder_failure(text: str, error: Exception) -> tuple[str, int]:
     return f"{message} (not valid JSON)", found.start() if found else 0
 
 
-def _depth_offset(text: str) -> int:
-    """Where the nesting of `text` first goes past `MAX_DEPTH` (outside strings); 0 when it does not."""
+def json_structure(text: str, start: int = 0) -> Iterator[tuple[int, str, int]]:
+    """The structure of JSON text (complete or not) from `start`: `(offset, character, depth after it)` for every
+    bracket, brace and comma outside strings (string contents, escaped quotes included, are skipped)."""
     depth, in_string, escaped = 0, False, False
-    for i, ch in enumerate(text):
+    for i in range(start, len(text)):
+        ch = text[i]
         if in_string:
             if escaped:
                 escaped = False
@@ -128,11 +130,17 @@ def _depth_offset(text: str) -> int:
             in_string = True
         elif ch in "[{":
             depth += 1
-            if depth > MAX_DEPTH:
-                return i
+            yield i, ch, depth
         elif ch in "]}":
             depth -= 1
-    return 0
+            yield i, ch, depth
+        elif ch == ",":
+            yield i, ch, depth
+
+
+def _depth_offset(text: str) -> int:
+    """Where the nesting of `text` first goes past `MAX_DEPTH` (outside strings); 0 when it does not."""
+    return next((i for i, _, depth in json_structure(text) if depth > MAX_DEPTH), 0)
 
 
 def _located(where: str, line: int | None) -> str:

@@ -98,7 +98,7 @@ class RunInfo:
     new_special_tokens: int | None = None
     prepared_special_rows: list | None = None
     packed_rows: bool | None = None
-    # Pre-training (tooltune.train.pretrain)
+    # Pre-training (tooltune.pretrain.model)
     kind: str | None = None
     """PRETRAIN_KIND for a pre-trained base model."""
     gpt2: dict | None = None

@@ -10,22 +10,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tooltune import paths, rundir
 from tooltune.dialogue import AS_WRITTEN
 from tooltune.errors import InputError, ToolTuneError
 from tooltune.formats import FORMATS, ensure_special_tokens, get_format
 from tooltune.formats.base import single_id
-from tooltune.hardware import resolve_dtype
+from tooltune.hardware import torch_dtype
+from tooltune.inference import GenerationConfig
 from tooltune.models import load as model_load
 from tooltune.models.registry import ALIASES
 from tooltune.train import methods as train_methods
 from tooltune.train.config import DataConfig
-
-if TYPE_CHECKING:
-    from tooltune.inference import GenerationConfig
-
 
 @dataclass
 class Loaded:
@@ -42,8 +39,6 @@ class Loaded:
 
     def generation(self, **options: Any) -> GenerationConfig:
         """Generation settings that render prompts the way this run was trained (observation, argument order)."""
-        from tooltune.inference import GenerationConfig
-
         return GenerationConfig(observation=self.observation, argument_order=self.argument_order, **options)
 
 
@@ -52,16 +47,6 @@ def default_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _dtype(name: str):
-    """A torch dtype from its name; `auto` is bfloat16 where bf16 is native, else float32 (tooltune.hardware)."""
-    import torch
-
-    name = resolve_dtype(name)
-    if not hasattr(torch, name):
-        raise ToolTuneError(f"unknown dtype {name!r} (e.g. float32, bfloat16)")
-    return getattr(torch, name)
 
 
 def base_dir(base: str, run: Path) -> Path:
@@ -157,7 +142,7 @@ def _load_run(path: Path, info: rundir.RunInfo | None, format: str | None, obser
               device: str | None) -> tuple[Loaded, bool]:
     """A fine-tuning run: its base with the adapter (or its whole model), rendered as its config.yaml says; and
     whether the model is already on its device (a 4-bit base)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     cfg = rundir.read_config(path)
     if dtype == "auto":
@@ -170,25 +155,24 @@ def _load_run(path: Path, info: rundir.RunInfo | None, format: str | None, obser
     if (path / rundir.ADAPTER_CONFIG).is_file():
         from peft import PeftModel
 
-
         quantized = train_methods.METHODS[method].quantized
         kwargs: dict = {}
         if quantized:
             # The adapter was trained on the 4-bit base: it is applied to the base quantised the same way.
             train_methods.check_supported(method, gradient_checkpointing=False)
-            kwargs = {**train_methods.load_kwargs(method, _dtype(cfg.model.dtype)),
+            kwargs = {**train_methods.load_kwargs(method, torch_dtype(cfg.model.dtype)),
                       "device_map": {"": device or default_device()}}
-        model = AutoModelForCausalLM.from_pretrained(base_dir(base, path), dtype=_dtype(dtype), **kwargs)
+        model = model_load.load_model(base_dir(base, path), dtype, **kwargs)
         if quantized and not cpu_4bit_kernel(model):
             # Without bitsandbytes' fused CPU kernel, every 4-bit matmul would dequantise its weight again at each
             # decoding step: the same NF4 values are decoded once into plain weights instead.
-            model = model.dequantize(dtype=_dtype(dtype))
+            model = model.dequantize(dtype=torch_dtype(dtype))
         placed = quantized and model.device.type != "cpu"
         if len(tokenizer) > model.get_input_embeddings().num_embeddings:
             model.resize_token_embeddings(len(tokenizer), mean_resizing=False)  # rows come from the adapter
         model = PeftModel.from_pretrained(model, path)
     else:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype))
+        model = model_load.load_model(path, dtype)
     name = Path(base).name if base else path.name
     return Loaded(model, tokenizer, fmt_name, observation or cfg.data.observation, name, method,
                   cfg.data.argument_order), placed
@@ -197,7 +181,7 @@ def _load_run(path: Path, info: rundir.RunInfo | None, format: str | None, obser
 def _load_model_folder(path: Path, format: str | None, observation: str | None, dtype: str) -> Loaded:
     """A plain model folder (a base, a merged export, a pre-trained GPT-2), rendered as its tooltune_run.json says,
     else as the caller says."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     info = rundir.read_info(path, rundir.MODEL_INFO) or rundir.RunInfo()
     fmt_name = format or info.format
@@ -206,8 +190,8 @@ def _load_model_folder(path: Path, format: str | None, observation: str | None, 
     if (path / rundir.ADAPTER_CONFIG).is_file():
         from peft import AutoPeftModelForCausalLM
 
-        model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype))
+        model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype))
     else:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype))
+        model = model_load.load_model(path, dtype)
     return Loaded(model, tokenizer, fmt_name, observation or info.observation or DataConfig.observation, path.name,
                   info.method or "native", info.argument_order or AS_WRITTEN)

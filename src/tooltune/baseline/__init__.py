@@ -4,6 +4,6 @@
 """
 
 from tooltune.baseline.model import RulesConfig, RulesModel
-from tooltune.baseline.units import Unit, read_units, split_units
+from tooltune.baseline.units import read_units, split_units
 
-__all__ = ["RulesConfig", "RulesModel", "Unit", "read_units", "split_units"]
+__all__ = ["RulesConfig", "RulesModel", "read_units", "split_units"]

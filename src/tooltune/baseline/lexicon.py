@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from tooltune.dialogue import Call, User
-from tooltune.baseline.units import Unit
+from tooltune.evaluate.units import Unit
 
 
 def last_user(history) -> str:

@@ -24,9 +24,12 @@ from tooltune.baseline.calls import CarryConfig, merge, sentence_slots
 from tooltune.baseline.lexicon import Lexicon, NameFinder, last_call, last_user
 from tooltune.baseline.replies import Template, delexicalise, recent_results
 from tooltune.baseline.retrieval import TfIdfIndex
-from tooltune.baseline.units import Unit
+from tooltune.baseline.units import split_units
 from tooltune.dialogue import Assistant, Call, Result, Turn, User
 from tooltune.errors import InputError
+from tooltune.evaluate.units import Unit
+from tooltune.hotels import load_hotels
+from tooltune.paths import HOTEL_DB_JSON, data_file
 
 
 @dataclass(frozen=True)
@@ -107,10 +110,6 @@ class RulesModel:
     @classmethod
     def trained(cls, data_dir=None, config: RulesConfig = RulesConfig()) -> "RulesModel":
         """The model fitted on the course's train split and hotel database from the data dir (for chat and eval)."""
-        from tooltune.baseline.units import split_units
-        from tooltune.hotels import load_hotels
-        from tooltune.paths import HOTEL_DB_JSON, data_file
-
         hotels = load_hotels(data_file(HOTEL_DB_JSON, data_dir))
         return cls(config, hotels).fit(split_units("train", data_dir))
 

@@ -1,32 +1,23 @@
 """Turn units of the course's turn mode: one gold turn to predict plus the gold turns before it.
 
 `{train.reconstructed,dev,test}.llama2.jsonl` hold one unit a line: `{"context": json-string of seed turns,
-"response": json-string of the seed turn to predict}`. Raw dicts stop here: a `Unit` holds typed turns.
+"response": json-string of the seed turn to predict}`. Raw dicts stop here: each line becomes an evaluation `Unit`
+(`tooltune.evaluate.units`) of typed turns; its id names the dialogue in the order this file lists them (the llama2
+files do not follow the chatglm3 files' order) and the gold turn's index.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from tooltune import jsonio
-from tooltune.dialogue import Assistant, Call, Turn, turn_from_seed
+from tooltune.dialogue import Assistant, Call, turn_from_seed
 from tooltune.errors import InputError
-from tooltune.files.records import read_jsonl
+from tooltune.evaluate.units import Unit
+from tooltune.datafiles.records import read_jsonl
 from tooltune.paths import COURSE_SPLIT, data_file
 
 SPLIT_FILES = {"train": "train.llama2.reconstructed.jsonl", "dev": "dev.llama2.jsonl", "test": "test.llama2.jsonl"}
-
-
-@dataclass(frozen=True)
-class Unit:
-    history: tuple[Turn, ...]
-    """The gold turns before the one to predict, oldest first (starts with a user turn)."""
-    gold: Call | Assistant
-    """The turn to predict."""
-    id: str
-    """`split:dialogue:turn` in the form of `tooltune.evaluate.units.unit_id`: dialogue = 0-based in the order this
-    file lists them (the llama2 files do not follow the chatglm3 files' order), turn = the gold turn's index."""
 
 
 def _json_field(row: dict, key: str, where: str):
@@ -57,7 +48,7 @@ def read_units(path: str | Path, split: str = "") -> list[Unit]:
         before = units[-1].history if units else None
         if before is None or not (len(history) > len(before) and history[:len(before)] == before):
             dialogue += 1
-        units.append(Unit(history, gold, f"{split or path.stem}:{dialogue}:{len(history)}"))
+        units.append(Unit(f"{split or path.stem}:{dialogue}:{len(history)}", history, gold))
     return units
 
 

@@ -1,6 +1,6 @@
 """The OpenAI chat-completions wire format on top of a `Session`: request -> turns, exchange -> response or chunks.
 
-Messages are read by `tooltune.files.openai` (the same reader as training files), so a request is checked exactly
+Messages are read by `tooltune.datafiles.openai` (the same reader as training files), so a request is checked exactly
 as a dialogue file is: one call per assistant message, each `tool` message answering the call before it. Text
 content may also be a list of `{"type": "text"}` parts. `system` (or `developer`) messages at the start are joined
 and rendered as the chat format defines (`ChatFormat.system_prompt`): in its system message where it has one
@@ -44,7 +44,7 @@ from tooltune.bot.session import Exchange, Search
 from tooltune.dialogue import Call, Dialogue, Result, Tool, Turn, User, turn_to_seed
 from tooltune.errors import InputError
 from tooltune.feedback.store import RATINGS, Correction, Feedback
-from tooltune.files import openai as openai_file
+from tooltune.datafiles import openai as openai_file
 
 WHERE = "request"
 FIELDS = ("messages", "model", "tools", "tool_choice", "stream", "stream_options", "n", "max_tokens",

@@ -12,8 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Protocol, Sequence
 
-from tooltune.dialogue import Turn
-from tooltune.formats import ParsedTurn
+from tooltune.datafiles import read_dialogues
+from tooltune.dialogue import MAX_NEW_TOKENS, Turn
+from tooltune.formats import ParsedTurn, get_format
+from tooltune.inference import Generator
+from tooltune.inference import domain_vocab as vocab_of
+from tooltune.runs import default_device, load_for_inference, training_data
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,8 @@ class GeneratorPolicy:
         if options == TurnOptions():
             pred = self.generator.predict([list(history)])[0]
             return Step(pred.parsed, pred.raw, new_tokens=pred.new_tokens)
-        from tooltune.bot.engine import generate_one
+        from tooltune.bot.engine import generate_one  # here, not at the top: the engine imports this module's Step
+
         return generate_one(self.generator, history, options)
 
 
@@ -85,7 +90,7 @@ class LockedPolicy:
 
 
 def load_policy(path: str | Path, fmt: str | None = None, device: str | None = None,
-                max_new_tokens: int = 256, constrained: bool = False, dtype: str | None = None,
+                max_new_tokens: int = MAX_NEW_TOKENS, constrained: bool = False, dtype: str | None = None,
                 max_prompt_tokens: int = 2048, domain_vocab: bool = False) -> GeneratorPolicy:
     """A `GeneratorPolicy` for a training run or a saved model (see `tooltune.runs.load_for_inference`).
     `constrained`: call bodies under the tool's schema (`GenerationConfig.constrained`). `dtype` None: float32 on
@@ -101,10 +106,6 @@ def load_policy(path: str | Path, fmt: str | None = None, device: str | None = N
     `GenerationConfig.output_vocab`): Gemma's 262,144-row output layer was most of a decoding step here.
 
     A model whose tokenizer lacks the format's special tokens is refused: its role tokens would be untrained."""
-    from tooltune.formats import get_format
-    from tooltune.inference import Generator
-    from tooltune.runs import default_device, load_for_inference, training_data
-
     train_file = training_data(path) if domain_vocab else None  # before the slow loading: a missing file is quick
 
     if dtype is None:
@@ -117,8 +118,6 @@ def load_policy(path: str | Path, fmt: str | None = None, device: str | None = N
         pass
     vocab = None
     if train_file is not None:
-        from tooltune.files import read_dialogues
-        from tooltune.inference import domain_vocab as vocab_of
         vocab = vocab_of(read_dialogues(train_file), loaded.tokenizer, get_format(loaded.format), loaded.observation,
                          loaded.argument_order)
     config = loaded.generation(max_new_tokens=max_new_tokens, batch_size=1, constrained=constrained,

@@ -23,23 +23,24 @@ writer thread after the generation, outside the lock, and the response never wai
 # imported inside create_app) at runtime.
 
 import asyncio
-import contextlib
 import dataclasses
 import hmac
 import json
 import logging
-import math
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from tooltune.bot.admission import Admission
 from tooltune.bot.api import (ApiError, ChunkStream, completion, decode_body, feedback_answer, new_completion_id,
                               parse_chat_request, parse_feedback, web_answer)
-from tooltune.bot.policy import LockedPolicy, Policy, TurnOptions
+from tooltune.bot.engine import BatchingPolicy
+from tooltune.bot.policy import GeneratorPolicy, LockedPolicy, Policy, TurnOptions
 from tooltune.bot.session import Session, SessionConfig
 from tooltune.dialogue import HOTEL_TOOL, Tool
 from tooltune.errors import InputError, ToolTuneError
+from tooltune.feedback import UnknownCompletion
 from tooltune.formats import SampleTooLong
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -95,9 +96,6 @@ SCHEDULERS = ("batch", "lock")
 
 def shared_policy(policy: Policy, config: ServerConfig) -> Policy:
     """The policy the server's threads call: batched, or behind one lock (see the module's docstring)."""
-    from tooltune.bot.engine import BatchingPolicy
-    from tooltune.bot.policy import GeneratorPolicy
-
     if isinstance(policy, GeneratorPolicy) and config.scheduler == "batch":
         return BatchingPolicy(policy.generator, name=policy.name, max_batch=config.max_batch)
     if getattr(policy, "thread_safe", False):
@@ -107,52 +105,95 @@ def shared_policy(policy: Policy, config: ServerConfig) -> Policy:
 
 def create_app(policy: Policy, db: Any, config: ServerConfig = ServerConfig(), feedback: Any = None):
     """The FastAPI app; `feedback`: a `tooltune.feedback.FeedbackStore` that records every completion and takes
-    feedback at /v1/feedback, or None (off)."""
+    feedback at /v1/feedback, or None (off). The routes are FastAPI's wiring; `Handlers` does their work."""
     from fastapi import FastAPI, Request
-    from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
-    from starlette.background import BackgroundTask
-    from starlette.concurrency import run_in_threadpool
+    from fastapi.responses import HTMLResponse
     from starlette.exceptions import HTTPException
 
-    shared = shared_policy(policy, config)
+    handlers = Handlers(policy, db, config, feedback)
     app = FastAPI(title="tooltune", docs_url=None, redoc_url=None, openapi_url=None,
-                  on_shutdown=[getattr(shared, "close", lambda: None)])
-    app.state.policy = shared
+                  on_shutdown=[getattr(handlers.shared, "close", lambda: None)])
+    app.state.policy = handlers.shared
     app.state.disconnects = 0
     """Streaming clients that went away before their answer was done (their turns stopped)."""
-    created = int(time.time())
-    admission = Admission(config.max_queue, config.max_batch)
-    tool_name = config.tools[0].name
-    max_new_tokens = getattr(shared, "max_new_tokens", None)
+    handlers.state = app.state
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)
 
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, e: ApiError):
-        return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
+    @app.get("/v1/models")
+    async def models(request: Request):
+        return handlers.models(request)
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, e: HTTPException):  # unknown route, wrong method
-        code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code)
-        return JSONResponse(ApiError(e.status_code, f"{request.method} {request.url.path}: {e.detail}",
-                                     code=code).body(), status_code=e.status_code)
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        return await handlers.chat_completions(request)
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, e: Exception):  # a bug: still OpenAI's body, and logged
-        log.exception("unexpected error")
-        return JSONResponse(ApiError(500, f"internal error: {type(e).__name__}: {e}", type="server_error",
-                                     code="internal_error").body(), status_code=500)
+    @app.post("/api/chat")
+    async def web_chat(request: Request):
+        return await handlers.web_chat(request)
 
-    def authorize(request: Request) -> None:
-        if config.api_key is None:
+    @app.post("/v1/feedback")
+    async def post_feedback(request: Request):
+        return await handlers.post_feedback(request)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page():
+        return HTMLResponse(WEB_PAGE.read_text(encoding="utf-8"))
+
+    return app
+
+
+async def api_error(request: Any, e: ApiError):
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
+
+
+async def http_error(request: Any, e: Any):  # unknown route, wrong method
+    from fastapi.responses import JSONResponse
+
+    code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code)
+    return JSONResponse(ApiError(e.status_code, f"{request.method} {request.url.path}: {e.detail}",
+                                 code=code).body(), status_code=e.status_code)
+
+
+async def unexpected(request: Any, e: Exception):  # a bug: still OpenAI's body, and logged
+    from fastapi.responses import JSONResponse
+
+    log.exception("unexpected error")
+    return JSONResponse(ApiError(500, f"internal error: {type(e).__name__}: {e}", type="server_error",
+                                 code="internal_error").body(), status_code=500)
+
+
+class Handlers:
+    """What the app's routes do: check the key, read and check the request, hold a place in the queue, run the
+    session in a worker thread (streamed or not), record the completion, answer."""
+
+    def __init__(self, policy: Policy, db: Any, config: ServerConfig, feedback: Any):
+        self.shared = shared_policy(policy, config)
+        self.db, self.config, self.feedback = db, config, feedback
+        self.state: Any = None
+        """The app's state (`disconnects` is counted there)."""
+        self.created = int(time.time())
+        self.admission = Admission(config.max_queue, config.max_batch)
+        self.tool_name = config.tools[0].name
+        self.max_new_tokens = getattr(self.shared, "max_new_tokens", None)
+        self.run_name = config.run or config.model_name
+
+    def authorize(self, request: Any) -> None:
+        if self.config.api_key is None:
             return
         given = request.headers.get("authorization", "")
         scheme, _, token = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), config.api_key.encode()):
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(),
+                                                                 self.config.api_key.encode()):
             raise ApiError(401, "missing or incorrect API key (send 'Authorization: Bearer <key>')",
                            code="invalid_api_key")
 
-    async def read_body(request: Request) -> bytes:
+    async def read_body(self, request: Any) -> bytes:
         """The body, refused (413) as soon as it is known to be over the limit: from Content-Length, or while read."""
-        limit = config.max_body_bytes
+        limit = self.config.max_body_bytes
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             raise body_too_large(limit)
@@ -164,10 +205,10 @@ def create_app(policy: Policy, db: Any, config: ServerConfig = ServerConfig(), f
             parts.append(part)
         return b"".join(parts)
 
-    def converse(history, execute: bool, options: TurnOptions):
+    def converse(self, history, execute: bool, options: TurnOptions):
         """Run the session in a worker thread; InputError -> 400, anything else -> 500 (logged), never a crash."""
-        session_config = config.session if execute else dataclasses.replace(config.session, max_calls=0)
-        session = Session(shared, db, session_config, history=history, options=options)
+        session_config = self.config.session if execute else dataclasses.replace(self.config.session, max_calls=0)
+        session = Session(self.shared, self.db, session_config, history=history, options=options)
         try:
             exchange = session.respond()
         except SampleTooLong as e:  # OpenAI's answer to a conversation over the context window
@@ -181,128 +222,78 @@ def create_app(policy: Policy, db: Any, config: ServerConfig = ServerConfig(), f
                            code="generation_failed") from None
         return session, exchange
 
-    @app.get("/v1/models")
-    async def models(request: Request):
-        authorize(request)
-        return {"object": "list", "data": [{"id": config.model_name, "object": "model", "created": created,
+    def models(self, request: Any) -> dict:
+        self.authorize(request)
+        return {"object": "list", "data": [{"id": self.config.model_name, "object": "model", "created": self.created,
                                             "owned_by": "tooltune"}]}
 
-    run_name = config.run or config.model_name
+    def record(self, completion_id: str, history, exchange, source: str) -> None:
+        if self.feedback is not None:  # queued: the writer thread stores it, the response does not wait
+            self.feedback.record(completion_id, history, exchange.turns, self.run_name, source, self.config.tools)
 
-    def record(completion_id: str, history, exchange, source: str) -> None:
-        if feedback is not None:  # queued: the writer thread stores it, the response does not wait
-            feedback.record(completion_id, history, exchange.turns, run_name, source, config.tools)
-
-    async def streamed(request, req, on_event, finish, ticket, prefix=()):
+    async def streamed(self, request, req, on_event, finish, ticket, prefix=()):
         """Run the exchange, handing each partial read of the turn being written to `on_event` (returns the SSE
         text to send) as it comes; `finish(session, exchange)` gives the last events (after `prefix`). An error
         before the first event is an HTTP error; after it, an error event. The admission `ticket` is given back
         when the work ends; a client that disconnects stops its turn at the next token."""
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue = asyncio.Queue()
-        gone = threading.Event()
+        from fastapi.responses import StreamingResponse
+        from starlette.background import BackgroundTask
 
-        def on_partial(kind: str, text: str) -> bool:
-            if gone.is_set():
-                return False  # the client went away: the row stops
-            loop.call_soon_threadsafe(events.put_nowait, (kind, text))
-            return True
-
-        options = dataclasses.replace(req.options, on_partial=on_partial)
-        work = asyncio.ensure_future(run_in_threadpool(converse, req.history, req.execute, options))
-        work.add_done_callback(lambda _: ticket.release())  # the place is the model's work, whether or not the
-        # client is still reading (a client that went away does not always finalize the response's generator)
-        async def watch() -> None:  # the body was read whole: what the client sends next is its disconnect
-            while (await request.receive())["type"] != "http.disconnect":
-                pass
-            gone.set()
-            app.state.disconnects += 1
-
-        watcher = asyncio.ensure_future(watch())
-        work.add_done_callback(lambda _: watcher.cancel())
-        first = asyncio.ensure_future(events.get())
-        await asyncio.wait({work, first}, return_when=asyncio.FIRST_COMPLETED)
-        if work.done() and work.exception() is not None and not first.done():
+        stream = _Stream(self, request, req, ticket)
+        first = asyncio.ensure_future(stream.events.get())
+        await asyncio.wait({stream.work, first}, return_when=asyncio.FIRST_COMPLETED)
+        if stream.work.done() and stream.work.exception() is not None and not first.done():
             first.cancel()
-            gone.set()
-            raise work.exception()
-
-        async def body():
-            try:
-                for text in prefix:
-                    yield text
-                pending = first
-                while True:
-                    if pending is None:
-                        pending = asyncio.ensure_future(events.get())
-                    await asyncio.wait({work, pending}, return_when=asyncio.FIRST_COMPLETED)
-                    if pending.done():
-                        text = on_event(*pending.result())
-                        pending = None
-                        if text:
-                            yield text
-                        continue
-                    break
-                pending.cancel()
-                while not events.empty():
-                    text = on_event(*events.get_nowait())
-                    if text:
-                        yield text
-                try:
-                    session, exchange = await work
-                except ApiError as e:
-                    yield f"data: {json.dumps(e.body(), ensure_ascii=False)}\n\n"
-                    yield "data: [DONE]\n\n"
-                    return
-                for text in finish(session, exchange):
-                    yield text
-            finally:
-                gone.set()
-                ticket.release()
-
+            stream.gone.set()
+            raise stream.work.exception()
         ticket.handed_over()
-        return StreamingResponse(body(), media_type="text/event-stream", background=BackgroundTask(ticket.release))
+        return StreamingResponse(stream.body(first, on_event, finish, prefix), media_type="text/event-stream",
+                                 background=BackgroundTask(ticket.release))
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request):
-        authorize(request)
-        raw = await read_body(request)
+    async def chat_completions(self, request: Any):
+        from fastapi.responses import JSONResponse
+        from starlette.concurrency import run_in_threadpool
+
+        self.authorize(request)
+        raw = await self.read_body(request)
+        config = self.config
         req = await run_in_threadpool(lambda: parse_chat_request(decode_body(raw), config.tools,
-                                                                 config.execute_tools, max_new_tokens))
-        with admission.enter() as admitted:  # a bad request got its 400 above, whatever the queue
+                                                                 config.execute_tools, self.max_new_tokens))
+        with self.admission.enter() as admitted:  # a bad request got its 400 above, whatever the queue
             completion_id = new_completion_id()
             if req.stream:
                 stream = ChunkStream(completion_id, config.model_name, req.execute, req.include_usage)
 
                 def finish(session, exchange):
-                    record(completion_id, req.history, exchange, "api")
+                    self.record(completion_id, req.history, exchange, "api")
                     full = completion(exchange, config.model_name, req.execute, completion_id, stream.call_id)
                     return stream.finish(full)
 
                 def on_event(kind, text):
-                    return "".join(stream.partial(kind, text, tool_name))
+                    return "".join(stream.partial(kind, text, self.tool_name))
 
-                return await streamed(request, req, on_event, finish, admitted, [stream.start()])
-            _, exchange = await run_in_threadpool(converse, req.history, req.execute, req.options)
-            record(completion_id, req.history, exchange, "api")
+                return await self.streamed(request, req, on_event, finish, admitted, [stream.start()])
+            _, exchange = await run_in_threadpool(self.converse, req.history, req.execute, req.options)
+            self.record(completion_id, req.history, exchange, "api")
             return JSONResponse(completion(exchange, config.model_name, req.execute, completion_id))
 
-    @app.post("/api/chat")
-    async def web_chat(request: Request):
-        authorize(request)
-        raw = await read_body(request)
+    async def web_chat(self, request: Any):
+        from starlette.concurrency import run_in_threadpool
+
+        self.authorize(request)
+        raw = await self.read_body(request)
         body = await run_in_threadpool(decode_body, raw)
         stream = body.get("stream", False)
         if not isinstance(stream, bool):
             raise ApiError(400, "'stream' must be a boolean", param="stream")
-        req = await run_in_threadpool(parse_chat_request, {"messages": body.get("messages")}, config.tools, True)
-        with admission.enter() as admitted:
+        req = await run_in_threadpool(parse_chat_request, {"messages": body.get("messages")}, self.config.tools, True)
+        with self.admission.enter() as admitted:
             completion_id = new_completion_id()
 
             def answer(session, exchange):
-                record(completion_id, req.history, exchange, "web")
-                return web_answer(exchange, session.history, config.tools,
-                                  completion_id if feedback is not None else None)
+                self.record(completion_id, req.history, exchange, "web")
+                return web_answer(exchange, session.history, self.config.tools,
+                                  completion_id if self.feedback is not None else None)
 
             if stream:  # {"reply": text so far} or {"call": arguments so far} as generated, then {"answer": ...}
                 def on_event(kind, text):
@@ -312,15 +303,13 @@ def create_app(policy: Policy, db: Any, config: ServerConfig = ServerConfig(), f
                     done = json.dumps({"answer": answer(session, exchange)}, ensure_ascii=False)
                     return [f"data: {done}\n\n", "data: [DONE]\n\n"]
 
-                return await streamed(request, req, on_event, finish, admitted)
-            session, exchange = await run_in_threadpool(converse, req.history, True, req.options)
+                return await self.streamed(request, req, on_event, finish, admitted)
+            session, exchange = await run_in_threadpool(self.converse, req.history, True, req.options)
             return answer(session, exchange)
 
-    def rate(req):
-        from tooltune.feedback import UnknownCompletion
-
+    def rate(self, req):
         try:
-            return feedback.rate(req.completion_id, req.turn, req.rating, req.correction)
+            return self.feedback.rate(req.completion_id, req.turn, req.rating, req.correction)
         except UnknownCompletion as e:
             raise ApiError(404, e.message, param="completion_id", code="not_found") from None
         except InputError as e:
@@ -330,78 +319,85 @@ def create_app(policy: Policy, db: Any, config: ServerConfig = ServerConfig(), f
             raise ApiError(500, f"storing feedback failed: {type(e).__name__}: {e}", type="server_error",
                            code="feedback_failed") from None
 
-    @app.post("/v1/feedback")
-    async def post_feedback(request: Request):
-        authorize(request)
-        if feedback is None:
+    async def post_feedback(self, request: Any):
+        from starlette.concurrency import run_in_threadpool
+
+        self.authorize(request)
+        if self.feedback is None:
             raise ApiError(404, "feedback is off on this server (it was started with --no-feedback)",
                            code="feedback_disabled")
-        req = parse_feedback(decode_body(await read_body(request)))
-        return feedback_answer(await run_in_threadpool(rate, req))
+        req = parse_feedback(decode_body(await self.read_body(request)))
+        return feedback_answer(await run_in_threadpool(self.rate, req))
 
-    @app.get("/", response_class=HTMLResponse)
-    async def page():
-        return HTMLResponse(WEB_PAGE.read_text(encoding="utf-8"))
 
-    return app
+class _Stream:
+    """One streamed exchange: the session runs in a worker thread and hands partial reads of the turn being written
+    to `events`; a watcher notices the client going away (`gone`), which stops the turn at its next token."""
+
+    def __init__(self, handlers: Handlers, request: Any, req: Any, ticket: Any):
+        from starlette.concurrency import run_in_threadpool
+
+        self.handlers, self.request, self.ticket = handlers, request, ticket
+        self.loop = asyncio.get_running_loop()
+        self.events: asyncio.Queue = asyncio.Queue()
+        self.gone = threading.Event()
+        options = dataclasses.replace(req.options, on_partial=self.on_partial)
+        self.work = asyncio.ensure_future(run_in_threadpool(handlers.converse, req.history, req.execute, options))
+        self.work.add_done_callback(lambda _: ticket.release())  # the place is the model's work, whether or not
+        # the client is still reading (a client that went away does not always finalize the response's generator)
+        watcher = asyncio.ensure_future(self.watch())
+        self.work.add_done_callback(lambda _: watcher.cancel())
+
+    def on_partial(self, kind: str, text: str) -> bool:
+        if self.gone.is_set():
+            return False  # the client went away: the row stops
+        self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, text))
+        return True
+
+    async def watch(self) -> None:
+        """The body was read whole: what the client sends next is its disconnect."""
+        while (await self.request.receive())["type"] != "http.disconnect":
+            pass
+        self.gone.set()
+        self.handlers.state.disconnects += 1
+
+    async def body(self, first, on_event, finish, prefix):
+        """The response's events: `prefix`, each partial read as `on_event` renders it, then `finish`'s (or an error
+        event)."""
+        try:
+            for text in prefix:
+                yield text
+            pending = first
+            while True:
+                if pending is None:
+                    pending = asyncio.ensure_future(self.events.get())
+                await asyncio.wait({self.work, pending}, return_when=asyncio.FIRST_COMPLETED)
+                if not pending.done():
+                    break
+                text = on_event(*pending.result())
+                pending = None
+                if text:
+                    yield text
+            pending.cancel()
+            while not self.events.empty():
+                text = on_event(*self.events.get_nowait())
+                if text:
+                    yield text
+            try:
+                session, exchange = await self.work
+            except ApiError as e:
+                yield f"data: {json.dumps(e.body(), ensure_ascii=False)}\n\n"
+                yield "data: [DONE]\n\n"
+                return
+            for text in finish(session, exchange):
+                yield text
+        finally:
+            self.gone.set()
+            self.ticket.release()
 
 
 def body_too_large(limit: int) -> ApiError:
     return ApiError(413, f"the request body is over this server's limit of {limit} bytes", code="body_too_large")
-
-
-class Admission:
-    """At most `limit` chat requests in progress; one more is refused at once (503) with a Retry-After estimated
-    from how long recent requests took. `with admission.enter() as ticket:` holds a place until the block ends, or,
-    after `ticket.handed_over()`, until `leave()` (a stream that ends later)."""
-
-    def __init__(self, limit: int, batch: int):
-        self.limit, self.batch = limit, batch
-        self.active = 0
-        self.seconds = 1.0
-        """A running mean of how long a request held its place."""
-        self._lock = threading.Lock()
-        self._started: dict[int, float] = {}
-
-    @contextlib.contextmanager
-    def enter(self):
-        with self._lock:
-            if self.active >= self.limit:
-                wait = max(1, math.ceil(self.seconds * self.active / self.batch))
-                raise ApiError(503, f"the server has {self.active} requests in progress, its limit; retry after "
-                                    f"{wait} s", type="server_error", code="server_overloaded",
-                               headers={"Retry-After": str(wait)})
-            self.active += 1
-        ticket = _Ticket(self)
-        try:
-            yield ticket
-        finally:
-            if not ticket.kept:
-                ticket.release()
-
-    def _leave(self, seconds: float) -> None:
-        with self._lock:
-            self.active -= 1
-            self.seconds = 0.8 * self.seconds + 0.2 * seconds
-
-
-class _Ticket:
-    """A place held in `Admission`; `release` gives it back once, however often it is called."""
-
-    def __init__(self, admission: Admission):
-        self.admission, self.start = admission, time.monotonic()
-        self.kept = self.released = False
-        self._lock = threading.Lock()
-
-    def handed_over(self) -> None:
-        self.kept = True
-
-    def release(self) -> None:
-        with self._lock:
-            if self.released:
-                return
-            self.released = True
-        self.admission._leave(time.monotonic() - self.start)
 
 
 def serve(app: Any, host: str, port: int) -> None:

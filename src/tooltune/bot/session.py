@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from tooltune.bot.policy import Policy, TurnOptions
-from tooltune.formats import ParsedTurn
+from tooltune.db import SearchError
 from tooltune.dialogue import HOTEL_TOOL, Assistant, Call, Result, Turn, User, check_order
 from tooltune.errors import InputError
+from tooltune.formats import ParsedTurn
 from tooltune.jsonio import json_problem
 
 
@@ -138,8 +139,6 @@ class Session:
         out.turns.append(turn)
 
     def run_search(self, call: Call, malformed: bool = False) -> Search:
-        from tooltune.db import SearchError
-
         if call.name != HOTEL_TOOL.name:
             return Search(call, [], error=f"unknown tool {call.name!r}: the only tool is {HOTEL_TOOL.name}")
         if malformed and not call.arguments:  # arguments that were read (with junk after them) are still used

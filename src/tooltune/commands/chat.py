@@ -5,6 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tooltune.db import HotelDB
+from tooltune.dialogue import MAX_NEW_TOKENS
+from tooltune.errors import InputError, ToolTuneError
+from tooltune.feedback import FeedbackStore, default_path
+
+# Modules that load torch (through tooltune.bot) are imported inside the functions that use them: `tooltune --help`
+# builds every subcommand's parser and should not pay for them.
 HELP = "chat with a trained model in the terminal (searches run on the local hotel database)"
 
 
@@ -13,7 +20,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="a training run directory or a saved model directory")
     parser.add_argument("--format", help="chat format (default: the run's); needed for a plain model directory")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
-    parser.add_argument("--max-new-tokens", type=int, default=256, help="tokens generated per turn at most")
+    parser.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS,
+                        help=f"tokens generated per turn at most (default {MAX_NEW_TOKENS})")
     parser.add_argument("--dtype", help="torch dtype of the weights (default: float32 on a CPU, where decoding one "
                                         "token at a time is many times faster than in bf16; else auto)")
     parser.add_argument("--domain-vocab", action="store_true",
@@ -37,8 +45,6 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 def check_numbers(args: argparse.Namespace, names: tuple[str, ...]) -> None:
     """Refuse a count option that is not positive, naming it (before any slow loading)."""
-    from tooltune.errors import ToolTuneError
-
     for name in names:
         value = getattr(args, name, None)
         if value is not None and value <= 0:
@@ -48,7 +54,6 @@ def check_numbers(args: argparse.Namespace, names: tuple[str, ...]) -> None:
 def open_session_parts(args: argparse.Namespace):
     """(policy, database, session config) from the shared options."""
     from tooltune.bot import SessionConfig, load_policy
-    from tooltune.db import HotelDB
 
     check_numbers(args, ("max_new_tokens", "max_calls", "limit", "threads"))
     if args.threads:
@@ -64,11 +69,8 @@ def open_session_parts(args: argparse.Namespace):
 
 def open_feedback(args: argparse.Namespace):
     """The feedback store the options ask for (its path printed, so that the user knows what is kept), or None."""
-    from tooltune.feedback import FeedbackStore, default_path
-
     if args.no_feedback:
         if args.feedback_db:
-            from tooltune.errors import InputError
             raise InputError("--feedback-db and --no-feedback contradict each other", field="--no-feedback")
         print("feedback: off (--no-feedback): no conversation is stored", flush=True)
         return None

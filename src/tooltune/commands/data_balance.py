@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 
+from tooltune.curation.balance import BY, STRATEGIES, balance, balance_table
+from tooltune.datafiles import read_dialogues, write_dialogues
+from tooltune.dataset.items import Item
+from tooltune.dataset.report import plot_balance, split_stats
+from tooltune.errors import InputError
+from tooltune.jsonio import atomic_write_text
+
 HELP = "rebalance a dialogue file by category (downsample, upsample or augment); before/after table and plot"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from tooltune.loop.balance import BY, STRATEGIES
-
     parser.add_argument("input", metavar="IN", help="dialogues (any format tooltune reads)")
     parser.add_argument("output", metavar="OUT", help="the rebalanced dialogues (seed JSONL unless --to)")
     parser.add_argument("--by", required=True, choices=BY, help="the categories to balance")
@@ -24,13 +29,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
-
-    from tooltune.build.items import Item
-    from tooltune.build.report import plot_balance, split_stats
-    from tooltune.errors import InputError
-    from tooltune.jsonio import atomic_write_text
-    from tooltune.files import read_dialogues, write_dialogues
-    from tooltune.loop.balance import balance, balance_table
 
     if args.target is not None and args.target < 1:
         raise InputError("must be at least 1", field="--target")

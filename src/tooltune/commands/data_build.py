@@ -6,6 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
+from tooltune.dataset.augment import AugmentConfig
+from tooltune.dataset.clean import CleanConfig
+from tooltune.dataset.llm import LLMConfig
+from tooltune.dataset.pipeline import BuildConfig, build
+from tooltune.errors import InputError
+
 HELP = "build train/dev/test hotel dialogues (seed format) from CrossWOZ, with augmentation, cleaning and a report"
 
 
@@ -37,8 +43,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _ratios(text: str) -> tuple[float, float, float]:
-    from tooltune.errors import InputError
-
     try:
         parts = tuple(float(x) for x in text.split(":"))
     except ValueError:
@@ -49,12 +53,6 @@ def _ratios(text: str) -> tuple[float, float, float]:
 
 
 def config_from_args(args: argparse.Namespace):
-    from tooltune.build.augment import AugmentConfig
-    from tooltune.build.clean import CleanConfig
-    from tooltune.build.llm import LLMConfig
-    from tooltune.build.pipeline import BuildConfig
-    from tooltune.errors import InputError
-
     if bool(args.llm_base_url) != bool(args.llm_model):
         raise InputError("--llm-base-url and --llm-model go together", field="--llm-model")
     off = args.no_augment
@@ -73,8 +71,6 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from tooltune.build.pipeline import build
-
     summary = build(config_from_args(args))
     print(json.dumps(summary, ensure_ascii=False, indent=1))
     print(f"wrote {args.out}/{{train,dev,test}}.jsonl, report.md, balance.png")

@@ -1,4 +1,4 @@
-"""`tooltune data convert IN OUT --to FORMAT`: convert dialogue files between the formats of `tooltune.files`."""
+"""`tooltune data convert IN OUT --to FORMAT`: convert dialogue files between the formats of `tooltune.datafiles`."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import argparse
 import sys
 import time
 
+from tooltune.datafiles import FILE_FORMATS, read_file, write_dialogues
+
 HELP = "convert dialogue files between formats (seed, chatglm3, llama2, sharegpt, openai)"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from tooltune.files import FORMATS
-
-    names = list(FORMATS)
-    parser.epilog = "formats:\n" + "\n".join(f"  {f.name:9s} {f.description}" for f in FORMATS.values())
+    names = list(FILE_FORMATS)
+    parser.epilog = "formats:\n" + "\n".join(f"  {f.name:9s} {f.description}" for f in FILE_FORMATS.values())
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("input", metavar="IN", help="a file (JSON Lines or .json) or a directory of *.json")
     parser.add_argument("output", metavar="OUT",
@@ -27,8 +27,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tooltune.files import read_file, write_dialogues
-
     start = time.perf_counter()
     read = read_file(args.input, args.source_format, skip_invalid=args.skip_invalid)
     written = write_dialogues(read.dialogues, args.output, args.to)

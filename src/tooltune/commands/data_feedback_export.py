@@ -6,6 +6,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tooltune.datafiles import write_dialogues
+from tooltune.datafiles.records import write_jsonl_atomic
+from tooltune.errors import InputError
+from tooltune.feedback import default_path, read_conversations
+from tooltune.feedback.export import export, label_rows, label_studio_tasks, report
+from tooltune.jsonio import atomic_write_text
+
 HELP = "export stored conversations and feedback: corrected and confirmed turns as training dialogues, thumbs-down " \
        "turns as annotation tasks, and a report"
 
@@ -39,13 +46,6 @@ def beside(out: Path, suffix: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     import json
-
-    from tooltune.errors import InputError
-    from tooltune.feedback import default_path, read_conversations
-    from tooltune.feedback.export import export, label_rows, label_studio_tasks, report
-    from tooltune.files import write_dialogues
-    from tooltune.files.records import write_jsonl_atomic
-    from tooltune.jsonio import atomic_write_text
 
     db = Path(args.db) if args.db else default_path()
     out = Path(args.out)

@@ -1,9 +1,12 @@
-"""`tooltune data fetch`: download CrossWOZ and the course's hotel data into the cache (see tooltune.build.fetch)."""
+"""`tooltune data fetch`: download CrossWOZ and the course's hotel data into the cache (see tooltune.dataset.fetch)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+from tooltune import paths
+from tooltune.dataset.fetch import fetch_all
 
 HELP = "download CrossWOZ and the course's hotel data into the data cache (skips files already there)"
 
@@ -16,9 +19,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tooltune import paths
-    from tooltune.build.fetch import fetch_all
-
     dest = args.dest or paths.cache_dir() / "data"
     for f in fetch_all(dest, only=args.only, timeout=args.timeout, progress=True):
         print(f"{f.status:22} {f.size:>10} {f.path}")

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from tooltune.curation.annotate import merge, merge_report, read_annotations
+from tooltune.datafiles import read_dialogues, write_dialogues
+from tooltune.errors import InputError
+from tooltune.jsonio import atomic_write_text
+
 HELP = "merge annotated dialogues back (Label Studio export or JSONL) with a change/sample-check report per " \
        "annotator and batch"
 
@@ -23,12 +28,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
-    from tooltune.errors import InputError
-    from tooltune.jsonio import atomic_write_text
-    from tooltune.files import read_dialogues, write_dialogues
-    from tooltune.loop.annotate import merge, merge_report, read_annotations
-
     for name in ("max_fail_rate", "max_change_rate"):
         value = getattr(args, name)
         if value is not None and not 0 <= value <= 1:

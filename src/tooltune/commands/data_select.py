@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import argparse
 
+from tooltune.curation import SCORES
+from tooltune.curation.annotate import label_studio_task
+from tooltune.datafiles import read_dialogues, write_dialogues
+from tooltune.errors import InputError
+from tooltune.formats import get_format
+from tooltune.jsonio import atomic_write_text
+
+# Modules that load torch (curation.select, inference, runs) are imported inside the functions that use them: `tooltune
+# --help` builds every subcommand's parser and should not pay for them.
 HELP = "rank unlabelled or unchecked dialogues by the model's uncertainty and write the top N for annotation"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from tooltune.loop.select import SCORES
-
     parser.add_argument("--model", required=True, help="a tooltune run directory (or a model directory + --format)")
     parser.add_argument("--pool", required=True, help="dialogues to choose from (any format tooltune reads)")
     parser.add_argument("--n", type=int, required=True, help="how many to select")
@@ -33,13 +40,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from tooltune.errors import InputError
-    from tooltune.jsonio import atomic_write_text
-    from tooltune.files import read_dialogues, write_dialogues
-    from tooltune.formats import get_format
+    from tooltune.curation.select import label_losses, select_top, uncertainties
     from tooltune.inference import Generator
-    from tooltune.loop.annotate import label_studio_task
-    from tooltune.loop.select import label_losses, select_top, uncertainties
     from tooltune.runs import load_for_inference
 
     if args.n < 1:

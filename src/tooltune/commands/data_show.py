@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tooltune.datafiles import read_dialogues
+from tooltune.dialogue import ARGUMENT_ORDERS, AS_WRITTEN, with_argument_order
+from tooltune.errors import InputError
+from tooltune.formats import FORMATS, OBSERVATIONS, POLICIES, encode, ensure_special_tokens, show
+
 HELP = "print a dialogue as a chat format renders it for training, with the trained spans highlighted"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from tooltune.dialogue import ARGUMENT_ORDERS, AS_WRITTEN
-    from tooltune.formats import FORMATS, OBSERVATIONS, POLICIES
-
     parser.add_argument("file", metavar="FILE", help="a dialogue file (any format `tooltune data convert` reads)")
     parser.add_argument("--format", required=True, choices=list(FORMATS), help="the chat format to render with")
     parser.add_argument("--policy", default="all", choices=POLICIES,
@@ -30,11 +32,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tooltune.dialogue import with_argument_order
-    from tooltune.errors import InputError
-    from tooltune.files import read_dialogues
-    from tooltune.formats import FORMATS, encode, ensure_special_tokens, show
-
     dialogues = read_dialogues(args.file, args.source_format)
     if not 0 <= args.index < len(dialogues):
         raise InputError(f"--index {args.index} is out of range: the file has {len(dialogues)} dialogues",
@@ -66,8 +63,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _tokenizer(path: str):
     from pathlib import Path
-
-    from tooltune.errors import InputError
 
     if not Path(path).is_dir():
         raise InputError("not a directory", where=path, field="tokenizer")

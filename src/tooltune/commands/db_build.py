@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tooltune.db import build_db
+
 HELP = "build the local hotel database (SQLite) from crosswoz/hotel_db.json and the train dialogues"
 
 
@@ -14,8 +16,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tooltune.db import build_db
-
     report = build_db(args.out, args.data_dir)
     learned_from = report.train_source or "nothing (train dialogues not found: hand rules only)"
     print(f"wrote {report.path}: {report.hotels} hotels, {report.facilities} facility names, "

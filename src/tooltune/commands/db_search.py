@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from tooltune.db import HotelDB
+from tooltune.jsonio import loads
 
 HELP = "search the local hotel database with search_hotels arguments given as JSON"
 
@@ -21,10 +23,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tooltune.db import HotelDB
-
-    from tooltune.jsonio import loads
-
     arguments = loads(args.arguments, "arguments")  # the command line's ARGUMENTS (a JSON text)
     result = HotelDB.open(args.db, args.data_dir).search(arguments, limit=args.limit, order=args.order)
     for phrase in result.unmatched:

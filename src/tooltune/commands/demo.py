@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tooltune.errors import ToolTuneError
+
+# Modules that load torch (through tooltune.demo) are imported inside the functions that use them: `tooltune --help`
+# builds every subcommand's parser and should not pay for them.
 HELP = "the whole job on this machine: data, base model, fine-tuning, test-set evaluation, the lecture's table"
 
 
@@ -27,7 +31,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tooltune.demo import DEFAULT_BASE, FAST, OWN_GPT2, DemoConfig, default_budget, run_demo, with_budget
-    from tooltune.errors import ToolTuneError
 
     for name in ("pretrain_steps", "finetune_steps", "limit"):
         if getattr(args, name) is not None and getattr(args, name) <= 0:

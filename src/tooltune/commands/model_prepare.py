@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from tooltune.jsonio import read_json
+from tooltune.models.load import PREPARED_NOTE, prepare_base
+from tooltune.models.registry import ALIASES
+
 HELP = "convert a GGUF base model (alias or .gguf file) into a trainable Hugging Face folder; print the folder"
 
 
 def configure(parser) -> None:
-    from tooltune.models.registry import ALIASES
-
     parser.add_argument("name", help=f"an alias ({', '.join(sorted(ALIASES))}) or a .gguf file")
     parser.add_argument("--out", help="the folder to write (default: the tooltune cache, models/<alias>)")
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
@@ -16,9 +18,6 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
-    from tooltune.jsonio import read_json
-    from tooltune.models.load import PREPARED_NOTE, prepare_base
-
     folder = prepare_base(args.name, out=args.out, dtype=args.dtype, force=args.force)
     note = read_json(folder / PREPARED_NOTE)
     print(f"# {note['parameters']:,} parameters, vocab {note['vocab_size']:,}, {note['dtype']}, "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tooltune.pretrain.corpus import build_corpus, write_corpus
+
 HELP = "write the domain corpus (CrossWOZ, hotel dialogues from train only, hotel DB) one document per line"
 
 
@@ -11,8 +13,6 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
-    from tooltune.pretrain.corpus import build_corpus, write_corpus
-
     documents, report = build_corpus(args.data_dir)
     out = write_corpus(documents, args.out)
     for line in report.lines():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+# Modules that load torch (pretrain.model) are imported inside the functions that use them: `tooltune --help` builds
+# every subcommand's parser and should not pay for them.
 HELP = "pre-train a small GPT-2 from scratch on a text corpus (one document per line) and report dev perplexity"
 
 
@@ -17,7 +19,7 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
-    from tooltune.train.pretrain import load_pretrain_config, pretrain
+    from tooltune.pretrain.model import load_pretrain_config, pretrain
 
     overrides = list(args.overrides) + [f"train.out={args.out}"]
     overrides += [f"corpus.text={args.corpus}"] if args.corpus else []

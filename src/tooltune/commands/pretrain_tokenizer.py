@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from tooltune.errors import ToolTuneError
+from tooltune.pretrain.corpus import build_corpus, read_corpus, write_corpus
+from tooltune.pretrain.tokenizer import TokenizerConfig, save_tokenizer, train_tokenizer
+
 HELP = "train a byte-level BPE (role tokens as special tokens) on corpus files or the default domain corpus"
 
 
@@ -17,10 +21,6 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
-    from tooltune.errors import ToolTuneError
-    from tooltune.pretrain.corpus import build_corpus, read_corpus, write_corpus
-    from tooltune.pretrain.tokenizer import TokenizerConfig, save_tokenizer, train_tokenizer
-
     config = TokenizerConfig(vocab_size=args.vocab_size, min_frequency=args.min_frequency)
     if args.corpus:
         if args.write_corpus:

@@ -7,7 +7,10 @@ import json
 import sys
 
 from tooltune.errors import ToolTuneError
+from tooltune.evaluate.predictions import read_predictions
 
+# Modules that load jieba and nltk (evaluate.report, evaluate.score) are imported inside the functions that use them:
+# `tooltune --help` builds every subcommand's parser and should not pay for them.
 HELP = "print the BLEU-4 / SLOT-P/R/F1 table of runs, or rescore a predictions.jsonl"
 
 
@@ -29,7 +32,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _rescore(args: argparse.Namespace) -> int:
-    from tooltune.evaluate.predictions import read_predictions
     from tooltune.evaluate.score import hoteldb_search, score
 
     rows = read_predictions(args.rescore)

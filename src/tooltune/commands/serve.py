@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import argparse
 
-from tooltune.commands.chat import add_model_options
+from tooltune.commands.chat import (add_model_options, check_numbers, close_feedback, open_feedback, open_session_parts,
+                                    run_label)
+from tooltune.errors import ToolTuneError
 
+# Modules that load torch and fastapi (bot.server) are imported inside the functions that use them: `tooltune --help`
+# builds every subcommand's parser and should not pay for them.
 HELP = "serve a trained model: OpenAI-compatible chat completions with tool calls, feedback, and a web chat page"
 
 
@@ -33,9 +37,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tooltune.bot.server import ServerConfig, check_bind, create_app, serve
-    from tooltune.commands.chat import check_numbers, close_feedback, open_feedback, open_session_parts, run_label
-
-    from tooltune.errors import ToolTuneError
 
     if not 0 < args.port < 65536:
         raise ToolTuneError(f"--port must be 1-65535, not {args.port}")

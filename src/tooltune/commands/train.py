@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from tooltune.errors import InputError
+
+# Modules that load torch (train.*, curation.kfold) are imported inside the functions that use them: `tooltune --help`
+# builds every subcommand's parser and should not pay for them.
 HELP = "fine-tune a causal LM with one PEFT method (prompt, ptuning, prefix, lora, dora, qlora, adalora, full)"
 
 
@@ -32,8 +36,7 @@ def run(args) -> int:
 
 
 def _kfold(cfg, args) -> int:
-    from tooltune.errors import InputError
-    from tooltune.loop.kfold import kfold_table, train_kfold
+    from tooltune.curation.kfold import kfold_table, train_kfold
 
     if args.kfold < 2:
         raise InputError("must be at least 2", field="--kfold")

@@ -13,12 +13,13 @@ from typing import Any, Iterable, Union
 
 from tooltune.dialogue import Assistant, Call, turn_from_seed, turn_to_seed
 from tooltune.errors import InputError
-from tooltune.files.records import read_jsonl
+from tooltune.datafiles.records import read_jsonl
 from tooltune.jsonio import atomic_write_text, dumps, read_text
 
 Target = Union[Call, Assistant]
 """A turn a model is asked to produce."""
 
+PREDICTIONS_FILE = "predictions.jsonl"
 ROW_KEYS = ("id", "gold", "pred", "raw")
 
 

@@ -14,6 +14,7 @@ import json
 from collections import Counter
 from typing import Any, Callable, Mapping, Sequence
 
+from tooltune.db import HotelDB
 from tooltune.dialogue import HOTEL_TOOL, Assistant, Call, Tool
 from tooltune.errors import InputError, ToolTuneError
 from tooltune.evaluate.metrics import ROUGE_KEYS, SlotCounts, char_bleu4, quiet_jieba, rouge_words, slot_counts_by_key
@@ -158,8 +159,6 @@ def task_success(rows: Sequence[Row], search: Search, limit: int = 3) -> dict[st
 
 def hoteldb_search(path: str | None = None, data_dir: str | None = None) -> Search:
     """The local hotel database (`tooltune.db.HotelDB`, built on first use) as a `Search`, for task success."""
-    from tooltune.db import HotelDB
-
     db = HotelDB.open(path, data_dir)
     return lambda arguments, limit: db.search(dict(arguments), limit).records
 

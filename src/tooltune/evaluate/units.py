@@ -12,10 +12,13 @@ carry the same ids as turn mode, so the two can be compared row by row; `MODES` 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from tooltune.dialogue import HOTEL_TOOL, Assistant, Call, Dialogue, Tool, Turn
 from tooltune.evaluate.predictions import Row, Target
+
+if TYPE_CHECKING:  # only a type here: the generator's module loads torch
+    from tooltune.inference import Prediction
 
 MODES = {
     "turn": "teacher forcing: each unit sees the gold history (the course's definition, the reference table's)",
@@ -36,16 +39,9 @@ class Unit:
     """The tools the dialogue offers (what a chat format puts in the system prompt)."""
 
 
-@dataclass(frozen=True)
-class Prediction:
-    """What a generate callback returns: the parsed turn (None when unparsable) and the generated text."""
-
-    pred: Target | None
-    raw: str
-
-
-Generate = Callable[[tuple[Turn, ...], tuple[Tool, ...]], Prediction]
-"""`generate(history, tools) -> Prediction`: the model's next call or reply after `history`."""
+Generate = Callable[[tuple[Turn, ...], tuple[Tool, ...]], "Prediction"]
+"""`generate(history, tools) -> Prediction` (`tooltune.inference.Prediction`): the model's next call or reply after
+`history`."""
 
 
 def unit_id(split: str, dialogue_index: int, turn_index: int) -> str:
@@ -59,19 +55,11 @@ def eval_units(dialogues: Iterable[Dialogue], split: str = "test") -> list[Unit]
             for d_index, dialogue in enumerate(dialogues) for t_index in dialogue.targets()]
 
 
-def predict_units(units: Sequence[Unit], generate: Generate) -> list[Row]:
-    """Turn mode: ask `generate` for every unit, each with its own (gold) history."""
-    rows = []
-    for unit in units:
-        prediction = generate(unit.history, unit.tools)
-        rows.append(Row(unit.id, unit.gold, prediction.pred, prediction.raw))
-    return rows
-
-
 def fed_back(prediction: Prediction) -> Turn:
     """The turn a prediction becomes in a dialogue-mode history: the parsed turn, or, when unparsable, the raw text
     as a reply (that is what the model said; the course's script would record an empty call instead)."""
-    return prediction.pred if prediction.pred is not None else Assistant(prediction.raw.strip())
+    turn = prediction.parsed.turn
+    return turn if turn is not None else Assistant(prediction.raw.strip())
 
 
 def predict_dialogue(dialogue: Dialogue, generate: Generate, split: str = "test",
@@ -83,7 +71,7 @@ def predict_dialogue(dialogue: Dialogue, generate: Generate, split: str = "test"
     for t_index, turn in enumerate(dialogue.turns):
         if isinstance(turn, (Call, Assistant)):
             prediction = generate(tuple(history), dialogue.tools)
-            rows.append(Row(unit_id(split, dialogue_index, t_index), turn, prediction.pred, prediction.raw))
+            rows.append(Row(unit_id(split, dialogue_index, t_index), turn, prediction.parsed.turn, prediction.raw))
             history.append(fed_back(prediction))
         else:
             history.append(turn)

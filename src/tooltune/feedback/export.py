@@ -29,6 +29,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from tooltune.curation.annotate import label_studio_task
 from tooltune.dialogue import Assistant, Call, Dialogue, Turn, turn_to_seed
 from tooltune.feedback.database import StoredConversation, StoredTurn
 
@@ -149,8 +150,6 @@ def label_rows(result: Export) -> list[dict[str, Any]]:
 def label_studio_tasks(result: Export, batch: str) -> list[dict[str, Any]]:
     """Label Studio tasks for the annotation dialogues, as `data select --label-studio` writes them (line k is the
     k-th dialogue of the annotation file); `uncertainty` is 1: a user said the turn was wrong."""
-    from tooltune.loop.annotate import label_studio_task
-
     return [label_studio_task(k, a.dialogue, batch, 1.0, a.notes) for k, a in enumerate(result.annotate, start=1)]
 
 

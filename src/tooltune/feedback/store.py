@@ -32,9 +32,11 @@ from functools import partial
 from typing import Any, Callable, Sequence
 
 from tooltune import jsonio
+from tooltune.db import SearchError, check_arguments
 from tooltune.dialogue import HOTEL_TOOL, Assistant, Call, Tool, Turn, turn_from_seed
 from tooltune.errors import InputError, ToolTuneError
 from tooltune.feedback.database import SOURCES, chain, connect, prepare, tools_text, turn_key, turn_text
+from tooltune.schema import argument_problems
 
 log = logging.getLogger("tooltune.feedback")
 
@@ -87,9 +89,6 @@ class Correction:
 
 
 def _check_arguments(name: str, arguments: dict[str, Any], tools: Sequence[Tool]) -> None:
-    from tooltune.db import SearchError, check_arguments
-    from tooltune.schema import argument_problems
-
     if name == HOTEL_TOOL.name:  # the schema and the database's bounds: a correction must be a search that runs
         try:
             check_arguments(arguments)

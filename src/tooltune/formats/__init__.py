@@ -11,6 +11,7 @@ and at inference: `encode(fmt.prompt(turns, tools), tokenizer)`, generate until 
 decode keeping special tokens, `fmt.parse(text).turn`.
 """
 
+from tooltune.errors import InputError
 from tooltune.formats.base import (BOS, EOS, IGNORE_INDEX, OBSERVATIONS, POLICIES, ChatFormat, EncodeReport, Example,
                                    ParsedTurn, SampleTooLong, Segment, encode, encode_all, ensure_special_tokens, show)
 from tooltune.formats.chat_template import ChatTemplateFormat
@@ -28,8 +29,6 @@ FORMATS: dict[str, ChatFormat] = {
 
 def get_format(name: str) -> ChatFormat:
     """The registered format `name`, with an error listing the known ones."""
-    from tooltune.errors import InputError
-
     if name not in FORMATS:
         raise InputError(f"unknown format {name!r} (expected one of {', '.join(FORMATS)})", field="format")
     return FORMATS[name]

@@ -57,19 +57,30 @@ class ParsedTurn:
 
 @dataclass
 class Example:
-    """One training (or prompt) sequence. `labels[i]` is the target *at* position i (`IGNORE_INDEX` = not trained);
-    the loss shifts them by one."""
+    """One training (or prompt) sequence: an encoded sample, or (training with packing) several packed into one row.
+    `labels[i]` is the target *at* position i (`IGNORE_INDEX` = not trained); the loss shifts them by one."""
 
     input_ids: list[int]
     labels: list[int]
     truncated_tokens: int = 0
     """Tokens cut from the front to fit `max_length` (0: whole)."""
     weights: list[float] | None = None
-    """Per-token loss weights aligned with `labels`, where a segment has a weight other than 1; None: all 1."""
+    """Per-token loss weights aligned with `labels`, where a segment has a weight other than 1 (data.call_weight: the
+    tokens of calls); None: all 1."""
+    position_ids: list[int] | None = None
+    """Only for packed rows: positions restarting at 0 at every packed sample."""
+    weight: float = 1.0
+    """Multiplies this example's token losses (data.loss_weights); 1 for every example otherwise."""
 
     @property
     def trained_tokens(self) -> int:
-        return sum(1 for label in self.labels if label != IGNORE_INDEX)
+        return trained_count(self.labels)
+
+
+def trained_count(labels: Sequence[int]) -> int:
+    """Tokens the loss trains on: labels not `IGNORE_INDEX` after the loss's shift (`labels[1:]`; the first
+    position has no token before it to predict it from). Every count of trained tokens is this one."""
+    return sum(1 for label in labels[1:] if label != IGNORE_INDEX)
 
 
 @dataclass
@@ -183,25 +194,11 @@ def arguments_so_far(text: str) -> str:
     start = text.find("{")
     if start == -1:
         return ""
-    depth, in_string, escaped, last_comma = 0, False, False, None
-    for k in range(start, len(text)):
-        ch = text[k]
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "{[":
-            depth += 1
-        elif ch in "}]":
-            depth -= 1
-            if depth == 0:
-                break
-        elif ch == "," and depth == 1:
+    last_comma = None
+    for k, ch, depth in jsonio.json_structure(text, start):
+        if ch in "}]" and depth == 0:
+            break
+        if ch == "," and depth == 1:
             last_comma = k
     if last_comma is None:
         return "{"

@@ -12,13 +12,14 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 from tooltune import paths
 from tooltune.errors import ToolTuneError
+from tooltune.hardware import DTYPES, torch_dtype
 from tooltune.models.registry import ALIASES, resolve_alias
 
 PREPARED_NOTE = "tooltune-prepared.json"
-DTYPES = ("float32", "bfloat16", "float16")
 
 
 def prepared_dir(alias: str) -> Path:
@@ -26,16 +27,19 @@ def prepared_dir(alias: str) -> Path:
     return paths.cache_dir() / "models" / alias
 
 
-def _torch_dtype(dtype):
-    import torch
+def load_model(folder: str | Path, dtype: Any = "float32", **kwargs: Any):
+    """The causal LM of a Hugging Face folder in `dtype` (a torch dtype, its name, or `auto`: see
+    `tooltune.hardware.torch_dtype`); `kwargs` go to `from_pretrained` (a PEFT method's quantisation). The one place
+    tooltune loads a model's weights from a folder."""
+    from transformers import AutoModelForCausalLM
 
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype == "auto":
-        return "auto"
-    if dtype not in DTYPES:
-        raise ToolTuneError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)} or 'auto'")
-    return getattr(torch, dtype)
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype(dtype), **kwargs)
+
+
+def max_positions(config: Any) -> int | None:
+    """How many positions a model's config allows (`max_position_embeddings`, GPT-2's `n_positions`); None when
+    it says nothing."""
+    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
 
 
 def _drop_gguf_marker(model) -> None:
@@ -51,11 +55,11 @@ def _drop_gguf_marker(model) -> None:
 
 
 def _load_gguf(gguf_path: Path, dtype):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     folder, name = str(gguf_path.parent), gguf_path.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=_torch_dtype(dtype))
+    model = load_model(folder, dtype, gguf_file=name)
     _drop_gguf_marker(model)
     return model, tokenizer
 
@@ -88,7 +92,7 @@ def prepare_base(name: str, out: str | Path | None = None, dtype: str = "bfloat1
     started = time.perf_counter()
     # Dequantise in float32 (transformers warns that GGUF loading in another dtype casts every matmul), then cast.
     model, tokenizer = _load_gguf(gguf_path, "float32")
-    model.to(_torch_dtype(dtype))
+    model.to(torch_dtype(dtype))
     staging = folder.with_name(folder.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
@@ -106,9 +110,9 @@ def load_base(name_or_path: str | Path, dtype="float32", gguf_file: str | None =
 
     `name_or_path`: a local model folder; a .gguf file (or a folder plus `gguf_file=`), dequantised in memory and
     freed of its quantizer marker; or an alias (`gemma3-270m`, `smollm2-135m`), converted once by `prepare_base`
-    and loaded from the prepared folder afterwards. `dtype`: a torch dtype, its name, or "auto".
+    and loaded from the prepared folder afterwards. `dtype`: a torch dtype, its name, or "auto" (`load_model`).
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     name = str(name_or_path)
     if name in ALIASES and not Path(name).exists():
@@ -128,5 +132,4 @@ def load_base(name_or_path: str | Path, dtype="float32", gguf_file: str | None =
             raise ToolTuneError(f"{path} has no config.json: not a Hugging Face model folder")
         folder = path
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=_torch_dtype(dtype))
-    return model, tokenizer
+    return load_model(folder, dtype), tokenizer

@@ -31,7 +31,7 @@ from typing import Iterator
 
 from tooltune import jsonio, paths
 from tooltune.errors import InputError
-from tooltune.files.records import read_jsonl
+from tooltune.datafiles.records import read_jsonl
 from tooltune.hotels import load_hotels
 
 # Shorter utterances ("好的，谢谢。") recur across dialogues and identify none of them.
@@ -127,7 +127,7 @@ def _messages(turns: list[dict]) -> tuple[list[str], list[str]]:
     return [t["content"] for t in turns], []
 
 
-def _held_out_raw_files(root: Path) -> list[Path]:
+def held_out_raw_files(root: Path) -> list[Path]:
     """Raw dialogues `raw/split_map.json` puts in dev or test ("dev", "test(dup-signature)", "ambiguous:dev+train")."""
     path = root / "hotel/raw/split_map.json"
     if not path.is_file():
@@ -149,7 +149,7 @@ def held_out_fingerprints(root: Path) -> set[str]:
 
     held = set().union(*(utterances(s) for s in HELD_OUT_SPLITS))
     # The course edited some dialogues while converting them: the raw originals hold text the jsonl lacks.
-    held |= {_one_line(u) for path in _held_out_raw_files(root) for u in _parts(str(path), _seed_parts,
+    held |= {_one_line(u) for path in held_out_raw_files(root) for u in _parts(str(path), _seed_parts,
                                                                                    _read_json(path))[0]}
     return {u for u in held - utterances("train") if len(u) >= MIN_FINGERPRINT_CHARS}
 
@@ -181,7 +181,7 @@ def _dialog_json(root: Path):
 
 def _raw(root: Path, report: CorpusReport):
     raw = root / "hotel/raw"
-    held_out = set(_held_out_raw_files(root))
+    held_out = set(held_out_raw_files(root))
     for path in sorted((raw / "enhanced_hotel_data").glob("*.json")):
         if path in held_out:
             report.held_out["raw/enhanced_hotel_data"] += 1

@@ -9,7 +9,6 @@ Each dataclass checks its own values in `__post_init__`, next to the fields.
 from __future__ import annotations
 
 import dataclasses
-
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,16 +16,21 @@ from typing import Any
 
 import yaml
 
+from tooltune import hardware
 from tooltune.dialogue import ARGUMENT_ORDERS, AS_WRITTEN
 from tooltune.errors import InputError
+from tooltune.jsonio import atomic_write_text
+from tooltune.train.frozen import parse_layers
+from tooltune.train.methods import METHODS
 
-DTYPES = ("float32", "bfloat16", "float16", "auto")
+DTYPES = (*hardware.DTYPES, "auto")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 SCHEDULES = ("cosine", "linear", "constant")
 TRACKERS = ("none", "tensorboard", "wandb", "mlflow")
 
 
-def _check(ok: bool, key: str, message: str) -> None:
+def check_field(ok: bool, key: str, message: str) -> None:
+    """An `InputError` naming the config key `key` unless `ok` (the dataclasses' checks, next to their fields)."""
     if not ok:
         raise InputError(message, field=key)
 
@@ -44,7 +48,7 @@ class ModelConfig:
     """Tokenizer directory when it differs from `path`."""
 
     def __post_init__(self):
-        _check(self.dtype in DTYPES, "model.dtype", f"must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
+        check_field(self.dtype in DTYPES, "model.dtype", f"must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
 
 
 @dataclass(frozen=True)
@@ -85,22 +89,19 @@ class MethodConfig:
     without autograd, so the backward pass stops at the lowest adapted layer (see train.cache_frozen)."""
 
     def __post_init__(self):
-        from tooltune.train.methods import METHODS  # the table is the one source of method names
-
-        _check(self.name in METHODS, "method.name", f"unknown method {self.name!r}; known: {', '.join(METHODS)}")
+        check_field(self.name in METHODS, "method.name", f"unknown method {self.name!r}; known: {', '.join(METHODS)}")
         for key in ("r", "alpha", "num_virtual_tokens", "encoder_hidden_size", "init_r", "target_r", "delta_t"):
-            _check(getattr(self, key) > 0, f"method.{key}", "must be positive")
-        _check(0 <= self.dropout < 1, "method.dropout", "must be in [0, 1)")
-        _check(self.encoder in ("MLP", "LSTM"), "method.encoder", f"must be MLP or LSTM, not {self.encoder!r}")
-        _check(self.target_r <= self.init_r, "method.target_r", "must not exceed method.init_r")
-        _check(self.tinit >= 0 and self.tfinal >= 0, "method.tinit", "tinit and tfinal must be >= 0")
-        _check(bool(self.target_modules), "method.target_modules", "must name at least one module")
-        from tooltune.train.frozen import parse_layers
+            check_field(getattr(self, key) > 0, f"method.{key}", "must be positive")
+        check_field(0 <= self.dropout < 1, "method.dropout", "must be in [0, 1)")
+        check_field(self.encoder in ("MLP", "LSTM"), "method.encoder", f"must be MLP or LSTM, not {self.encoder!r}")
+        check_field(self.target_r <= self.init_r, "method.target_r", "must not exceed method.init_r")
+        check_field(self.tinit >= 0 and self.tfinal >= 0, "method.tinit", "tinit and tfinal must be >= 0")
+        check_field(bool(self.target_modules), "method.target_modules", "must name at least one module")
         if parse_layers(self.layers) is not None:
             method = METHODS[self.name]
-            _check(method.peft_config is not None and not method.virtual_tokens, "method.layers",
-                   f"top:K needs an adapter method (lora, dora, qlora, adalora), not {self.name}: the others change "
-                   f"the input or every layer")
+            check_field(method.peft_config is not None and not method.virtual_tokens, "method.layers",
+                        f"top:K needs an adapter method (lora, dora, qlora, adalora), not {self.name}: the others "
+                        f"change the input or every layer")
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,8 @@ class DataConfig:
     stays within each): no padding at all. Not for prompt/ptuning/prefix, whose virtual tokens would be shared."""
     loss_weights: str = ""
     """Weight each training dialogue's token losses by its category (slot-keys, turn-type or facility; empty: none):
-    w = n / (C * n_c), so every category weighs the same in total and the weights average 1 (tooltune.loop.balance)."""
+    w = n / (C * n_c), so every category weighs the same in total and the weights average 1
+    (tooltune.curation.balance)."""
     call_weight: float = 1.0
     """The loss weight of the tokens of tool calls, replies keeping 1: slot values are few tokens among many reply
     tokens, and replies overfit first (bench/results/learning_curve.md). The loss stays divided by the plain count of
@@ -136,15 +138,15 @@ class DataConfig:
     which puts the course's `type` right after `name` instead of last). Inference renders earlier calls the same way."""
 
     def __post_init__(self):
-        _check(self.max_length > 1, "data.max_length", "must be > 1")
-        _check(self.policy in ("all", "last"), "data.policy", f"must be all or last, not {self.policy!r}")
-        _check(self.observation in ("full", "compact"), "data.observation",
-               f"must be full or compact, not {self.observation!r}")
-        _check(self.loss_weights in ("", "slot-keys", "turn-type", "facility"), "data.loss_weights",
-               f"must be empty, slot-keys, turn-type or facility, not {self.loss_weights!r}")
-        _check(self.call_weight > 0, "data.call_weight", f"must be above 0, not {self.call_weight}")
-        _check(self.argument_order in ARGUMENT_ORDERS, "data.argument_order",
-               f"must be {' or '.join(ARGUMENT_ORDERS)}, not {self.argument_order!r}")
+        check_field(self.max_length > 1, "data.max_length", "must be > 1")
+        check_field(self.policy in ("all", "last"), "data.policy", f"must be all or last, not {self.policy!r}")
+        check_field(self.observation in ("full", "compact"), "data.observation",
+                    f"must be full or compact, not {self.observation!r}")
+        check_field(self.loss_weights in ("", "slot-keys", "turn-type", "facility"), "data.loss_weights",
+                    f"must be empty, slot-keys, turn-type or facility, not {self.loss_weights!r}")
+        check_field(self.call_weight > 0, "data.call_weight", f"must be above 0, not {self.call_weight}")
+        check_field(self.argument_order in ARGUMENT_ORDERS, "data.argument_order",
+                    f"must be {' or '.join(ARGUMENT_ORDERS)}, not {self.argument_order!r}")
 
 
 @dataclass(frozen=True)
@@ -202,22 +204,22 @@ class TrainConfig:
     """Run directory: adapter, tokenizer, config.yaml, log.jsonl, loss.png, checkpoints/."""
 
     def __post_init__(self):
-        _check(self.lr > 0, "train.lr", "must be positive")
+        check_field(self.lr > 0, "train.lr", "must be positive")
         for key in ("batch_size", "grad_accum", "log_every"):
-            _check(getattr(self, key) > 0, f"train.{key}", "must be positive")
+            check_field(getattr(self, key) > 0, f"train.{key}", "must be positive")
         for key in ("max_steps", "warmup_steps", "eval_every", "early_stopping", "save_every"):
-            _check(getattr(self, key) >= 0, f"train.{key}", "must be >= 0")
-        _check(self.epochs > 0 or self.max_steps > 0, "train.epochs", "epochs or max_steps must be positive")
-        _check(self.max_grad_norm >= 0, "train.max_grad_norm", "must be >= 0")
-        _check(self.max_minutes >= 0, "train.max_minutes", "must be >= 0")
-        _check(self.schedule in SCHEDULES, "train.schedule", f"must be one of {', '.join(SCHEDULES)}")
-        _check(self.mixed_precision in MIXED_PRECISION, "train.mixed_precision",
-               f"must be one of {', '.join(MIXED_PRECISION)}")
-        _check(bool(self.out), "train.out", "must name a run directory")
-        _check(self.output_vocab in ("all", "domain"), "train.output_vocab",
-               f"must be all or domain, not {self.output_vocab!r}")
-        _check(self.report_to in TRACKERS, "train.report_to",
-               f"must be one of {', '.join(TRACKERS)}, not {self.report_to!r}")
+            check_field(getattr(self, key) >= 0, f"train.{key}", "must be >= 0")
+        check_field(self.epochs > 0 or self.max_steps > 0, "train.epochs", "epochs or max_steps must be positive")
+        check_field(self.max_grad_norm >= 0, "train.max_grad_norm", "must be >= 0")
+        check_field(self.max_minutes >= 0, "train.max_minutes", "must be >= 0")
+        check_field(self.schedule in SCHEDULES, "train.schedule", f"must be one of {', '.join(SCHEDULES)}")
+        check_field(self.mixed_precision in MIXED_PRECISION, "train.mixed_precision",
+                    f"must be one of {', '.join(MIXED_PRECISION)}")
+        check_field(bool(self.out), "train.out", "must name a run directory")
+        check_field(self.output_vocab in ("all", "domain"), "train.output_vocab",
+                    f"must be all or domain, not {self.output_vocab!r}")
+        check_field(self.report_to in TRACKERS, "train.report_to",
+                    f"must be one of {', '.join(TRACKERS)}, not {self.report_to!r}")
 
 
 @dataclass(frozen=True)
@@ -232,9 +234,8 @@ class RunConfig:
     """The optimisation loop."""
 
     def __post_init__(self):
-        from tooltune.train.frozen import parse_layers
-        _check(not self.train.cache_frozen or parse_layers(self.method.layers) is not None, "train.cache_frozen",
-               "needs method.layers=top:K: with adapters on every layer nothing below them is frozen")
+        check_field(not self.train.cache_frozen or parse_layers(self.method.layers) is not None, "train.cache_frozen",
+                    "needs method.layers=top:K: with adapters on every layer nothing below them is frozen")
 
 
 _BOOL_WORDS = {"true": True, "false": False, "yes": True, "no": False, "on": True, "off": False}
@@ -243,42 +244,45 @@ _BOOL_WORDS = {"true": True, "false": False, "yes": True, "no": False, "on": Tru
 def _convert(value: Any, kind: Any, key: str) -> Any:
     """`value` (from YAML) as the annotated `kind`, or an InputError naming `key`."""
     if dataclasses.is_dataclass(kind):
-        return _build(kind, value, key)
+        return build_dataclass(kind, value, key)
     origin = typing.get_origin(kind)
     if origin is tuple:
-        _check(isinstance(value, (list, tuple)), key, f"must be a list, not {value!r}")
+        check_field(isinstance(value, (list, tuple)), key, f"must be a list, not {value!r}")
         return tuple(_convert(v, typing.get_args(kind)[0], f"{key}[{i}]") for i, v in enumerate(value))
     if kind is bool:
         if isinstance(value, str) and value.lower() in _BOOL_WORDS:
             return _BOOL_WORDS[value.lower()]
-        _check(isinstance(value, bool), key, f"must be true or false, not {value!r}")
+        check_field(isinstance(value, bool), key, f"must be true or false, not {value!r}")
     elif kind is int:
-        _check(isinstance(value, int) and not isinstance(value, bool), key, f"must be an integer, not {value!r}")
+        check_field(isinstance(value, int) and not isinstance(value, bool), key, f"must be an integer, not {value!r}")
     elif kind is float:
         if isinstance(value, str):  # YAML 1.1 reads 5e-3 (no dot) as a string
             try:
                 value = float(value)
             except ValueError:
                 pass
-        _check(isinstance(value, (int, float)) and not isinstance(value, bool), key, f"must be a number, not {value!r}")
+        check_field(isinstance(value, (int, float)) and not isinstance(value, bool), key,
+                    f"must be a number, not {value!r}")
         return float(value)
     elif kind is str:
-        _check(isinstance(value, (str, int, float)) and not isinstance(value, bool), key,
-               f"must be a string, not {value!r} (YAML reads an unquoted no/yes/on/off as a boolean: quote it)")
+        check_field(isinstance(value, (str, int, float)) and not isinstance(value, bool), key,
+                    f"must be a string, not {value!r} (YAML reads an unquoted no/yes/on/off as a boolean: quote it)")
         return str(value)
     return value
 
 
-def _build(cls: type, data: Any, prefix: str) -> Any:
+def build_dataclass(cls: type, data: Any, prefix: str) -> Any:
+    """The config dataclass `cls` from the mapping `data` (the section at key path `prefix`), values converted to the
+    fields' types and nested sections built alike; an unknown key or a bad value raises `InputError` naming it."""
     where = prefix or "top level"
     if data is None:
         data = {}
-    _check(isinstance(data, dict), where, f"must be a mapping, not {type(data).__name__}")
+    check_field(isinstance(data, dict), where, f"must be a mapping, not {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
-    _check(not unknown, f"{prefix}.{unknown[0]}" if prefix and unknown else (unknown[0] if unknown else ""),
-           f"unknown key; {where} takes {', '.join(sorted(names))}")
+    check_field(not unknown, f"{prefix}.{unknown[0]}" if prefix and unknown else (unknown[0] if unknown else ""),
+                f"unknown key; {where} takes {', '.join(sorted(names))}")
     values = {k: _convert(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
     return cls(**values)
 
@@ -286,12 +290,12 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
 def apply_override(tree: dict, override: str) -> None:
     """Set `a.b.c=value` in the nested dict `tree`; the value is parsed as a YAML scalar or list."""
     key, sep, raw = override.partition("=")
-    _check(bool(sep) and bool(key.strip()), override, "an override must look like key.path=value")
+    check_field(bool(sep) and bool(key.strip()), override, "an override must look like key.path=value")
     parts = key.strip().split(".")
     node = tree
     for part in parts[:-1]:
         node = node.setdefault(part, {})
-        _check(isinstance(node, dict), key, f"{part} is not a section")
+        check_field(isinstance(node, dict), key, f"{part} is not a section")
     value = yaml.safe_load(raw) if raw.strip() else ""
     if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
         value = raw.strip()  # YAML 1.1 reads no/yes/on/off as booleans: train.mixed_precision=no means "no"
@@ -299,7 +303,7 @@ def apply_override(tree: dict, override: str) -> None:
 
 
 def config_from_dict(tree: dict) -> RunConfig:
-    return _build(RunConfig, tree, "")
+    return build_dataclass(RunConfig, tree, "")
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
@@ -331,7 +335,6 @@ def config_to_dict(cfg: Any) -> dict:
 
 
 def dump_config(cfg: RunConfig, path: str | Path) -> None:
-    from tooltune.jsonio import atomic_write_text
     atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True))
 
 

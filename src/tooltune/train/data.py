@@ -1,45 +1,24 @@
 """Training examples in, padded batches out: reading, checking, length-grouped batch order, collation.
 
-An example is `{"input_ids": [int], "labels": [int]}` with labels = -100 where not trained, aligned with input_ids
-(shifted only inside the loss); packed rows also carry `position_ids` restarting at 0 for each packed sample.
+An example (`tooltune.formats.Example`) is `{"input_ids": [int], "labels": [int]}` with labels = `IGNORE_INDEX` where
+not trained, aligned with input_ids (shifted only inside the loss); packed rows also carry `position_ids` restarting
+at 0 for each packed sample.
 """
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from tooltune.curation.balance import loss_weights
+from tooltune.datafiles import read_dialogues
+from tooltune.datafiles.records import read_jsonl
 from tooltune.dialogue import with_argument_order
 from tooltune.errors import InputError
-from tooltune.files import read_dialogues
-from tooltune.files.records import read_jsonl
-from tooltune.formats import Example as FormatExample
-from tooltune.formats import encode_all, ensure_special_tokens, get_format
-from tooltune.formats.packing import pack
-from tooltune.loop.balance import loss_weights
-
-IGNORE = -100
-
-
-@dataclass(frozen=True)
-class Example:
-    input_ids: list[int]
-    labels: list[int]
-    """IGNORE where the token is not a training target; same length as input_ids."""
-    position_ids: list[int] | None = None
-    """Only for packed rows: positions restarting at 0 at every packed sample."""
-    weight: float = 1.0
-    """Multiplies this example's token losses (data.loss_weights); 1 for every example otherwise."""
-    token_weights: list[float] | None = None
-    """Per-token loss weights aligned with labels (data.call_weight: the tokens of calls); None: all 1."""
-
-    @property
-    def trained(self) -> int:
-        """Tokens that are predicted targets after the shift inside the loss (labels[1:] != IGNORE)."""
-        return sum(1 for t in self.labels[1:] if t != IGNORE)
+from tooltune.formats import IGNORE_INDEX, Example, encode_all, ensure_special_tokens, get_format
+from tooltune.formats.packing import length_grouped_batches, pack, random_batches
 
 
 @dataclass
@@ -74,7 +53,7 @@ def example_from_dict(row, where: str) -> Example:
     pos = row.get("position_ids")
     if pos is not None and len(_int_list(pos, where, "position_ids")) != len(ids):
         raise InputError("must be as long as input_ids", where=where, field="position_ids")
-    return Example(ids, labels, pos)
+    return Example(ids, labels, position_ids=pos)
 
 
 def keep_trainable(examples: list[Example], max_length: int, where: list[str] | None = None
@@ -84,7 +63,7 @@ def keep_trainable(examples: list[Example], max_length: int, where: list[str] | 
     for i, ex in enumerate(examples):
         if len(ex.input_ids) > max_length:
             dropped.too_long += 1
-        elif ex.trained == 0:
+        elif ex.trained_tokens == 0:
             dropped.no_target += 1
         else:
             kept.append(ex)
@@ -106,7 +85,7 @@ def read_examples(path: str | Path) -> tuple[list[Example], list[str]]:
 
 
 def render_dialogues(path: str | Path, data_cfg, tokenizer, weighted: bool = False) -> tuple[list[Example], Dropped]:
-    """Dialogues read by `tooltune.files`, rendered by the chat format `data_cfg.format` and encoded: the one step
+    """Dialogues read by `tooltune.datafiles`, rendered by the chat format `data_cfg.format` and encoded: the one step
     that joins the formats to training. The tokenizer gets the format's special tokens (see `new_token_ids`)."""
     fmt = get_format(data_cfg.format).for_tokenizer(tokenizer)
     ensure_special_tokens(tokenizer, fmt.special_tokens)
@@ -132,14 +111,14 @@ def render_dialogues(path: str | Path, data_cfg, tokenizer, weighted: bool = Fal
             dropped.too_long += 1
     gone = {i for i, _ in report.dropped}
     kept = [i for i in range(len(samples)) if i not in gone]  # encode_all keeps the others in order
-    return [Example(list(e.input_ids), list(e.labels), weight=weights[i], token_weights=e.weights)
+    return [Example(list(e.input_ids), list(e.labels), weights=e.weights, weight=weights[i])
             for i, e in zip(kept, report.examples)], dropped
 
 
 def pack_rows(examples: list[Example], max_length: int) -> list[Example]:
     """Examples packed into rows of at most max_length tokens, position ids restarting per example (fmt's packer)."""
-    rows = pack([FormatExample(e.input_ids, e.labels) for e in examples], max_length)
-    return [Example(r["input_ids"], r["labels"], r["position_ids"]) for r in rows]
+    rows = pack(examples, max_length)
+    return [Example(r["input_ids"], r["labels"], position_ids=r["position_ids"]) for r in rows]
 
 
 def load_split(path: str, data_cfg, tokenizer, pack: bool = False, weighted: bool = False
@@ -158,24 +137,17 @@ def load_split(path: str, data_cfg, tokenizer, pack: bool = False, weighted: boo
 def batch_order(lengths: list[int], batch_size: int, seed: int, epoch: int, group_by_length: bool) -> list[list[int]]:
     """This epoch's batches (lists of example indices), the same for the same (seed, epoch) on every process.
 
-    Length grouping: shuffle, cut into mega-batches of 64 batches, sort each by length, cut into batches, shuffle the
-    batches: little padding, and the order still changes every epoch.
+    Length grouping (`tooltune.formats.packing.length_grouped_batches`, mega-batches of 64 batches): little padding,
+    and the order still changes every epoch; else plain shuffled batches.
     """
-    rng = random.Random(seed * 1_000_003 + epoch)
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
+    epoch_seed = seed * 1_000_003 + epoch
     if group_by_length:
-        mega = 64 * batch_size
-        order = [i for s in range(0, len(order), mega)
-                 for i in sorted(order[s:s + mega], key=lambda i: -lengths[i])]
-    batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
-    if group_by_length:
-        rng.shuffle(batches)
-    return batches
+        return length_grouped_batches(lengths, batch_size, epoch_seed, mega_batches=64)
+    return random_batches(len(lengths), batch_size, epoch_seed)
 
 
 def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded tensors (B, T): input_ids, labels (IGNORE on padding), and attention_mask; packed rows get
+    """Right-padded tensors (B, T): input_ids, labels (IGNORE_INDEX on padding), and attention_mask; packed rows get
     position_ids INSTEAD of the mask: transformers then builds the block-diagonal causal mask from the restarts of the
     position ids (no token attends across packed examples; checked by tests/test_formats_packing.py)."""
     width = max(len(ex.input_ids) for ex in examples)
@@ -184,16 +156,16 @@ def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
         return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
 
     batch = {"input_ids": pad([ex.input_ids for ex in examples], pad_id),
-             "labels": pad([ex.labels for ex in examples], IGNORE)}
+             "labels": pad([ex.labels for ex in examples], IGNORE_INDEX)}
     if any(ex.position_ids is not None for ex in examples):
         # Padding gets positions 0, 0, ...: each pad is a sequence of its own, seen by nothing real.
         batch["position_ids"] = pad([ex.position_ids if ex.position_ids is not None
                                      else list(range(len(ex.input_ids))) for ex in examples], 0)
     else:
         batch["attention_mask"] = pad([[1] * len(ex.input_ids) for ex in examples], 0)
-    if any(ex.weight != 1.0 or ex.token_weights is not None for ex in examples):
+    if any(ex.weight != 1.0 or ex.weights is not None for ex in examples):
         # (B, T): each token's loss weight, the example's weight times the token's own (padding: 0, never trained)
-        batch["weights"] = torch.tensor([[ex.weight * w for w in (ex.token_weights or [1.0] * len(ex.input_ids))]
+        batch["weights"] = torch.tensor([[ex.weight * w for w in (ex.weights or [1.0] * len(ex.input_ids))]
                                          + [0.0] * (width - len(ex.input_ids)) for ex in examples],
                                         dtype=torch.float32)
     return batch

@@ -31,7 +31,8 @@ from tooltune.jsonio import atomic_write_text, staged_directory
 from tooltune.rundir import RunInfo
 from tooltune.train import checkpoint, methods, tracking
 from tooltune.train.config import RunConfig, config_to_dict
-from tooltune.train.data import IGNORE, Example, batch_order, collate
+from tooltune.formats import IGNORE_INDEX, Example
+from tooltune.train.data import batch_order, collate
 from tooltune.train.frozen import FrozenBottom, cut_index, decoder_layers, parse_layers
 from tooltune.train.loss import TokenLoss, fast_path_agrees, transformers_model
 from tooltune.train.strategy import strategy
@@ -106,11 +107,11 @@ def _name_rows(bottom: FrozenBottom | None, examples: list[Example]) -> None:
         bottom.set_batch([id(e) for e in examples], [len(e.input_ids) for e in examples])
 
 
-def _train_step(accelerator, loss_module, window, pad_id: int, extra_loss, bottom: FrozenBottom | None = None
+def train_step(accelerator, loss_module, window, pad_id: int, extra_loss, bottom: FrozenBottom | None = None
                 ) -> tuple[float, float, float]:
     """Forward/backward over one window; returns (loss of the step, trained tokens, all tokens), all processes."""
     batches = [collate(mb, pad_id) for mb in window]
-    local_trained = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
+    local_trained = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
     trained = _sum_over_processes(accelerator, local_trained)
     tokens = _sum_over_processes(accelerator, sum(len(e.input_ids) for mb in window for e in mb))
     scale = accelerator.num_processes / trained
@@ -248,7 +249,7 @@ class _Run:
     def step(self, window: list[list[Example]]) -> None:
         """One optimizer step over `window` (train.grad_accum micro-batches), then the method's own work."""
         accelerator, cfg, prog = self.accelerator, self.cfg, self.prog
-        loss, trained, tokens = _train_step(accelerator, self.loss_module, window, self.pad_id, self.extra_loss,
+        loss, trained, tokens = train_step(accelerator, self.loss_module, window, self.pad_id, self.extra_loss,
                                             self.bottom)
         grad_norm = strategy(accelerator).grad_norm(accelerator, self.loss_module, self.trainable,
                                                     cfg.train.max_grad_norm)
@@ -376,7 +377,7 @@ def output_vocab(train: list[Example]) -> list[int]:
     ids: set[int] = set()
     for e in train:
         ids.update(e.input_ids)
-        ids.update(t for t in e.labels if t != IGNORE)
+        ids.update(t for t in e.labels if t != IGNORE_INDEX)
     return sorted(ids)
 
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tooltune.errors import ToolTuneError
-from tooltune.train.data import IGNORE
+from tooltune.formats import IGNORE_INDEX
 
 
 def transformers_model(model: nn.Module) -> nn.Module:
@@ -89,7 +89,7 @@ class TokenLoss(nn.Module):
         """`weights` (B, T): per-token loss weights aligned with `labels` (data.loss_weights, data.call_weight); the
         count stays the plain token count."""
         targets = labels[:, 1:]  # the token at t is predicted from position t-1
-        keep = targets != IGNORE  # (B, T-1)
+        keep = targets != IGNORE_INDEX  # (B, T-1)
         if self.plain:
             logits = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
             # Prompt tuning prepends its virtual tokens' logits: the last T positions belong to the input.

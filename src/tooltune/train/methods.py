@@ -14,6 +14,7 @@ from typing import Any, Callable
 import torch
 
 from tooltune.errors import ToolTuneError
+from tooltune.models import trainable_token_config
 from tooltune.train.frozen import parse_layers, top_layer_targets
 
 
@@ -24,7 +25,8 @@ class Method:
     peft_config: Callable[[Any, int], Any] | None
     """(MethodConfig, total optimizer steps) -> a peft config; None: train the full model."""
     virtual_tokens: bool = False
-    """Prepends virtual tokens or past key/values: the loss takes the plain full-logits path (see loop.token_loss)."""
+    """Prepends virtual tokens or past key/values: the loss takes the plain full-logits path (see
+    `tooltune.train.loss.TokenLoss`)."""
     no_checkpointing: str = ""
     """Why gradient checkpointing cannot be used with it (empty: it can)."""
     quantized: bool = False
@@ -156,7 +158,6 @@ def wrap(model, cfg, total_steps: int, gradient_checkpointing: bool = False, new
     if parse_layers(cfg.layers) is not None:  # adapters on the top K layers: their modules named one by one
         peft_config.target_modules = top_layer_targets(model, cfg.layers, tuple(cfg.target_modules))
     if new_token_ids and hasattr(peft_config, "trainable_token_indices"):
-        from tooltune.models import trainable_token_config
         peft_config.trainable_token_indices = trainable_token_config(new_token_ids, model)["trainable_token_indices"]
     return get_peft_model(model, peft_config)
 

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tooltune.errors import ToolTuneError
-from tooltune.hardware import describe, native_bf16, resolve_dtype
+from tooltune.hardware import describe, native_bf16, resolve_dtype, torch_dtype
 from tooltune.models import prepare_embeddings
+from tooltune.models.load import load_model, max_positions
 from tooltune.rundir import RunInfo
 from tooltune.train import methods
 from tooltune.train.config import RunConfig, replace
@@ -15,22 +16,14 @@ from tooltune.train.data import load_split
 from tooltune.train.loop import run_training
 
 
-def torch_dtype(name: str):
-    """The torch dtype of a `model.dtype` name; `auto` is resolved for this machine (tooltune.hardware)."""
-    import torch
-    return getattr(torch, resolve_dtype(name))
-
-
-def load_model(cfg: RunConfig):
-    """The base causal LM from a local Hugging Face directory (one place to swap in tooltune.models later)."""
-    from transformers import AutoModelForCausalLM
-
+def load_base_model(cfg: RunConfig):
+    """The base causal LM of `model.path` (a local Hugging Face directory), loaded as the method needs it."""
     path = Path(cfg.model.path)
     if not (path / "config.json").is_file():
         raise ToolTuneError(f"model.path={cfg.model.path!r} is not a Hugging Face model directory (no config.json)")
     methods.check_supported(cfg.method.name, cfg.model.gradient_checkpointing)
     dtype = torch_dtype(cfg.model.dtype)
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **methods.load_kwargs(cfg.method.name, dtype))
+    return load_model(path, dtype, **methods.load_kwargs(cfg.method.name, dtype))
 
 
 def load_tokenizer(cfg: RunConfig):
@@ -44,7 +37,7 @@ def _fit_positions(cfg: RunConfig) -> RunConfig:
     from transformers import AutoConfig
 
     model_cfg = AutoConfig.from_pretrained(cfg.model.path)
-    positions = getattr(model_cfg, "max_position_embeddings", None) or getattr(model_cfg, "n_positions", None)
+    positions = max_positions(model_cfg)
     if positions and cfg.data.max_length > positions:
         print(f"tooltune train: data.max_length={cfg.data.max_length} capped at the {positions} positions of "
               f"model.path={cfg.model.path}")
@@ -129,7 +122,7 @@ def prepare(cfg: RunConfig) -> Prepared:
     if not train:
         raise ToolTuneError(f"{cfg.data.train}: no usable training example ({dropped_train})")
     new_ids = list(range(vocab_before, len(tokenizer)))  # special tokens the chat format added
-    model = load_model(cfg)
+    model = load_base_model(cfg)
     # Resizes the embeddings to the tokenizer; new rows start at the trained rows' mean direction, not at random.
     fixed_ids = _prepare_special_rows(model, tokenizer, train, new_ids)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:

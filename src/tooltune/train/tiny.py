@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from tooltune.train.data import IGNORE, Example
+from tooltune.formats import IGNORE_INDEX, Example
 
 WORDS = ("hotel room price rating wifi breakfast parking beijing cheap luxury near station search found "
          "the a is with and for under above stars yuan please book call result reply user assistant").split()
@@ -58,6 +58,6 @@ def synthetic_examples(n: int, vocab_size: int, seed: int = 0, min_len: int = 8,
         tail = max(1, int(length * trained_ratio))
         head = [rng.randrange(3, vocab_size) for _ in range(length - tail)]
         ids = head + [head[i % len(head)] for i in range(tail)]
-        labels = [IGNORE] * (length - tail) + ids[length - tail:]
+        labels = [IGNORE_INDEX] * (length - tail) + ids[length - tail:]
         examples.append(Example(ids, labels))
     return examples

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from tooltune import jsonio
-from tooltune.build.clean import normalise
-from tooltune.build.items import Item, Removed
+from tooltune.dataset.clean import normalise
+from tooltune.dataset.items import Item, Removed
 from tooltune.dialogue import User
 from tooltune.errors import InputError
-from tooltune.files.records import read_jsonl
+from tooltune.datafiles.records import read_jsonl
 
 
 def _user_turns(row: Any, where: str) -> list[str]:

@@ -6,7 +6,7 @@
 `read_file` / `write_dialogues` return reports that count everything a format dropped, merged or could not
 represent (e.g. the ChatGLM3 filler turns), so that the CLI can say it. Each format is a module with `NAME`,
 `DESCRIPTION`, `looks_like(record)`, `read(records, report)` and `write(dialogues, counts)`; add a module to
-`FORMATS` and the detection, the CLI choices and the round-trip tests pick it up.
+`FILE_FORMATS` and the detection, the CLI choices and the round-trip tests pick it up.
 
 File layout (any format): a directory is its `*.json` files in name order; a `.json` file is one JSON document
 (a list of records, or for the seed format one dialogue as a list of turns); anything else is JSON Lines.
@@ -23,7 +23,7 @@ from typing import Any
 
 from tooltune.dialogue import Dialogue
 from tooltune.errors import InputError
-from tooltune.files import chatglm3, llama2, openai, records, seed, sharegpt
+from tooltune.datafiles import chatglm3, llama2, openai, records, seed, sharegpt
 
 
 @dataclass
@@ -56,7 +56,7 @@ class WriteReport:
 
 
 @dataclass(frozen=True)
-class Format:
+class FileFormat:
     name: str
     description: str
     looks_like: Callable[[Any], bool]
@@ -69,19 +69,19 @@ class Format:
     """A `.json` file holding one list of objects is one record (the seed format's one dialogue per file)."""
 
 
-def _format(module: ModuleType) -> Format:
-    return Format(module.NAME, module.DESCRIPTION, module.looks_like, module.read, module.write,
+def _format(module: ModuleType) -> FileFormat:
+    return FileFormat(module.NAME, module.DESCRIPTION, module.looks_like, module.read, module.write,
                   getattr(module, "DOCUMENT_IS_RECORD", False))
 
 
-FORMATS: dict[str, Format] = {f.name: f for f in map(_format, (seed, chatglm3, llama2, sharegpt, openai))}
+FILE_FORMATS: dict[str, FileFormat] = {f.name: f for f in map(_format, (seed, chatglm3, llama2, sharegpt, openai))}
 """Every file format, by name; the CLI's --from/--to choices and the round-trip tests loop over it."""
 
 
-def get_format(name: str) -> Format:
-    if name not in FORMATS:
-        raise InputError(f"unknown format {name!r} (known: {', '.join(FORMATS)})", field="format")
-    return FORMATS[name]
+def get_file_format(name: str) -> FileFormat:
+    if name not in FILE_FORMATS:
+        raise InputError(f"unknown format {name!r} (known: {', '.join(FILE_FORMATS)})", field="format")
+    return FILE_FORMATS[name]
 
 
 def detect_format(path: str | Path) -> str:
@@ -93,12 +93,12 @@ def detect_format(path: str | Path) -> str:
     where, value = first
     if isinstance(value, InputError):
         raise value
-    for fmt in FORMATS.values():
+    for fmt in FILE_FORMATS.values():
         if fmt.looks_like(value):
             return fmt.name
     shape = f"an object with keys {sorted(value)}" if isinstance(value, dict) else f"a {type(value).__name__}"
     raise InputError(f"cannot detect the format: the first record is {shape}; pass the format "
-                     f"(--from {'|'.join(FORMATS)})", where=where)
+                     f"(--from {'|'.join(FILE_FORMATS)})", where=where)
 
 
 def read_file(path: str | Path, fmt: str | None = None, skip_invalid: bool = False) -> ReadReport:
@@ -106,7 +106,7 @@ def read_file(path: str | Path, fmt: str | None = None, skip_invalid: bool = Fal
     path = Path(path)
     if not path.exists():
         raise InputError("no such file or directory", where=str(path))
-    form = get_format(fmt) if fmt else get_format(detect_format(path))
+    form = get_file_format(fmt) if fmt else get_file_format(detect_format(path))
     report = ReadReport(form.name, skip_invalid)
     form.read(_valid(records.iter_records(path, form.document_is_record), report), report)
     return report
@@ -132,7 +132,7 @@ def write_dialogues(dialogues: Iterable[Dialogue], path: str | Path, fmt: str) -
     `path` ending in `/` or naming an existing directory: one `NNNN.json` file per record (the raw seed layout);
     a `.json` path: one JSON document; anything else: JSON Lines.
     """
-    form = get_format(fmt)
+    form = get_file_format(fmt)
     dialogues = list(dialogues)
     counts: Counter = Counter()
     recs = form.write(dialogues, counts)

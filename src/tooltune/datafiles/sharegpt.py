@@ -21,8 +21,8 @@ from typing import Any
 from tooltune import jsonio
 from tooltune.dialogue import HOTEL_TOOL, Assistant, Call, Dialogue, Result, Turn, User
 from tooltune.errors import InputError
-from tooltune.files.fields import build_dialogue, json_string, need, need_object, read_each, records_of, tools_of
-from tooltune.files.records import dumps
+from tooltune.datafiles.fields import build_dialogue, json_string, need, need_object, read_each, records_of, tools_of
+from tooltune.datafiles.records import dumps
 
 NAME = "sharegpt"
 DESCRIPTION = "LLaMA-Factory sharegpt: conversations of human/gpt/function_call/observation + tools JSON string"

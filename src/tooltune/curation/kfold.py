@@ -1,6 +1,6 @@
 """K-fold training for scarce data (lecture 12.5, 交叉验证): K runs, each holding out one stratified part as its dev set.
 
-The training dialogues (`data.train`) are dealt into K parts by `tooltune.build.split.kfold`, stratified by the
+The training dialogues (`data.train`) are dealt into K parts by `tooltune.dataset.split.kfold`, stratified by the
 build's stratum (argument keys used, single vs multi search), so every fold's dev set has the whole set's mix. Fold i
 trains on the other K-1 parts and evaluates on part i: the dev loss always, and with `eval_limit` > 0 the course's
 metrics (slot P/R/F1, BLEU-4) on the first `eval_limit` turn units of its dev part. `data.dev` of the config is not
@@ -14,36 +14,28 @@ import json
 import statistics
 from pathlib import Path
 
-from tooltune.build.split import kfold
+from tooltune.curation.balance import slot_keys_category
+from tooltune.datafiles import read_dialogues, write_dialogues
+from tooltune.dataset.split import kfold
 from tooltune.dialogue import Dialogue
 from tooltune.errors import ToolTuneError
+from tooltune.evaluate.run import EvalOptions, evaluate_run
 from tooltune.jsonio import atomic_write_text
-from tooltune.loop.balance import slot_keys_category
 from tooltune.train.config import RunConfig, replace
+from tooltune.train.recipe import fine_tune
 
 METRICS = ("dev_loss", "slot_p", "slot_r", "slot_f1", "bleu4")
 
 
 def stratum(d: Dialogue) -> tuple[str, str]:
-    """The build's stratum (`tooltune.build.split.stratum`) of a plain dialogue."""
+    """The build's stratum (`tooltune.dataset.split.stratum`) of a plain dialogue."""
     return slot_keys_category(d), "multi" if len(d.calls) > 1 else "single"
 
 
 def fold_metrics(run_dir: Path, dev: list[Dialogue], limit: int, batch_size: int = 8) -> dict[str, float]:
     """Course metrics of a fold's run on the first `limit` turn units of its dev dialogues."""
-    from tooltune.evaluate.predictions import Row
-    from tooltune.evaluate.score import course_metrics
-    from tooltune.evaluate.units import eval_units
-    from tooltune.formats import get_format
-    from tooltune.inference import Generator
-    from tooltune.runs import load_for_inference
-
-    loaded = load_for_inference(run_dir)
-    generator = Generator(loaded.model, loaded.tokenizer, get_format(loaded.format),
-                          config=loaded.generation(max_new_tokens=96, batch_size=batch_size))
-    units = eval_units(dev, split="dev")[:limit]
-    preds = generator.predict([u.history for u in units], [u.tools for u in units])
-    m = course_metrics([Row(u.id, u.gold, p.parsed.turn, p.raw) for u, p in zip(units, preds)])
+    options = EvalOptions(limit=limit, split="dev", batch_size=batch_size, task_success=False, rouge=False)
+    m = evaluate_run(run_dir, dev, options).metrics
     return {k: m[k] for k in ("slot_p", "slot_r", "slot_f1", "bleu4")}
 
 
@@ -53,9 +45,6 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 def train_kfold(cfg: RunConfig, k: int, eval_limit: int = 0, seed: int | None = None) -> dict:
     """Train the K folds; returns {"folds": [per-fold metrics], "mean": {...}, "std": {...}} (also written)."""
-    from tooltune.files import read_dialogues, write_dialogues
-    from tooltune.train.recipe import fine_tune
-
     if not cfg.data.format:
         raise ToolTuneError("--kfold needs dialogues (data.format set): encoded examples cannot be stratified")
     dialogues = read_dialogues(cfg.data.train)

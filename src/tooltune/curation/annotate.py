@@ -30,7 +30,7 @@ from typing import Any, Sequence
 from tooltune import jsonio
 from tooltune.dialogue import Dialogue, dialogue_from_seed, dialogue_to_seed, turn_to_seed
 from tooltune.errors import InputError
-from tooltune.files.records import read_jsonl
+from tooltune.datafiles.records import read_jsonl
 
 LABEL_CONFIG = """<View>
   <Header value="Correct the dialogue (seed JSON): search arguments and replies"/>

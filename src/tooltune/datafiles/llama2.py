@@ -25,8 +25,8 @@ from typing import Any
 from tooltune import jsonio
 from tooltune.dialogue import HOTEL_TOOL, Assistant, Call, Dialogue, check_order, turn_from_seed, turn_to_seed
 from tooltune.errors import InputError
-from tooltune.files.fields import json_string, need, need_object, record_id
-from tooltune.files.records import dumps
+from tooltune.datafiles.fields import json_string, need, need_object, record_id
+from tooltune.datafiles.records import dumps
 
 NAME = "llama2"
 DESCRIPTION = "the course's Llama-2 turn samples: context + response JSON strings, one per call or reply"

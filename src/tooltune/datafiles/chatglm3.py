@@ -22,7 +22,7 @@ from typing import Any
 from tooltune import jsonio
 from tooltune.dialogue import Assistant, Call, Dialogue, Result, Tool, Turn, User
 from tooltune.errors import InputError
-from tooltune.files.fields import json_string, need, need_object, build_dialogue, read_each, records_of, tools_of
+from tooltune.datafiles.fields import json_string, need, need_object, build_dialogue, read_each, records_of, tools_of
 
 NAME = "chatglm3"
 DESCRIPTION = "the course's ChatGLM3 JSONL: tools + conversations with user/assistant/tool turns"

@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from tooltune.build.items import Item
+from tooltune.dataset.items import Item
 from tooltune.dialogue import Call, User
 from tooltune.errors import ToolTuneError
 

@@ -23,8 +23,8 @@ from typing import Any
 from tooltune import jsonio
 from tooltune.dialogue import Assistant, Call, Dialogue, Result, Tool, Turn, User
 from tooltune.errors import InputError
-from tooltune.files.fields import build_dialogue, json_string, need, need_object, read_each, records_of, tools_of
-from tooltune.files.records import dumps
+from tooltune.datafiles.fields import build_dialogue, json_string, need, need_object, read_each, records_of, tools_of
+from tooltune.datafiles.records import dumps
 
 NAME = "openai"
 DESCRIPTION = "OpenAI chat: messages with assistant tool_calls and tool messages + function tools"

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tooltune import jsonio
-from tooltune.build.items import Item, Removed, make_item
+from tooltune.dataset.items import Item, Removed, make_item
 from tooltune.dialogue import HOTEL_TOOL, Assistant, Call, Result, Turn, User
 from tooltune.errors import InputError
 

@@ -24,7 +24,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from tooltune.build.items import Item
+from tooltune.dataset.augment import add_closing, add_paraphrase, add_qa, paraphrase_table
+from tooltune.dataset.items import Item
 from tooltune.dialogue import Assistant, Dialogue, Result
 
 BY = ("slot-keys", "turn-type", "facility")
@@ -79,8 +80,6 @@ class Balanced:
 
 
 def _augmented_copy(d: Dialogue, rng: random.Random, table, facility_names) -> tuple[Dialogue, str]:
-    from tooltune.build.augment import add_closing, add_paraphrase, add_qa
-
     item = Item(d, "balance", d.id)
     for kind, make in (("paraphrase", lambda: add_paraphrase(item, table, rng)),
                        ("qa", lambda: add_qa(item, facility_names, rng)),
@@ -107,7 +106,6 @@ def balance(dialogues: Sequence[Dialogue], by: str, strategy: str, seed: int = 0
     keep, added, counts = set(range(len(dialogues))), [], Counter()
     table = None
     if strategy == "augment":
-        from tooltune.build.augment import paraphrase_table
         table = paraphrase_table({})  # the hand-checked phrase rules; no learning pass over the course data here
         # Facilities the QA augmentation may ask about: those of the returned records (the database's names).
         facility_names = facility_names or sorted({f for d in dialogues for t in d.turns if isinstance(t, Result)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from typing import Callable, Hashable, Sequence, TypeVar
 
-from tooltune.build.items import Item
+from tooltune.dataset.items import Item
 from tooltune.dialogue import Call
 
 T = TypeVar("T")

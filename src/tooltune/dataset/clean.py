@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from tooltune.build.items import Item, Removed
+from tooltune.dataset.items import Item, Removed
 from tooltune.dialogue import HOTEL_TOOL, Assistant, Call, Dialogue, Result, User
 from tooltune.schema import argument_problems
 

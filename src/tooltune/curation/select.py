@@ -29,9 +29,10 @@ from typing import Sequence
 
 import torch
 
+from tooltune.curation import SCORES
 from tooltune.dialogue import AS_WRITTEN, Call, Dialogue, Turn, User, with_argument_order
-
-SCORES = ("mean", "min", "disagree", "loss")
+from tooltune.formats.base import SampleTooLong, encode
+from tooltune.train.loss import TokenLoss
 
 
 @dataclass
@@ -144,9 +145,6 @@ def label_losses(model, tokenizer, fmt, pool: Sequence[Dialogue], observation: s
     """The `loss` score of every pool dialogue (same order): each dialogue rendered as training renders it (`fmt`,
     `observation`, `argument_order`; samples over `max_length` keep their tail as in training), the mean
     cross-entropy over its trained tokens. Decodes nothing: `mean`, `min` and `disagree` stay 0."""
-    from tooltune.formats.base import SampleTooLong, encode
-    from tooltune.train.loss import TokenLoss
-
     peft_config = getattr(model, "active_peft_config", None)
     # Virtual-token methods need PEFT's own forward; the others take the trained-positions path of training.
     token_loss = TokenLoss(model, plain=bool(getattr(peft_config, "is_prompt_learning", False)))

@@ -60,7 +60,7 @@ def read_each(recs: Iterable[tuple[str, Any]], report: Any,
               parse: Callable[[Any, str, Counter], Dialogue]) -> None:
     """The read loop of a format whose records are each one dialogue: `parse(value, where, counts)`.
 
-    `report` is a `tooltune.files.ReadReport`: dialogues are appended to it, invalid records go to its `reject`.
+    `report` is a `tooltune.datafiles.ReadReport`: dialogues are appended to it, invalid records go to its `reject`.
     """
     for where, value in recs:
         try:

@@ -12,15 +12,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tooltune import jsonio, paths
-from tooltune.build import crosswoz
-from tooltune.build.augment import AugmentConfig, augment, paraphrase_table
-from tooltune.build.clean import CleanConfig, clean, remove_leakage
-from tooltune.build.exclude import item_texts, remove_overlap, user_texts
-from tooltune.build.items import Item, Removed
-from tooltune.build.llm import LLMConfig, make_client, rewrite_items
-from tooltune.build.report import plot_balance, render_markdown, seed_json, split_stats
-from tooltune.build.split import stratified_split, stratum
+from tooltune.dataset import crosswoz
+from tooltune.dataset.augment import AugmentConfig, augment, paraphrase_table
+from tooltune.dataset.clean import CleanConfig, clean, remove_leakage
+from tooltune.dataset.exclude import item_texts, remove_overlap, user_texts
+from tooltune.dataset.items import Item, Removed
+from tooltune.dataset.llm import LLMConfig, make_client, rewrite_items
+from tooltune.dataset.report import plot_balance, render_markdown, seed_json, split_stats
+from tooltune.dataset.split import stratified_split, stratum
 from tooltune.errors import InputError, ToolTuneError
+from tooltune.facilities import HAND_RULES, learn_paraphrases
 from tooltune.hotels import load_hotels
 
 DIALOG_JSON = "hotel/agiclass_hotel_chatbot/dialog.json"
@@ -57,7 +58,7 @@ class BuildConfig:
     """A local tokenizer dir (transformers) for token lengths in the report; None: count characters."""
     exclude: tuple[Path, ...] = ()
     """JSON-lines files (seed, chatglm3, llama2) whose user sentences no built dialogue may contain, e.g. the
-    course's test set when the build is for training a model evaluated on it (see `tooltune.build.exclude`)."""
+    course's test set when the build is for training a model evaluated on it (see `tooltune.dataset.exclude`)."""
 
     def __post_init__(self) -> None:
         if len(self.ratios) != 3 or any(r < 0 for r in self.ratios) or sum(self.ratios) <= 0:
@@ -102,8 +103,6 @@ def course_paraphrases(root: Path) -> dict[str, str]:
     Only train: phrases first seen in the course's dev/test must not reach a training set built for comparison.
     Without the course's raw files: an empty table (the hand rules still apply).
     """
-    from tooltune.facilities import learn_paraphrases
-
     split_map = root / COURSE_RAW / "split_map.json"
     if not split_map.exists():
         return {}
@@ -127,7 +126,7 @@ def course_paraphrases(root: Path) -> dict[str, str]:
     return learn_paraphrases(pairs)
 
 
-def _token_counter(tokenizer: str | None) -> Callable[[str], int] | None:
+def token_counter(tokenizer: str | None) -> Callable[[str], int] | None:
     """Token counts from a local tokenizer dir: its `tokenizer.json` via `tokenizers` (fast to load), else
     transformers' AutoTokenizer (slow tokenizers)."""
     if tokenizer is None:
@@ -151,8 +150,6 @@ def _token_counter(tokenizer: str | None) -> Callable[[str], int] | None:
 
 def build(config: BuildConfig) -> dict[str, Any]:
     """Run the whole build; returns a summary (split sizes, counts) for the CLI to print."""
-    from tooltune.facilities import HAND_RULES
-
     root = paths.data_dir(config.data_dir)
     hotel_list = load_hotels(paths.data_file(paths.HOTEL_DB_JSON, config.data_dir))
     hotels = {h["name"]: h for h in hotel_list}
@@ -189,7 +186,7 @@ def write_outputs(config: BuildConfig, splits: dict[str, list[Item]], sources: d
     out.mkdir(parents=True, exist_ok=True)
     for name, items in splits.items():
         jsonio.atomic_write_text(out / f"{name}.jsonl", "".join(seed_json(i) + "\n" for i in items))
-    count_tokens = _token_counter(config.tokenizer)
+    count_tokens = token_counter(config.tokenizer)
     stats = {name: split_stats(items, count_tokens) for name, items in splits.items()}
     settings = {"seed": config.seed, "limit": config.limit, "ratios": "/".join(f"{r:g}" for r in config.ratios),
                 "p": config.augment.p, "paraphrase": config.augment.paraphrase, "qa": config.augment.qa,

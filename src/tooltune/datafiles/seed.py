@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from tooltune.dialogue import SEED_ROLES, Dialogue, dialogue_from_seed, dialogue_to_seed
-from tooltune.files.fields import read_each, record_id
+from tooltune.datafiles.fields import read_each, record_id
 
 NAME = "seed"
 DESCRIPTION = "lecture seed turns: a JSON list of user/search/return/assistant turns per dialogue"

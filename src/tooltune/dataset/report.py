@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from tooltune.build.items import Item, Removed
+from tooltune.dataset.items import Item, Removed
 from tooltune.dialogue import Assistant, Call, Result, User, dialogue_to_seed
 
 ARG_KEYS = ("name", "type", "facilities", "price_range_lower", "price_range_upper", "rating_range_lower",

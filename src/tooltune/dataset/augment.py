@@ -22,7 +22,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from tooltune.build.items import Item, make_item
+from tooltune.dataset.items import Item, make_item
 from tooltune.dialogue import Assistant, Call, Result, Turn, User
 
 

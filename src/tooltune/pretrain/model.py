@@ -12,9 +12,9 @@ from pathlib import Path
 from tooltune import jsonio
 from tooltune.errors import InputError, ToolTuneError
 from tooltune.rundir import PRETRAIN_KIND, RunInfo
-from tooltune.train.config import (DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig, _build, _check,
-                                   apply_override)
-from tooltune.train.data import Example
+from tooltune.formats import Example
+from tooltune.train.config import (DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig, apply_override,
+                                   build_dataclass, check_field)
 from tooltune.train.loop import run_training
 
 
@@ -29,8 +29,8 @@ class GPT2Size:
 
     def __post_init__(self):
         for key in ("n_layer", "n_embd", "n_head"):
-            _check(getattr(self, key) > 0, f"gpt2.{key}", "must be positive")
-        _check(self.n_embd % self.n_head == 0, "gpt2.n_head", f"must divide gpt2.n_embd ({self.n_embd})")
+            check_field(getattr(self, key) > 0, f"gpt2.{key}", "must be positive")
+        check_field(self.n_embd % self.n_head == 0, "gpt2.n_head", f"must divide gpt2.n_embd ({self.n_embd})")
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,8 @@ class CorpusConfig:
     """Tokens per training row (also the model's context length)."""
 
     def __post_init__(self):
-        _check(self.dev_every > 1, "corpus.dev_every", "must be > 1")
-        _check(self.block_size > 1, "corpus.block_size", "must be > 1")
+        check_field(self.dev_every > 1, "corpus.dev_every", "must be > 1")
+        check_field(self.block_size > 1, "corpus.block_size", "must be > 1")
 
 
 def _pretrain_train_defaults() -> TrainConfig:
@@ -77,7 +77,7 @@ def load_pretrain_config(path: str | None, overrides: list[str]) -> PretrainConf
     for override in overrides:
         apply_override(tree, override)
     try:
-        return _build(PretrainConfig, tree, "")
+        return build_dataclass(PretrainConfig, tree, "")
     except InputError as e:
         raise e.at(str(path)) if path else e
 

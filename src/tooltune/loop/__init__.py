@@ -1,1 +1,0 @@
-"""The data loop (lecture section 12): rebalancing, k-fold training, active selection, annotation round trip."""
