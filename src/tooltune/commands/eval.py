@@ -43,6 +43,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, default=0, help="when drawing: only the K most likely tokens (0: no cut)")
     p.add_argument("--seed", type=int, default=0, help="seeds each batch's draws (default 0: repeatable)")
     p.add_argument("--no-task-success", action="store_true", help="skip running calls on the hotel database")
+    p.add_argument("--no-prefix-reuse", action="store_true",
+                   help="read every unit's prompt in its own batch, as before (default: the turn units of a dialogue "
+                        "take their prompt's KV cache from one read of its longest prompt; recorded in metrics.json)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted evaluation of the same settings from the rows it wrote to "
                         "OUT/predictions.partial.jsonl (without it an evaluation starts afresh)")
@@ -104,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
                                                    constrained=args.constrained, copy_values=copy_values,
                                                    output_vocab=vocab, samples=args.samples,
                                                    temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-                                                   seed=args.seed))
+                                                   seed=args.seed, reuse_prefix=not args.no_prefix_reuse))
     out = Path(args.out)
     partial = PartialPredictions(out, {key: getattr(args, key) for key in SETTINGS})
     if args.mode == "turn":
@@ -154,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
             "argument_order": loaded.argument_order,
             "generation_seconds": round(seconds, 1), "units": len(rows),
             "prompts_cut_inside_a_segment": generator.prompts_cut_inside, "constrained": args.constrained,
-            "copy": args.copy, "decoding": decoding(args),
+            "copy": args.copy, "decoding": {**decoding(args), "prefix_reuse": not args.no_prefix_reuse},
             "output_vocab": f"{len(vocab)} ids of {train_file} + the prompt's" if vocab is not None else "all",
             "malformed_outputs": malformed, "resumed_units": len(done),
             "invalid_characters_replaced": generator.replaced_characters}
