@@ -136,6 +136,14 @@ def scores(units, preds) -> dict:
     return score([Row(u.id, u.gold, p.parsed.turn, p.raw) for u, p in zip(units, preds)])
 
 
+def display(path: Path) -> str:
+    """`path` relative to the repository where it lies inside it (no machine path in a results file)."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def report(args, command: str, units, total_units: int, results: list[dict]) -> str:
     base = results[0]
     scale = total_units / len(units)
@@ -146,7 +154,7 @@ def report(args, command: str, units, total_units: int, results: list[dict]) -> 
         lines += [args.note, ""]
     lines += [f"{len(units)} turn units of `{args.data}`" + (f" (the first {len(units)} of {total_units})"
                                                              if len(units) < total_units else "")
-              + f", {args.run}, `--max-new-tokens {args.max_new_tokens} --domain-vocab`, greedy.", ""]
+              + f", {display(args.run)}, `--max-new-tokens {args.max_new_tokens} --domain-vocab`, greedy.", ""]
     lines += ["| side | dtype | wall (s) | prompt reads (s, passes) | decoding steps (s, steps) | rest (s) "
               "| s / unit | " + (f"x {scale:.2f}: {total_units} units (s, extrapolated) | " if scale != 1 else "")
               + "same as the first side | BLEU-4 | SLOT-F1 | load before / after |",
