@@ -5,7 +5,8 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 ORDER = ["quality", "learning_curve", "train_speed", "train_profile", "rules", "train", "formats", "base", "db",
-         "build", "io", "fuzz", "eval", "constrained", "bot", "bot_g7", "bot_g7_domain", "serve_profile", "export_gguf",
+         "build", "io", "fuzz", "eval", "eval_speed", "constrained", "bot", "bot_g7", "bot_g7_domain",
+         "serve_profile", "export_gguf",
          "loop", "loop_active_gemma", "loop_active_full", "loop_active_gpu"]
 HEADER = """# tooltune: measured results
 

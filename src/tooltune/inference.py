@@ -31,6 +31,7 @@ from tooltune.formats import ChatFormat, ParsedTurn, SampleTooLong, encode
 from tooltune.formats.base import single_id, without_partial_stop
 from tooltune.jsonio import scrub_surrogates
 from tooltune.mbr import choose
+from tooltune.prefix import PrefixCaches, PrefixStats, reusable
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,10 @@ class GenerationConfig:
     answer is the candidate that agrees most with the others (`tooltune.mbr`: minimum Bayes risk)."""
     seed: int | None = None
     """Seeds each batch's draws (the same batch then draws the same turns); None: torch's global generator."""
+    reuse_prefix: bool = True
+    """`predict`: a prompt that begins a longer one (an earlier turn of the same dialogue) takes its KV cache from
+    the longer one's read instead of being read again (`tooltune.prefix`). The same predictions up to floating-point
+    rounding (the same values, computed in other shapes); off: every batch reads its own prompts."""
 
     def __post_init__(self):
         if self.temperature < 0 or self.temperature != self.temperature:
@@ -151,6 +156,8 @@ class Generator:
         """Time spent constraining (watching for call openers, grammar steps, masks), over all batches."""
         self.replaced_characters = 0
         """Lone surrogates in decoded outputs replaced by U+FFFD (no UTF-8 file can hold them), over all batches."""
+        self.prefix_stats = PrefixStats()
+        """What prompt prefix reuse did (`GenerationConfig.reuse_prefix`), over all `predict` calls."""
 
     def prompt_ids(self, history: Sequence[Turn], tools: Sequence[Tool] | None = None) -> list[int]:
         tools = tools or self.tools
@@ -182,12 +189,19 @@ class Generator:
         allowed = None
         if self.config.output_vocab is not None:
             allowed = set(self.config.output_vocab).union(self.end_ids, *prompts) - set(self.suppressed)
+        size = self.config.batch_size
+        batches = [order[start:start + size] for start in range(0, len(order), size)]
+        todo = [batch for batch in batches if not all(i in skip for i in batch)]
+        shared = self._prefix_caches(prompts, todo)
         with restricted_head(self.model, allowed):
-            for start in range(0, len(order), self.config.batch_size):
-                batch = order[start:start + self.config.batch_size]
+            for batch in batches:
                 if not all(i in skip for i in batch):
                     copies = [self._copy(histories[i]) for i in batch]
-                    preds = self._generate([prompts[i] for i in batch], [row_tools[i] for i in batch], copies)
+                    prefix = None if shared is None else (lambda batch=batch: shared.cache(batch))
+                    preds = self._generate([prompts[i] for i in batch], [row_tools[i] for i in batch], copies,
+                                           prefix)
+                    if shared is not None:
+                        shared.release(batch)
                     for i, pred in zip(batch, preds):
                         out[i] = pred
                     if on_batch is not None:
@@ -197,6 +211,16 @@ class Generator:
         if bar is not None:
             bar.close()
         return out  # type: ignore[return-value]
+
+    def _prefix_caches(self, prompts: list[list[int]], batches: list[list[int]]) -> PrefixCaches | None:
+        """The shared reads of `predict`'s prompts (`tooltune.prefix`), or None where reuse is off, the model cannot
+        take a cache so built, or no prompt begins another (a single history: the plain path, as before)."""
+        if not self.config.reuse_prefix or not batches or not reusable(self.model):
+            return None
+        if min(len(prompts[i]) for batch in batches for i in batch) < 2:  # nothing but the last token to share
+            return None
+        shared = PrefixCaches(self.model, prompts, batches, self.prefix_stats)
+        return shared if shared.shares else None
 
     def text_stop_criterion(self) -> Any:
         """`generate`'s stop-string criterion for the format's text stops, built once per generator: `stop_strings=`
@@ -283,24 +307,26 @@ class Generator:
 
     @torch.inference_mode()
     def _generate(self, prompts: list[list[int]], tools: Sequence[Sequence[Tool]],
-                  copies: Sequence[Any] = ()) -> list[Prediction]:
-        """One batch: greedy, one draw, or (`samples` > 1) greedy plus draws with the minimum-Bayes-risk choice."""
+                  copies: Sequence[Any] = (), prefix: Callable[[], Any] | None = None) -> list[Prediction]:
+        """One batch: greedy, one draw, or (`samples` > 1) greedy plus draws with the minimum-Bayes-risk choice.
+        `prefix()`, when given, returns a fresh cache of the prompts but their last tokens (`PrefixCaches.cache`)."""
         config = self.config
         candidates: list[list[Prediction]] = [[] for _ in prompts]
         if config.temperature == 0 or config.samples > 1:
-            for row, pred in enumerate(self._decode(prompts, tools, copies, draws=0)):
+            for row, pred in enumerate(self._decode(prompts, tools, copies, draws=0, prefix=prefix)):
                 candidates[row].append(pred)
         draws = config.samples - 1 if config.samples > 1 else int(config.temperature > 0)
         if draws:
-            drawn = self._decode(prompts, tools, copies, draws=draws)
+            drawn = self._decode(prompts, tools, copies, draws=draws, prefix=prefix)
             for row in range(len(prompts)):
                 candidates[row] += drawn[row * draws:(row + 1) * draws]
         return [c[choose([p.parsed.turn for p in c])] if len(c) > 1 else c[0] for c in candidates]
 
     def _decode(self, prompts: list[list[int]], tools: Sequence[Sequence[Tool]], copies: Sequence[Any],
-                draws: int) -> list[Prediction]:
+                draws: int, prefix: Callable[[], Any] | None = None) -> list[Prediction]:
         """`generate` on one batch: greedy (`draws` = 0), or `draws` turns per prompt drawn at the configured
-        temperature and top-p (rows prompt by prompt: prompt 0's draws first)."""
+        temperature and top-p (rows prompt by prompt: prompt 0's draws first). With `prefix`, the prompts but their
+        last tokens are not read here: their cache comes from `prefix()`."""
         width = max(len(p) for p in prompts)
         input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -311,12 +337,18 @@ class Generator:
         kwargs: dict[str, Any] = dict(max_new_tokens=self.config.max_new_tokens, do_sample=False, use_cache=True,
                                       eos_token_id=self.end_ids, pad_token_id=self.pad_id)
         per_row = max(draws, 1)
+        if prefix is not None and width > 1:
+            cache = prefix()
+            if draws > 1:  # each prompt's draws continue from copies of its cache
+                for layer in cache.layers:
+                    layer.batch_repeat_interleave(draws)
+            kwargs["past_key_values"] = cache
+        elif draws > 1:  # each prompt is read once, and its draws continue from copies of what it left in the cache
+            kwargs["past_key_values"] = self._prefill(input_ids[:, :-1].to(device), mask[:, :-1].to(device), draws)
         if draws:
             kwargs.update(do_sample=True, temperature=self.config.temperature, top_p=self.config.top_p,
                           top_k=self.config.top_k)
-            if draws > 1:  # each prompt is read once, and its draws continue from copies of what it left in the cache
-                kwargs["past_key_values"] = self._prefill(input_ids[:, :-1].to(device), mask[:, :-1].to(device),
-                                                          draws)
+            if draws > 1:
                 input_ids, mask = input_ids.repeat_interleave(draws, 0), mask.repeat_interleave(draws, 0)
             tools = [t for t in tools for _ in range(draws)]  # each prompt's draws in a row
             copies = [c for c in copies for _ in range(draws)]

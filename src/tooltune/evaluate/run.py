@@ -76,6 +76,9 @@ class EvalOptions:
     top_k: int = 0
     seed: int = 0
     """Seeds each batch's draws."""
+    reuse_prefix: bool = True
+    """The turn units of a dialogue take their prompt's KV cache from one read of its longest prompt
+    (`tooltune.prefix`); False: every prompt is read in its own batch."""
     task_success: bool = True
     """Run the predicted calls on the hotel database (a metric beyond the course's)."""
     rouge: bool = True
@@ -113,10 +116,12 @@ class EvalOptions:
         """How tokens were chosen, for metrics.json."""
         drawn = {"temperature": self.sampled_temperature, "top_p": self.top_p, "top_k": self.top_k, "seed": self.seed}
         if self.samples > 1:
-            return {"kind": "minimum Bayes risk", "samples": self.samples, **drawn}
-        if self.sampled_temperature > 0:
-            return {"kind": "sampled", **drawn}
-        return {"kind": "greedy"}
+            kind = {"kind": "minimum Bayes risk", "samples": self.samples, **drawn}
+        elif self.sampled_temperature > 0:
+            kind = {"kind": "sampled", **drawn}
+        else:
+            kind = {"kind": "greedy"}
+        return {**kind, "prefix_reuse": self.reuse_prefix}
 
 
 SETTINGS = ("mode", "limit", "format", "observation", "split", "batch_size", "max_new_tokens", "dtype", "constrained",
@@ -160,7 +165,7 @@ def evaluate_run(run: str | Path | Loaded, data: str | Path | Sequence[Dialogue]
     limits = {"max_prompt_tokens": options.max_prompt_tokens} if options.max_prompt_tokens is not None else {}
     config = loaded.generation(max_new_tokens=options.max_new_tokens, batch_size=options.batch_size,
                                constrained=options.constrained, copy_values=copy_values, output_vocab=vocab,
-                               **limits, **options.sampling())
+                               reuse_prefix=options.reuse_prefix, **limits, **options.sampling())
     generator = Generator(loaded.model, loaded.tokenizer, fmt, config=config)
     result = _predict(_run_name(run, loaded), data, work, loaded, generator, options)
     result.meta = _meta(_run_name(run, loaded), data, loaded, generator, result, options, vocab, vocab_data)
