@@ -90,7 +90,7 @@ class Side:
 
 
 def load(run: Path, dtype: str, merged: bool):
-    from tooltune.files import read_dialogues
+    from tooltune.datafiles import read_dialogues
     from tooltune.formats import get_format
     from tooltune.inference import domain_vocab
     from tooltune.runs import load_for_inference, training_data
@@ -207,7 +207,7 @@ def main() -> int:
     sys.path.insert(0, str(ROOT / "src"))
     from tooltune import paths
     from tooltune.evaluate.units import eval_units
-    from tooltune.files import read_dialogues
+    from tooltune.datafiles import read_dialogues
 
     args.data = args.data or str(paths.data_dir() / TEST)
     sides = [Side.parse(s) for s in (args.side or ["off:16", "on:16"])]

@@ -12,7 +12,7 @@ from formats_support import tiny_dialogue
 
 from tooltune.cli import main
 from tooltune.evaluate.units import eval_units
-from tooltune.files import read_dialogues, write_dialogues
+from tooltune.datafiles import read_dialogues, write_dialogues
 from tooltune.inference import GenerationConfig, Generator
 from tooltune.prefix import PrefixCaches, plan_hosts, reusable, serves
 from tooltune.train.tiny import save_tiny_model
