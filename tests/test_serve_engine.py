@@ -17,7 +17,7 @@ from tooltune.bot import GeneratorPolicy
 from tooltune.bot.engine import BatchingPolicy
 from tooltune.bot.policy import TurnOptions
 from tooltune.dialogue import HOTEL_TOOL, Assistant, Call, User
-from tooltune.inference import GenerationConfig, Generator, Row
+from tooltune.inference import GenerationConfig, Generator, Request
 
 ASKS = ["找一家经济型酒店", "有没有评分4.5以上的豪华型酒店", "谢谢", "北京的酒店"]
 ARGS = {"type": "豪华型", "rating_range_lower": 4.8}
@@ -32,33 +32,33 @@ def tiny():
 def test_rows_decode_as_predict_does_with_their_own_limits(tiny):
     histories = [[User(a)] for a in ASKS]
     expected = tiny.predict(histories)  # one batch of all four (batch_size 8)
-    rows = [Row(tiny.prompt_ids(h), tiny.tools, 8) for h in histories]
+    rows = [Request(tiny.prompt_ids(h), tiny.tools, 8) for h in histories]
     got = tiny.generate_rows(rows)
     assert [p.raw for p in got] == [p.raw for p in expected]
     assert [p.new_tokens for p in got] == [p.new_tokens for p in expected]
-    short = tiny.generate_rows([Row(rows[0].prompt, tiny.tools, 3), rows[1]])
+    short = tiny.generate_rows([Request(rows[0].prompt, tiny.tools, 3), rows[1]])
     assert short[0].new_tokens <= 3 and expected[0].raw.startswith(short[0].raw)
     assert short[1].raw == expected[1].raw  # a neighbour's limit does not cut this row
     stop = expected[1].raw[2:4]
-    cut = tiny.generate_rows([Row(rows[1].prompt, tiny.tools, 8, stop=(stop,))])[0]
+    cut = tiny.generate_rows([Request(rows[1].prompt, tiny.tools, 8, stop=(stop,))])[0]
     assert cut.raw == expected[1].raw[:expected[1].raw.find(stop)]
 
 
 def test_each_row_streams_its_text_and_can_stop(tiny):
     seen: dict[int, list[str]] = {0: [], 1: []}
-    rows = [Row(tiny.prompt_ids([User(a)]), tiny.tools, 8, on_text=seen[k].append) for k, a in enumerate(ASKS[:2])]
+    rows = [Request(tiny.prompt_ids([User(a)]), tiny.tools, 8, on_text=seen[k].append) for k, a in enumerate(ASKS[:2])]
     preds = tiny.generate_rows(rows)
     for k, pred in enumerate(preds):
         texts = seen[k]
         assert len(texts) >= 2 and all(b.startswith(a) for a, b in zip(texts, texts[1:]))
         assert pred.raw.startswith(texts[-1])
     calls = []
-    stopped = tiny.generate_rows([Row(rows[0].prompt, tiny.tools, 8, on_text=lambda t: (calls.append(t), False)[1])])
+    stopped = tiny.generate_rows([Request(rows[0].prompt, tiny.tools, 8, on_text=lambda t: (calls.append(t), False)[1])])
     assert len(calls) == 1 and stopped[0].new_tokens == 1  # the listener said stop after the first token
 
 
 def test_seeded_sampling_repeats(tiny):
-    row = Row(tiny.prompt_ids([User(ASKS[0])]), tiny.tools, 8)
+    row = Request(tiny.prompt_ids([User(ASKS[0])]), tiny.tools, 8)
     before = torch.random.get_rng_state()
     a, b = (tiny.generate_rows([row], GenerationConfig(temperature=1.5, seed=7))[0].raw for _ in range(2))
     assert a == b and torch.equal(torch.random.get_rng_state(), before)  # torch's own generator untouched
@@ -220,7 +220,7 @@ def test_the_stop_string_table_is_built_once_per_generator(tiny, monkeypatch):
     expected = [p.raw for p in tiny.predict([[User(a)] for a in ASKS])]
     assert [p.raw for p in fresh.predict([[User(a)] for a in ASKS])] == expected
     fresh.predict([[User(ASKS[0])]])
-    fresh.generate_rows([Row(fresh.prompt_ids([User(ASKS[1])]), fresh.tools, 8)])
+    fresh.generate_rows([Request(fresh.prompt_ids([User(ASKS[1])]), fresh.tools, 8)])
     assert len(built) == 1
 
 
@@ -231,7 +231,7 @@ def test_rows_under_a_domain_vocabulary_decode_as_predict_does(tiny):
                            config=dataclasses.replace(tiny.config, output_vocab=vocab))
     histories = [[User(a)] for a in ASKS]
     expected = restricted.predict(histories)
-    got = restricted.generate_rows([Row(restricted.prompt_ids(h), restricted.tools, 8) for h in histories])
+    got = restricted.generate_rows([Request(restricted.prompt_ids(h), restricted.tools, 8) for h in histories])
     assert [p.raw for p in got] == [p.raw for p in expected]
     assert [p.raw for p in got] != [p.raw for p in tiny.predict(histories)]  # the restriction changed something
     assert tiny.model.get_output_embeddings().weight.shape[0] == len(tiny.tokenizer)  # the whole head is back

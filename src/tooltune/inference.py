@@ -31,6 +31,7 @@ from tooltune.formats import ChatFormat, ParsedTurn, SampleTooLong, encode
 from tooltune.formats.base import single_id, without_partial_stop
 from tooltune.jsonio import scrub_surrogates
 from tooltune.mbr import choose
+from tooltune.models.load import max_positions
 from tooltune.prefix import PrefixCaches, PrefixStats, reusable
 
 
@@ -91,8 +92,9 @@ class GenerationConfig:
 
 
 @dataclass
-class Row:
-    """One history to continue in `Generator.generate_rows`, with its own limits."""
+class Request:
+    """One history to continue in `Generator.generate_rows`, with its own limits (a server request's row; an
+    evaluation's scored row is `tooltune.evaluate.predictions.Row`)."""
 
     prompt: list[int]
     tools: tuple[Tool, ...]
@@ -137,7 +139,7 @@ class Generator:
         self.suppressed = [] if self.pad_id in self.end_ids else [self.pad_id]
         # A prompt must leave room for the reply within the model's positions (GPT-2: n_positions).
         model_config = getattr(model, "config", None)
-        positions = getattr(model_config, "max_position_embeddings", None) or getattr(model_config, "n_positions", None)
+        positions = max_positions(model_config)
         self.max_prompt = config.max_prompt_tokens
         self.prompts_cut_inside = 0
         """Prompts whose last segment alone was over the limit, so they were cut mid-segment (counted, not dropped)."""
@@ -241,7 +243,7 @@ class Generator:
         return encode(segments, self.tokenizer).input_ids
 
     @torch.inference_mode()
-    def generate_rows(self, rows: Sequence[Row], sampling: GenerationConfig | None = None) -> list[Prediction]:
+    def generate_rows(self, rows: Sequence[Request], sampling: GenerationConfig | None = None) -> list[Prediction]:
         """Continue each row's prompt, all in one batch (the server batches concurrent requests so). Each row ends
         at an end token of the format, at its own `max_new_tokens` or at one of its own stop strings, and its
         `on_text` sees its text grow token by token. `sampling` (default the generator's config): its temperature,
@@ -415,7 +417,7 @@ class _RowWatch:
     """`generate_rows`' stopping criterion: after each step it decodes each running row, ends the rows that reached
     their own token limit or stop string, and hands each row's text to its `on_text` (so a row streams)."""
 
-    def __init__(self, generator: Generator, rows: Sequence[Row], width: int):
+    def __init__(self, generator: Generator, rows: Sequence[Request], width: int):
         self.generator, self.rows, self.width = generator, rows, width
         self.ends = set(generator.end_ids).union(generator.suppressed)
         self.done = [False] * len(rows)

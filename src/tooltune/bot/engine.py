@@ -27,7 +27,7 @@ from tooltune.bot.policy import Step, TurnOptions
 from tooltune.dialogue import Turn
 from tooltune.errors import InputError
 from tooltune.formats import SampleTooLong
-from tooltune.inference import GenerationConfig, Prediction, Row
+from tooltune.inference import GenerationConfig, Prediction, Request
 
 
 def check_options(generator: Any, options: TurnOptions) -> int:
@@ -49,7 +49,7 @@ def prompt_of(generator: Any, history: Sequence[Turn], options: TurnOptions) -> 
     return ids
 
 
-def row_of(generator: Any, prompt: list[int], options: TurnOptions) -> Row:
+def row_of(generator: Any, prompt: list[int], options: TurnOptions) -> Request:
     on_text = None
     if options.on_partial is not None:
         listener, fmt = options.on_partial, generator.fmt
@@ -58,7 +58,7 @@ def row_of(generator: Any, prompt: list[int], options: TurnOptions) -> Row:
             seen = fmt.partial(raw)
             return listener(*seen) if seen is not None else None
 
-    return Row(prompt, generator.tools, check_options(generator, options), options.stop, on_text)
+    return Request(prompt, generator.tools, check_options(generator, options), options.stop, on_text)
 
 
 def sampling_of(generator: Any, options: TurnOptions) -> GenerationConfig:
@@ -69,7 +69,7 @@ def sampling_of(generator: Any, options: TurnOptions) -> GenerationConfig:
                                seed=options.seed, samples=1)
 
 
-def step_of(pred: Prediction, row: Row) -> Step:
+def step_of(pred: Prediction, row: Request) -> Step:
     return Step(pred.parsed, pred.raw, len(row.prompt), pred.new_tokens, pred.new_tokens >= row.max_new_tokens)
 
 
@@ -81,7 +81,7 @@ def generate_one(generator: Any, history: Sequence[Turn], options: TurnOptions) 
 
 @dataclass(eq=False)
 class _Job:
-    row: Row
+    row: Request
     sampling: GenerationConfig
     done: bool = False
     step: Step | None = None
