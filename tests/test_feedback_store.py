@@ -143,6 +143,32 @@ def test_a_failed_write_is_counted_and_the_store_keeps_going(store, caplog):
     assert store.failed == 2  # closed: counted, not raised
 
 
+def test_records_racing_close_are_written_or_counted(tmp_path):
+    """`close` while other threads record: every completion is either in the database or counted as failed (none
+    lost behind the writer's stop mark), and rating after close is refused rather than left waiting."""
+    store = FeedbackStore(tmp_path / "feedback.sqlite")
+    go = threading.Barrier(5)
+
+    def client(k):
+        go.wait()
+        for n in range(40):
+            store.record(f"c{k}-{n}", [User(f"请求{k}-{n}")], [Assistant("好的。")], "runs/a", "api")
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    go.wait()
+    time.sleep(0.005)
+    store.close()
+    for t in threads:
+        t.join()
+    written = len(read_conversations(store.path))
+    assert written + store.failed == 160
+    with pytest.raises(Exception, match="closed"):
+        store.rate("c0-0", rating="good")
+    store.close()  # a second close is a no-op
+
+
 def test_only_the_documented_columns_exist(store):
     """Nothing else about the user can be stored: the tables hold exactly these columns."""
     con = sqlite3.connect(store.path)

@@ -202,6 +202,8 @@ class FeedbackStore:
         """Records that could not be written (logged; never raised into a response)."""
         self._jobs: queue.Queue = queue.Queue()
         self._closed = False
+        self._gate = threading.Lock()
+        """Held to check `_closed` and queue a job in one step, so that no job lands behind `close`'s stop mark."""
         self._thread = threading.Thread(target=self._work, name="tooltune-feedback-writer", daemon=True)
         self._thread.start()
 
@@ -241,10 +243,6 @@ class FeedbackStore:
                tools: Sequence[Tool] = (HOTEL_TOOL,)) -> None:
         """Queue a completion: the turns the model was given (`history`) and the turns it added (`turns`: its calls,
         the results the server ran, its reply). Returns at once; a failure is logged and counted, never raised."""
-        if self._closed:
-            self.failed += 1
-            log.error("feedback store %s is closed: completion %s not recorded", self.path, completion_id)
-            return
         if source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
         if not turns:
@@ -257,7 +255,9 @@ class FeedbackStore:
             self.failed += 1
             log.error("feedback store %s: completion %s not recorded: %s", self.path, completion_id, e)
             return
-        self._jobs.put((partial(_record, c=entry), None))
+        if not self._queue(partial(_record, c=entry), None):
+            self.failed += 1
+            log.error("feedback store %s is closed: completion %s not recorded", self.path, completion_id)
 
     def rate(self, completion_id: str, turn: int | None = None, rating: str | None = None,
              correction: Correction | None = None) -> Feedback:
@@ -268,12 +268,19 @@ class FeedbackStore:
             raise InputError("give a rating ('good' or 'bad') or a correction", field="rating")
         if rating is not None and rating not in RATINGS:
             raise InputError(f"must be 'good' or 'bad', not {rating!r}", field="rating")
-        if self._closed:
-            raise ToolTuneError(f"the feedback store {self.path} is closed")
         done: Future = Future()
-        self._jobs.put((partial(_rate, completion_id=completion_id, turn=turn, rating=rating, correction=correction,
-                                now=time.time()), done))
+        if not self._queue(partial(_rate, completion_id=completion_id, turn=turn, rating=rating,
+                                   correction=correction, now=time.time()), done):
+            raise ToolTuneError(f"the feedback store {self.path} is closed")
         return done.result(timeout=self.timeout)
+
+    def _queue(self, write: Callable[[sqlite3.Connection], Any], done: Future | None) -> bool:
+        """Queue a job unless the store is closed (False then)."""
+        with self._gate:
+            if self._closed:
+                return False
+            self._jobs.put((write, done))
+            return True
 
     def flush(self) -> None:
         """Wait until every job queued so far is written."""
@@ -281,7 +288,9 @@ class FeedbackStore:
 
     def close(self) -> None:
         """Write what is queued, then stop the writer."""
-        self._closed = True
-        if self._thread.is_alive():
+        with self._gate:
+            if self._closed:
+                return
+            self._closed = True
             self._jobs.put(None)
-            self._thread.join(self.timeout)
+        self._thread.join(self.timeout)
