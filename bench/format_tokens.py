@@ -120,7 +120,7 @@ def system_prompt_tokens(tokenizer, tools) -> int:
 def waste_rows(fitted, max_length: int, batch_size: int) -> list[str]:
     lengths = [len(e.input_ids) for e in fitted.examples]
     rows = pack(fitted.examples, max_length)
-    row_lengths = [len(r["input_ids"]) for r in rows]
+    row_lengths = [len(r.input_ids) for r in rows]
     used = sum(row_lengths)
     return [f"{padding_waste(lengths, random_batches(len(lengths), batch_size)):.1%}",
             f"{padding_waste(lengths, length_grouped_batches(lengths, batch_size)):.1%}",

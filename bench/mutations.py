@@ -142,7 +142,7 @@ MUTATIONS: list[Mutation] = [
     Mutation("loss: fallback does not switch paths", LOOP, "    module.plain = True\n    why = ",
              "    why = ", (T_LOSS,), "the fallback is reported but not used"),
     Mutation("loss: weights ignored", LOSS, "        return (per_token * row_weight).sum(), keep.sum()",
-             "        return per_token.sum(), keep.sum()", ("tests/test_loop_balance.py",),
+             "        return per_token.sum(), keep.sum()", ("tests/test_curation_balance.py",),
              "data.loss_weights has no effect"),
     Mutation("loop: accumulation averages micro-batch means", LOOP, "            loss = s * scale",
              "            loss = s / max(1, int((batch['labels'][:, 1:] != -100).sum())) / len(batches)", (T_LOSS,),

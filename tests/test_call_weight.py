@@ -14,7 +14,7 @@ from formats_support import GEMMA_LIKE, QWEN_LIKE, byte_bpe, corpus, tiny_dialog
 from tooltune.errors import InputError
 from tooltune.formats import FORMATS, IGNORE_INDEX, encode, ensure_special_tokens
 from tooltune.formats import Example
-from tooltune.train.data import collate
+from tooltune.formats.packing import collate
 from tooltune.train.loss import TokenLoss
 
 VARIANTS = [("chatglm2", None), ("chatglm3", None), ("llama2", None), ("chat_template", QWEN_LIKE),

@@ -1,6 +1,6 @@
 """The README's promise for the commands that load models: bad input is one `tooltune: error:` line naming the file,
 line or field, exit status 2, no traceback, and nothing written. (The data commands have their own tests in
-test_hostile_input.py and test_files_errors.py.)"""
+test_hostile_input.py and test_datafiles_errors.py.)"""
 
 from __future__ import annotations
 

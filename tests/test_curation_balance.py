@@ -11,7 +11,7 @@ from tooltune.cli import main
 from tooltune.datafiles import read_dialogues
 from tooltune.curation.balance import BY, balance, categoriser, loss_weights
 from tooltune.formats import Example
-from tooltune.train.data import collate
+from tooltune.formats.packing import collate
 from tooltune.train.loss import TokenLoss
 from tooltune.train.tiny import tiny_llama
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from formats_support import byte_bpe, corpus, seed_dialogues
-from tooltune.formats import FORMATS, IGNORE_INDEX, encode_all
+from tooltune.formats import FORMATS, IGNORE_INDEX, Example, encode_all
 from tooltune.formats.packing import (GroupByLengthSampler, collate, length_grouped_batches, pack,
                                       packed_attention_mask, padding_waste, random_batches)
 
@@ -45,10 +45,10 @@ def _unpacked_logits(model, examples, members):
 def _members(examples, row):
     """Which examples a row holds, in order (pack is deterministic: recover them by matching token runs)."""
     out, at = [], 0
-    ids = row["input_ids"]
+    ids = row.input_ids
     while at < len(ids):
         i = next(k for k, ex in enumerate(examples) if ids[at:at + len(ex.input_ids)] == ex.input_ids
-                 and (at + len(ex.input_ids) == len(ids) or row["position_ids"][at + len(ex.input_ids)] == 0))
+                 and (at + len(ex.input_ids) == len(ids) or row.position_ids[at + len(ex.input_ids)] == 0))
         out.append(i)
         at += len(examples[i].input_ids)
     return out
@@ -98,7 +98,7 @@ def test_without_position_restarts_packing_leaks_across_examples(examples):
     rows = [r for r in pack(exs[:6], max_length=512) if len(_members(exs[:6], r)) > 1]
     model = tiny_model("llama", "sdpa", len(tok))
     row = rows[0]
-    ids = torch.tensor([row["input_ids"]])
+    ids = torch.tensor([row.input_ids])
     first = len(exs[_members(exs[:6], row)[0]].input_ids)
     with torch.no_grad():
         leaky = model(input_ids=ids, use_cache=False).logits[0, first:]
@@ -108,8 +108,8 @@ def test_without_position_restarts_packing_leaks_across_examples(examples):
 
 def _split(row):
     """A packed row cut back into its examples where the position ids restart: [(input_ids, labels), ...]."""
-    starts = [k for k, p in enumerate(row["position_ids"]) if p == 0] + [len(row["input_ids"])]
-    return [(tuple(row["input_ids"][a:b]), tuple(row["labels"][a:b])) for a, b in zip(starts, starts[1:])]
+    starts = [k for k, p in enumerate(row.position_ids) if p == 0] + [len(row.input_ids)]
+    return [(tuple(row.input_ids[a:b]), tuple(row.labels[a:b])) for a, b in zip(starts, starts[1:])]
 
 
 def test_pack_keeps_every_example_once_within_max_length(examples):
@@ -117,26 +117,41 @@ def test_pack_keeps_every_example_once_within_max_length(examples):
 
     exs, _ = examples
     rows = pack(exs, max_length=300)
-    assert all(len(r["input_ids"]) <= 300 for r in rows)
+    assert all(len(r.input_ids) <= 300 for r in rows)
     # Every example exactly once (duplicates counted as often as they occur: the course data has some), each with
     # its own labels except the first token, which would be predicted from the previous example.
     want = Counter((tuple(e.input_ids), (IGNORE_INDEX, *e.labels[1:])) for e in exs)
     got = Counter(part for r in rows for part in _split(r))
     assert got == want
     assert sum(want.values()) == len(exs) == 40 and len(want) < len(exs)  # the fixture does hold a duplicate
-    assert all(r["position_ids"] == [p for ids, _ in _split(r) for p in range(len(ids))] for r in rows)
+    assert all(r.position_ids == [p for ids, _ in _split(r) for p in range(len(ids))] for r in rows)
     assert len(rows) < len(exs)
     with pytest.raises(Exception, match="max_length"):
         pack(exs, max_length=10)
 
 
 def test_collate_pads_right_with_ignored_labels():
-    rows = [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7], "position_ids": [0, 1, 2]},
-            {"input_ids": [8], "labels": [-100]}]
+    rows = [Example([5, 6, 7], [-100, 6, 7], position_ids=[0, 1, 2]), Example([8], [-100])]
     batch = collate(rows, pad_id=0)
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
     assert batch["labels"].tolist() == [[-100, 6, 7], [-100, -100, -100]]
-    assert batch["position_ids"].tolist() == [[0, 1, 2], [0, 0, 1]]
+    # each padding position starts a sequence of its own (position 0), so it sees nothing and nothing real sees it
+    assert batch["position_ids"].tolist() == [[0, 1, 2], [0, 0, 0]]
+    assert "attention_mask" not in batch and "weights" not in batch
+
+
+def test_pack_keeps_loss_weights():
+    """Packed rows keep the call-token and per-example loss weights (token weight times the example's)."""
+    a = Example([1, 2, 3], [1, 2, 3], weights=[1.0, 3.0, 3.0])
+    b = Example([4, 5], [4, 5], weight=2.0)
+    c = Example([6, 7], [6, 7])
+    rows = pack([a, b, c], max_length=16)
+    assert len(rows) == 1
+    row = rows[0]
+    assert row.input_ids == [1, 2, 3, 4, 5, 6, 7] and row.position_ids == [0, 1, 2, 0, 1, 0, 1]
+    assert row.weights == [1.0, 3.0, 3.0, 2.0, 2.0, 1.0, 1.0]
+    assert collate(rows, 0)["weights"].tolist() == [row.weights]
+    assert pack([c], max_length=16)[0].weights is None
 
 
 def test_length_grouping_cuts_padding_and_covers_every_index():

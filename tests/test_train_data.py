@@ -12,7 +12,8 @@ import yaml
 from tooltune.cli import main
 from tooltune.errors import InputError
 from tooltune.rundir import read_config
-from tooltune.train.data import batch_order, collate, pack_rows, read_examples
+from tooltune.formats.packing import collate, pack
+from tooltune.train.data import batch_order, read_examples
 from tooltune.train.loss import TokenLoss
 from tooltune.train.tiny import save_tiny_model, synthetic_examples, tiny_llama
 
@@ -43,7 +44,7 @@ def test_batch_order_uses_every_example_once_and_grouping_cuts_padding():
 def test_packed_rows_give_the_same_token_losses_as_unpacked_examples():
     model = tiny_llama(90).eval()
     examples = synthetic_examples(7, 90, seed=4, min_len=5, max_len=30)
-    rows = pack_rows(examples, max_length=64)
+    rows = pack(examples, max_length=64)
     assert len(rows) < len(examples) and all(r.position_ids for r in rows)
     loss = TokenLoss(model, plain=False)
     with torch.no_grad():

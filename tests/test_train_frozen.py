@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM
 
 from tooltune.errors import InputError, ToolTuneError
 from tooltune.train.config import config_from_dict
-from tooltune.train.data import collate
+from tooltune.formats.packing import collate
 from tooltune.train.frozen import decoder_layers, parse_layers
 from tooltune.train.loop import output_vocab, run_training
 from tooltune.train.loss import TokenLoss, head_logits

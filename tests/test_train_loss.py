@@ -11,7 +11,7 @@ import torch
 from accelerate import Accelerator
 
 from tooltune.train.config import MethodConfig
-from tooltune.train.data import collate
+from tooltune.formats.packing import collate
 from tooltune.train.loop import train_step
 from tooltune.train.loss import TokenLoss
 from tooltune.train import methods

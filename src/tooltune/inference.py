@@ -329,12 +329,8 @@ class Generator:
         """`generate` on one batch: greedy (`draws` = 0), or `draws` turns per prompt drawn at the configured
         temperature and top-p (rows prompt by prompt: prompt 0's draws first). With `prefix`, the prompts but their
         last tokens are not read here: their cache comes from `prefix()`."""
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, ids in enumerate(prompts):  # left padding: every prompt ends where generation starts
-            input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-            mask[row, width - len(ids):] = 1
+        input_ids, mask = self._left_padded(prompts)
+        width = input_ids.shape[1]
         device = next(self.model.parameters()).device
         kwargs: dict[str, Any] = dict(max_new_tokens=self.config.max_new_tokens, do_sample=False, use_cache=True,
                                       eos_token_id=self.end_ids, pad_token_id=self.pad_id)
@@ -376,12 +372,25 @@ class Generator:
             self.model.train(was_training)
         self.unconstrained_calls += sum(getattr(p, "broken", 0) for p in processors)
         self.constraint_seconds += sum(getattr(p, "seconds", 0.0) for p in processors)
-        new = generated[:, width:].tolist()
-        # A row ends at an end token, or at the padding `generate` puts after a row that met a stop string.
+        return self._predictions(generated[:, width:].tolist(), [prompts[row // per_row]
+                                                                 for row in range(len(generated))])
+
+    def _left_padded(self, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input_ids, attention_mask), left-padded: every prompt ends where generation starts."""
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, ids in enumerate(prompts):
+            input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+            mask[row, width - len(ids):] = 1
+        return input_ids, mask
+
+    def _predictions(self, new: list[list[int]], prompts: list[list[int]]) -> list[Prediction]:
+        """The generated rows parsed, each cut where it ended: at an end token, or at the padding `generate` puts
+        after a row that met a stop string (`prompts[row]`: the row's prompt, to tell a stop met at once)."""
         ends = set(self.end_ids).union(self.suppressed)
         preds = []
-        for row, ids in enumerate(new):
-            prompt = prompts[row // per_row]
+        for ids, prompt in zip(new, prompts):
             cut = next((k for k, t in enumerate(ids) if t in ends), len(ids))
             raw, replaced = scrub_surrogates(self.tokenizer.decode(ids[:cut], skip_special_tokens=False))
             self.replaced_characters += replaced

@@ -21,8 +21,8 @@ from tooltune.errors import InputError
 from tooltune.formats.base import IGNORE_INDEX, Example
 
 
-def pack(examples: Sequence[Example], max_length: int) -> list[dict[str, list[int]]]:
-    """Rows `{"input_ids", "labels", "position_ids"}` of at most `max_length` tokens each (first-fit decreasing,
+def pack(examples: Sequence[Example], max_length: int) -> list[Example]:
+    """Rows (`Example`s with `position_ids`) of at most `max_length` tokens each (first-fit decreasing,
     deterministic). An example longer than `max_length` is an error: encode with the same `max_length` first."""
     order = sorted(range(len(examples)), key=lambda i: (-len(examples[i].input_ids), i))
     bins: list[list[int]] = []
@@ -40,35 +40,51 @@ def pack(examples: Sequence[Example], max_length: int) -> list[dict[str, list[in
         else:
             bins.append([i])
             room.append(max_length - n)
-    rows = []
-    for members in bins:
-        row: dict[str, list[int]] = {"input_ids": [], "labels": [], "position_ids": []}
-        for i in members:
-            ex = examples[i]
-            row["input_ids"] += ex.input_ids
-            row["labels"] += [IGNORE_INDEX] + ex.labels[1:]
-            row["position_ids"] += list(range(len(ex.input_ids)))
-        rows.append(row)
-    return rows
+    return [_packed_row([examples[i] for i in members]) for members in bins]
 
 
-def collate(rows: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str, Any]:
-    """Right-padded tensors (B, T): `input_ids`, `labels` (pad: IGNORE_INDEX), `position_ids` (the padding counts
-    from 0 again, so it is a sequence of its own). No `attention_mask`: with causal attention nothing real sees the
-    padding to its right, and packed rows need the mask left out (see the module doc). Call the model with
-    `use_cache=False`."""
+def _packed_row(members: Sequence[Example]) -> Example:
+    """One row of packed examples; loss weights kept (per token: the example's weight times the token's own)."""
+    input_ids: list[int] = []
+    labels: list[int] = []
+    positions: list[int] = []
+    weighted = any(ex.weight != 1.0 or ex.weights is not None for ex in members)
+    weights: list[float] = []
+    for ex in members:
+        input_ids += ex.input_ids
+        labels += [IGNORE_INDEX] + ex.labels[1:]
+        positions += range(len(ex.input_ids))
+        if weighted:
+            weights += [ex.weight * w for w in (ex.weights or [1.0] * len(ex.input_ids))]
+    return Example(input_ids, labels, position_ids=positions, weights=weights if weighted else None)
+
+
+def collate(examples: Sequence[Example], pad_id: int) -> dict[str, Any]:
+    """Right-padded tensors (B, T): input_ids, labels (IGNORE_INDEX on padding), and attention_mask; packed rows get
+    position_ids INSTEAD of the mask: transformers then builds the block-diagonal causal mask from the restarts of the
+    position ids (no token attends across packed examples; checked by tests/test_formats_packing.py). Call the model
+    with `use_cache=False` then. Where any example carries loss weights, `weights` (B, T): each token's weight, the
+    example's times the token's own (padding: 0, never trained)."""
     import torch
 
-    width = max(len(r["input_ids"]) for r in rows)
-    out: dict[str, list[list[int]]] = {"input_ids": [], "labels": [], "position_ids": []}
-    for r in rows:
-        n = len(r["input_ids"])
-        pad = width - n
-        positions = r.get("position_ids") or list(range(n))
-        out["input_ids"].append(list(r["input_ids"]) + [pad_id] * pad)
-        out["labels"].append(list(r["labels"]) + [IGNORE_INDEX] * pad)
-        out["position_ids"].append(list(positions) + list(range(pad)))
-    return {k: torch.tensor(v, dtype=torch.long) for k, v in out.items()}
+    width = max(len(ex.input_ids) for ex in examples)
+
+    def pad(rows, value):
+        return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
+
+    batch = {"input_ids": pad([ex.input_ids for ex in examples], pad_id),
+             "labels": pad([ex.labels for ex in examples], IGNORE_INDEX)}
+    if any(ex.position_ids is not None for ex in examples):
+        # Padding gets positions 0, 0, ...: each pad is a sequence of its own, seen by nothing real.
+        batch["position_ids"] = pad([ex.position_ids if ex.position_ids is not None
+                                     else list(range(len(ex.input_ids))) for ex in examples], 0)
+    else:
+        batch["attention_mask"] = pad([[1] * len(ex.input_ids) for ex in examples], 0)
+    if any(ex.weight != 1.0 or ex.weights is not None for ex in examples):
+        batch["weights"] = torch.tensor([[ex.weight * w for w in (ex.weights or [1.0] * len(ex.input_ids))]
+                                         + [0.0] * (width - len(ex.input_ids)) for ex in examples],
+                                        dtype=torch.float32)
+    return batch
 
 
 def packed_attention_mask(position_ids: Any, dtype: Any = None) -> Any:

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from tooltune.dialogue import Assistant, Call, Result, Tool, Turn, User
+from tooltune.errors import ToolTuneError
 from tooltune.formats.base import ChatFormat, prefix_ids, records_json
 from tooltune.formats.chat_template import TOOL_INSTRUCTION
 from tooltune.formats.chatglm3 import ASSISTANT, OBSERVATION, SYSTEM, SYSTEM_PREFIX, USER
@@ -271,8 +272,6 @@ RUNTIMES: dict[str, Callable[[ChatFormat, Any, Sequence[Tool]], Runtime]] = {
 
 
 def runtime_for(fmt: ChatFormat, tokenizer: Any, tools: Sequence[Tool] = ()) -> Runtime:
-    from tooltune.errors import ToolTuneError
-
     if fmt.name not in RUNTIMES:
         raise ToolTuneError(f"format {fmt.name!r} has no llama.cpp/Ollama template (known: {', '.join(RUNTIMES)})")
     return RUNTIMES[fmt.name](fmt, tokenizer, tools)

@@ -10,15 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from tooltune.curation.balance import loss_weights
 from tooltune.datafiles import read_dialogues
 from tooltune.datafiles.records import read_jsonl
 from tooltune.dialogue import with_argument_order
 from tooltune.errors import InputError
-from tooltune.formats import IGNORE_INDEX, Example, encode_all, ensure_special_tokens, get_format
-from tooltune.formats.packing import length_grouped_batches, pack, random_batches
+from tooltune.formats import Example, encode_all, ensure_special_tokens, get_format
+from tooltune.formats import packing
+from tooltune.formats.packing import length_grouped_batches, random_batches
 
 
 @dataclass
@@ -115,12 +114,6 @@ def render_dialogues(path: str | Path, data_cfg, tokenizer, weighted: bool = Fal
             for i, e in zip(kept, report.examples)], dropped
 
 
-def pack_rows(examples: list[Example], max_length: int) -> list[Example]:
-    """Examples packed into rows of at most max_length tokens, position ids restarting per example (fmt's packer)."""
-    rows = pack(examples, max_length)
-    return [Example(r["input_ids"], r["labels"], position_ids=r["position_ids"]) for r in rows]
-
-
 def load_split(path: str, data_cfg, tokenizer, pack: bool = False, weighted: bool = False
                ) -> tuple[list[Example], Dropped]:
     """One split ready to batch: rendered dialogues (data.format set) or encoded examples; packed when asked;
@@ -131,7 +124,7 @@ def load_split(path: str, data_cfg, tokenizer, pack: bool = False, weighted: boo
     else:
         examples, places = read_examples(path)
         examples, dropped = keep_trainable(examples, data_cfg.max_length, places)
-    return (pack_rows(examples, data_cfg.max_length) if pack else examples), dropped
+    return (packing.pack(examples, data_cfg.max_length) if pack else examples), dropped
 
 
 def batch_order(lengths: list[int], batch_size: int, seed: int, epoch: int, group_by_length: bool) -> list[list[int]]:
@@ -144,28 +137,3 @@ def batch_order(lengths: list[int], batch_size: int, seed: int, epoch: int, grou
     if group_by_length:
         return length_grouped_batches(lengths, batch_size, epoch_seed, mega_batches=64)
     return random_batches(len(lengths), batch_size, epoch_seed)
-
-
-def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded tensors (B, T): input_ids, labels (IGNORE_INDEX on padding), and attention_mask; packed rows get
-    position_ids INSTEAD of the mask: transformers then builds the block-diagonal causal mask from the restarts of the
-    position ids (no token attends across packed examples; checked by tests/test_formats_packing.py)."""
-    width = max(len(ex.input_ids) for ex in examples)
-
-    def pad(rows, value):
-        return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
-
-    batch = {"input_ids": pad([ex.input_ids for ex in examples], pad_id),
-             "labels": pad([ex.labels for ex in examples], IGNORE_INDEX)}
-    if any(ex.position_ids is not None for ex in examples):
-        # Padding gets positions 0, 0, ...: each pad is a sequence of its own, seen by nothing real.
-        batch["position_ids"] = pad([ex.position_ids if ex.position_ids is not None
-                                     else list(range(len(ex.input_ids))) for ex in examples], 0)
-    else:
-        batch["attention_mask"] = pad([[1] * len(ex.input_ids) for ex in examples], 0)
-    if any(ex.weight != 1.0 or ex.weights is not None for ex in examples):
-        # (B, T): each token's loss weight, the example's weight times the token's own (padding: 0, never trained)
-        batch["weights"] = torch.tensor([[ex.weight * w for w in (ex.weights or [1.0] * len(ex.input_ids))]
-                                         + [0.0] * (width - len(ex.input_ids)) for ex in examples],
-                                        dtype=torch.float32)
-    return batch

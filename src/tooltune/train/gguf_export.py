@@ -25,7 +25,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tooltune import rundir
+from tooltune.dialogue import Tool
 from tooltune.errors import InputError, ToolTuneError
+from tooltune.formats import get_format
+from tooltune.formats.runtimes import runtime_for
+from tooltune.runs import training_data
+from tooltune.train.export import merged_model
 from tooltune.train.gguf_vocab import write_tokenizer
 
 
@@ -311,10 +316,6 @@ def export_gguf(run_dir: str | Path, out: str | Path, quant: str = "f16", base_p
     """Merge `run_dir`'s adapter into its base and write `out` (.gguf) and its Modelfile; see the module's doc."""
     import torch
 
-    from tooltune.formats import get_format
-    from tooltune.formats.runtimes import runtime_for
-    from tooltune.train.export import merged_model
-
     out, modelfile = check_arguments(out, quant, force)
     run_dir = Path(run_dir)
     started = time.perf_counter()
@@ -361,9 +362,6 @@ def run_tools(run_dir: Path) -> tuple[list[Any], str]:
     """(the tools of the run's first training dialogue, where they came from): what a chatglm3 or chat_template
     prompt shows when a client sends none. No tools when the training data is not here or its first line has none
     (the second item says so)."""
-    from tooltune.dialogue import Tool
-    from tooltune.runs import training_data
-
     try:
         path = training_data(run_dir)
         with open(path, encoding="utf-8") as f:

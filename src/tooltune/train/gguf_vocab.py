@@ -10,6 +10,7 @@ import re
 from typing import Any, Callable
 
 from tooltune.errors import ToolTuneError
+from tooltune.formats.base import prefix_ids
 
 LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
                 r"\s*[\r\n]+|\s+(?!\S)|\s+")
@@ -46,10 +47,6 @@ def write_tokenizer(writer: Any, tokenizer: Any, rows: int,
     (`gpt2` or `llama`). Ids the tokenizer lacks below `rows` become `[PAD{id}]` tokens, as llama.cpp writes them.
     For a SentencePiece-style vocabulary, `spm_token` respells a token the architecture's way (and may give its
     type), and `add_space_prefix` is written (None: read off the tokenizer's normalizer and pre-tokenizer)."""
-    from gguf import TokenType
-
-    from tooltune.formats.base import prefix_ids
-
     backend = json.loads(tokenizer.backend_tokenizer.to_str())
     model = backend["model"]
     if model.get("type") != "BPE":
@@ -58,24 +55,7 @@ def write_tokenizer(writer: Any, tokenizer: Any, rows: int,
     vocab = {i: t for t, i in tokenizer.get_vocab().items()}
     if max(vocab) >= rows:
         raise ToolTuneError(f"the tokenizer has id {max(vocab)} but the model only {rows} embedding rows")
-    added = tokenizer.added_tokens_decoder
-    tokens, types, scores = [], [], []
-    for i in range(rows):
-        token, kind = vocab.get(i), None
-        if token is None:
-            token, kind = f"[PAD{i}]", TokenType.UNUSED
-        elif i in added:
-            kind = TokenType.CONTROL if added[i].special else TokenType.USER_DEFINED
-        elif spm:
-            token, kind = spm_token(token)
-            if kind is None and _BYTE.fullmatch(token):
-                kind = TokenType.BYTE
-        tokens.append(token)
-        types.append(int(kind or TokenType.NORMAL))
-        # SentencePiece merges the pair whose merged piece scores highest. Normal pieces score lower the higher their
-        # id (the order transformers rebuilds Gemma's merges in; Gemma's own file has the same order, other values);
-        # added and unused pieces -1000 and bytes 0, as llama.cpp's converter writes them.
-        scores.append(-float(i) if kind is None else 0.0 if kind == TokenType.BYTE else -1000.0)
+    tokens, types, scores = _token_table(tokenizer, vocab, rows, spm, spm_token)
     if spm:
         writer.add_tokenizer_model("llama")
         writer.add_tokenizer_pre("default")
@@ -113,6 +93,32 @@ VOCAB_KEYS = ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.toke
 
 
 TYPES = "tokenizer.ggml.token_type"
+
+
+def _token_table(tokenizer: Any, vocab: dict[int, str], rows: int, spm: bool,
+                 spm_token: Callable[[str], tuple[str, int | None]]) -> tuple[list[str], list[int], list[float]]:
+    """llama.cpp's token list, types and scores for ids 0..rows-1 (see `write_tokenizer`)."""
+    from gguf import TokenType
+
+    added = tokenizer.added_tokens_decoder
+    tokens, types, scores = [], [], []
+    for i in range(rows):
+        token, kind = vocab.get(i), None
+        if token is None:
+            token, kind = f"[PAD{i}]", TokenType.UNUSED
+        elif i in added:
+            kind = TokenType.CONTROL if added[i].special else TokenType.USER_DEFINED
+        elif spm:
+            token, kind = spm_token(token)
+            if kind is None and _BYTE.fullmatch(token):
+                kind = TokenType.BYTE
+        tokens.append(token)
+        types.append(int(kind or TokenType.NORMAL))
+        # SentencePiece merges the pair whose merged piece scores highest. Normal pieces score lower the higher their
+        # id (the order transformers rebuilds Gemma's merges in; Gemma's own file has the same order, other values);
+        # added and unused pieces -1000 and bytes 0, as llama.cpp's converter writes them.
+        scores.append(-float(i) if kind is None else 0.0 if kind == TokenType.BYTE else -1000.0)
+    return tokens, types, scores
 
 
 def compare_vocab(want: str | Any, got: str | Any) -> dict[str, str]:

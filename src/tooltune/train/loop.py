@@ -32,7 +32,8 @@ from tooltune.rundir import RunInfo
 from tooltune.train import checkpoint, methods, tracking
 from tooltune.train.config import RunConfig, config_to_dict
 from tooltune.formats import IGNORE_INDEX, Example
-from tooltune.train.data import batch_order, collate
+from tooltune.formats.packing import collate
+from tooltune.train.data import batch_order
 from tooltune.train.frozen import FrozenBottom, cut_index, decoder_layers, parse_layers
 from tooltune.train.loss import TokenLoss, fast_path_agrees, transformers_model
 from tooltune.train.strategy import strategy
