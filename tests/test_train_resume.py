@@ -9,6 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from tooltune.errors import ToolTuneError
+from tooltune.train import checkpoint
 from tooltune.train.config import config_from_dict, config_to_dict
 from tooltune.train.loop import run_training
 from tooltune.train.tiny import save_tiny_model, synthetic_examples, tiny_tokenizer
@@ -77,6 +78,8 @@ def test_resumed_run_ends_with_the_same_loss_and_weights(tmp_path, monkeypatch):
     a, b = dict(whole.model.named_parameters()), dict(resumed.model.named_parameters())
     for name, p in a.items():
         assert torch.equal(p, b[name]), name
+    # With dev data the saved adapter is the best dev loss's, so the last step's weights are kept as a checkpoint.
+    assert checkpoint.latest(tmp_path / "whole") == tmp_path / "whole" / "checkpoints" / "step-6"
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
@@ -153,7 +156,6 @@ def test_resume_skips_an_incomplete_checkpoint_and_says_so(tmp_path, capsys):
 def test_a_save_cut_short_leaves_no_checkpoint_to_resume_from(tmp_path, monkeypatch):
     """Checkpoints are written to a temporary directory renamed at the end: an error (a kill, a full disk) in the
     middle of a save leaves the earlier checkpoints as the newest complete ones."""
-    from tooltune.train import checkpoint
 
     model_dir = save_tiny_model(tmp_path / "model")
     tokenizer = tiny_tokenizer()

@@ -278,8 +278,9 @@ class _Run:
             self.stopped_early = _evaluate_and_keep_best(accelerator, self.loss_module, self.model, self.tokenizer,
                                                          self.dev, self.cfg, self.run_dir, prog, self.log, self.bottom)
         # A run cut by train.max_minutes keeps a checkpoint of where it stopped: its last weights stay on disk
-        # (the saved adapter is the best dev loss's) and --resume with a larger cap continues it.
-        if t.save_every and (prog.step % t.save_every == 0 and not last or self.out_of_time):
+        # (the saved adapter is the best dev loss's) and --resume with a larger cap continues it. So does a run with
+        # dev data at its last step: the adapter it saves is the best dev loss's, and the last weights would be lost.
+        if t.save_every and (prog.step % t.save_every == 0 and not last or self.out_of_time or last and self.dev):
             checkpoint.save(rundir.checkpoint_dir(self.run_dir, prog.step), accelerator,
                             accelerator.unwrap_model(self.loss_module).model, self.optimizer, self.scheduler,
                             vars(prog))
