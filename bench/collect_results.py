@@ -5,9 +5,9 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 ORDER = ["quality", "learning_curve", "train_speed", "train_profile", "rules", "train", "formats", "base", "db",
-         "build", "io", "fuzz", "eval", "eval_speed", "constrained", "bot", "bot_g7", "bot_g7_domain",
+         "build", "io", "fuzz", "eval", "eval_speed", "constrained", "bot", "bot_demo", "bot_g7", "bot_g7_domain",
          "serve_profile", "export_gguf",
-         "loop", "loop_active_gemma", "loop_active_full", "loop_active_gpu"]
+         "loop", "loop_active_gemma", "loop_active_full", "loop_active_gpu", "feedback_loop"]
 HEADER = """# tooltune: measured results
 
 Every figure below was measured on this project's development machine (2 CPU cores, no GPU) unless a section says
