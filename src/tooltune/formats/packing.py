@@ -55,8 +55,13 @@ def _packed_row(members: Sequence[Example]) -> Example:
         labels += [IGNORE_INDEX] + ex.labels[1:]
         positions += range(len(ex.input_ids))
         if weighted:
-            weights += [ex.weight * w for w in (ex.weights or [1.0] * len(ex.input_ids))]
+            weights += token_weights(ex)
     return Example(input_ids, labels, position_ids=positions, weights=weights if weighted else None)
+
+
+def token_weights(ex: Example) -> list[float]:
+    """Each token's loss weight: the example's weight times the token's own (1 where it has none)."""
+    return [ex.weight * w for w in (ex.weights or [1.0] * len(ex.input_ids))]
 
 
 def collate(examples: Sequence[Example], pad_id: int) -> dict[str, Any]:
@@ -81,8 +86,7 @@ def collate(examples: Sequence[Example], pad_id: int) -> dict[str, Any]:
     else:
         batch["attention_mask"] = pad([[1] * len(ex.input_ids) for ex in examples], 0)
     if any(ex.weight != 1.0 or ex.weights is not None for ex in examples):
-        batch["weights"] = torch.tensor([[ex.weight * w for w in (ex.weights or [1.0] * len(ex.input_ids))]
-                                         + [0.0] * (width - len(ex.input_ids)) for ex in examples],
+        batch["weights"] = torch.tensor([token_weights(ex) + [0.0] * (width - len(ex.input_ids)) for ex in examples],
                                         dtype=torch.float32)
     return batch
 
