@@ -6,8 +6,9 @@ one after the other; whether the predictions are the same; and where the time go
 
 The run is loaded once per setting as `tooltune eval` loads it, and each side builds the `Generator` that
 `tooltune eval RUN --batch-size B --max-new-tokens 160 --domain-vocab` builds and times its `predict` over the units
-(what eval's `generation_seconds` times). A side is `off|on[:BATCH[:DTYPE[:merged]]]`: prefix reuse off or on,
-batch size (default 16), dtype (default auto: the run's), and `merged`: the adapter merged into the base, as
+(what eval's `generation_seconds` times). A side is `off|on[:BATCH[:DTYPE[:FLAG...]]]`: prefix reuse off or on,
+batch size (default 16), dtype (default auto: the run's), and flags: `fixed`, greedy decoding in fixed batches by
+`generate` (`--no-continuous-batching`; default: continuous batching), `merged`, the adapter merged into the base, as
 `tooltune serve` loads a run. Forward hooks on the model's decoder (its layers; the output layer's time is in
 the rest) split each side's time into prompt reads (forward passes over more than one token a row: a batch's
 prefill without reuse, the hosts' reads with it), decoding steps (one token a row; with reuse, a batch's first
@@ -74,19 +75,22 @@ class Side:
     batch: int
     dtype: str
     merged: bool
+    fixed: bool = False
 
     @classmethod
     def parse(cls, text: str) -> "Side":
         parts = text.split(":")
-        if parts[0] not in ("on", "off") or len(parts) > 4 or parts[3:] not in ([], ["merged"]):
-            raise SystemExit(f"a side is off|on[:BATCH[:DTYPE[:merged]]], not {text!r}")
+        flags = parts[3:]
+        if parts[0] not in ("on", "off") or not set(flags) <= {"merged", "fixed"} or len(set(flags)) < len(flags):
+            raise SystemExit(f"a side is off|on[:BATCH[:DTYPE[:merged][:fixed]]], not {text!r}")
         return cls(parts[0] == "on", int(parts[1]) if len(parts) > 1 else 16, parts[2] if len(parts) > 2 else "auto",
-                   parts[3:] == ["merged"])
+                   "merged" in flags, "fixed" in flags)
 
     @property
     def name(self) -> str:
         return (f"prefix reuse {'on' if self.reuse else 'off'}, batch {self.batch}, dtype {self.dtype}"
-                + (", adapter merged" if self.merged else ""))
+                + (", adapter merged" if self.merged else "")
+                + (", fixed batches" if self.fixed else ", continuous batching"))
 
 
 def load(run: Path, dtype: str, merged: bool):
@@ -110,7 +114,7 @@ def measure(loaded, fmt, vocab, units, side: Side, max_new_tokens: int) -> dict:
     from tooltune.inference import Generator
 
     config = loaded.generation(max_new_tokens=max_new_tokens, batch_size=side.batch, output_vocab=vocab,
-                               reuse_prefix=side.reuse)
+                               reuse_prefix=side.reuse, continuous=not side.fixed)
     generator = Generator(loaded.model, loaded.tokenizer, fmt, config=config)
     profile = Profile()
     hooks = profile.attach(loaded.model)
@@ -137,22 +141,26 @@ def scores(units, preds) -> dict:
 
 
 def display(path: Path) -> str:
-    """`path` relative to the repository where it lies inside it (no machine path in a results file)."""
-    try:
-        return str(Path(path).resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
+    """`path` relative to the repository where it lies inside it or beside it (the course data in `../shared`): no
+    machine path in a results file."""
+    resolved = Path(path).resolve()
+    for base, prefix in ((ROOT, ""), (ROOT.parent, "../")):
+        try:
+            return prefix + str(resolved.relative_to(base))
+        except ValueError:
+            continue
+    return str(path)
 
 
 def report(args, command: str, units, total_units: int, results: list[dict]) -> str:
     base = results[0]
     scale = total_units / len(units)
-    lines = ["# `tooltune eval`: generation time with the prompt prefix read once per dialogue", "",
+    lines = ["# `tooltune eval`: generation time by decoding setting (prefix reuse, batching, dtype)", "",
              f"Command: `{command}` (on {platform.machine()}, {os.cpu_count()} CPU cores; "
              f"the load averages before and after each side are in the table).", ""]
     if args.note:
         lines += [args.note, ""]
-    lines += [f"{len(units)} turn units of `{args.data}`" + (f" (the first {len(units)} of {total_units})"
+    lines += [f"{len(units)} turn units of `{display(args.data)}`" + (f" (the first {len(units)} of {total_units})"
                                                              if len(units) < total_units else "")
               + f", {display(args.run)}, `--max-new-tokens {args.max_new_tokens} --domain-vocab`, greedy.", ""]
     lines += ["| side | dtype | wall (s) | prompt reads (s, passes) | decoding steps (s, steps) | rest (s) "
@@ -197,7 +205,7 @@ def main() -> int:
     parser.add_argument("--data", default=None, help=f"default: the data dir's {TEST}")
     parser.add_argument("--limit", type=int, default=None, help="the first N units only (then extrapolated)")
     parser.add_argument("--side", action="append", default=None,
-                        help="off|on[:BATCH[:DTYPE[:merged]]], repeatable; the first is the reference "
+                        help="off|on[:BATCH[:DTYPE[:merged][:fixed]]], repeatable; the first is the reference "
                              "(default: off:16 on:16)")
     parser.add_argument("--max-new-tokens", type=int, default=160)
     parser.add_argument("--note", default="")

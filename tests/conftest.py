@@ -25,6 +25,16 @@ def course_dir(data_root: Path) -> Path:
     return data_root / paths.COURSE_SPLIT
 
 
+@pytest.fixture(scope="module")
+def dev_units(course_dir: Path):
+    """The turn units of the first dev dialogues that have several (a dialogue's units share their history)."""
+    from tooltune.datafiles import read_dialogues
+    from tooltune.evaluate.units import eval_units
+
+    dialogues = [d for d in read_dialogues(course_dir / "dev.chatglm3.jsonl")[:12] if len(d.targets()) >= 3][:4]
+    return eval_units(dialogues, split="dev")
+
+
 @pytest.fixture(scope="session")
 def hotel_db_json(data_root: Path) -> Path:
     return data_root / paths.HOTEL_DB_JSON

@@ -60,18 +60,19 @@ def test_eval_a_base_model_and_a_trained_run(tmp_path, few_dialogues, capsys):
 
 
 def _interrupt_after(monkeypatch, batches):
-    """Make generation raise KeyboardInterrupt (a Ctrl-C, or a kill between writes) after `batches` batches."""
+    """Make generation raise KeyboardInterrupt (a Ctrl-C, or a kill between writes) after `batches` generated
+    batches: a fixed batch, or one unit of continuous batching (each is written as it ends)."""
     from tooltune.inference import Generator
 
-    real, calls = Generator._generate, []
+    real, calls = Generator._predictions, []
 
-    def generate(self, *args, **kwargs):
+    def predictions(self, *args, **kwargs):
         if len(calls) == batches:
             raise KeyboardInterrupt
         calls.append(1)
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(Generator, "_generate", generate)
+    monkeypatch.setattr(Generator, "_predictions", predictions)
     return calls
 
 

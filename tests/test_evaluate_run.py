@@ -23,7 +23,8 @@ def test_in_memory_and_command_line_evaluations_agree_and_record_every_setting(t
     options = EvalOptions(format="llama2", limit=3, max_new_tokens=4, task_success=False, rouge=False)
     result = evaluate_run(model_dir, dialogues, options)
     assert set(result.meta) == META and result.meta["units"] == len(result.rows) == 3
-    assert result.meta["max_new_tokens"] == 4 and result.meta["decoding"] == {"kind": "greedy", "prefix_reuse": True}
+    assert result.meta["max_new_tokens"] == 4 and result.meta["decoding"] == {"kind": "greedy", "prefix_reuse": True,
+                                                                                 "continuous_batching": True}
     assert {"bleu4", "slot_p", "slot_r", "slot_f1"} <= set(result.metrics)
     assert [r.id for r in result.rows] == [u.id for u in eval_units(dialogues, split="eval")][:3]
 

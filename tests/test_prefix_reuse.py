@@ -11,7 +11,6 @@ from bot_support import ScriptedLM, tiny_llama, tokenizer_for
 from formats_support import tiny_dialogue
 
 from tooltune.cli import main
-from tooltune.evaluate.units import eval_units
 from tooltune.datafiles import read_dialogues, write_dialogues
 from tooltune.inference import GenerationConfig, Generator
 from tooltune.prefix import PrefixCaches, plan_hosts, reusable, serves
@@ -36,13 +35,6 @@ def tiny_gemma(vocab: int, lora: bool = False):
         model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", r=4, init_lora_weights=False,
                                                  target_modules=["q_proj", "v_proj", "down_proj"])).eval()
     return model
-
-
-@pytest.fixture(scope="module")
-def dev_units(course_dir):
-    """The turn units of the first dev dialogues that have several (a dialogue's units share their history)."""
-    dialogues = [d for d in read_dialogues(course_dir / "dev.chatglm3.jsonl")[:12] if len(d.targets()) >= 3][:4]
-    return eval_units(dialogues, split="dev")
 
 
 def _config(**options) -> GenerationConfig:
@@ -166,6 +158,6 @@ def test_eval_without_prefix_reuse_writes_the_same_predictions_and_says_so(tmp_p
         assert main(["eval", str(model_dir), "--format", "llama2", "--data", str(data), "--out", str(out),
                      "--max-new-tokens", "8", "--batch-size", "3", "--no-task-success", *flag]) == 0
         metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-        assert metrics["decoding"] == {"kind": "greedy", "prefix_reuse": not flag}
+        assert metrics["decoding"] == {"kind": "greedy", "prefix_reuse": not flag, "continuous_batching": True}
         outs[bool(flag)] = (out / "predictions.jsonl").read_text(encoding="utf-8")
     assert outs[True] == outs[False]

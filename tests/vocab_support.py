@@ -1,7 +1,7 @@
 """What a model really generated, and which ids a training file holds, for the domain-vocabulary checks.
 
-`record_generation` records every `generate` call of any transformers model (the eval command and the demo load
-their model themselves); `rendered_ids` lists a training file's token ids through the tokenizer's own calls, one
+`record_generation` records every row any `Generator` generates (the eval command and the demo load their model
+themselves), as it hands the row's ids to be decoded; `rendered_ids` lists a training file's token ids through the tokenizer's own calls, one
 segment at a time, without `tooltune.formats.encode` or `tooltune.inference.domain_vocab`.
 """
 
@@ -13,21 +13,17 @@ import yaml
 
 
 def record_generation(monkeypatch) -> list[tuple[list[int], list[int]]]:
-    """Every generated row, as (its prompt ids without the left padding, its new ids)."""
-    from transformers.generation.utils import GenerationMixin
+    """Every generated row, as (its prompt ids, its new ids), fixed batches and continuous batching alike."""
+    from tooltune.inference import Generator
 
     rows: list[tuple[list[int], list[int]]] = []
-    original = GenerationMixin.generate
+    original = Generator._predictions
 
-    def recording(self, *args, **kwargs):
-        out = original(self, *args, **kwargs)
-        ids, mask = kwargs["input_ids"], kwargs["attention_mask"]
-        width = ids.shape[1]
-        for row in range(ids.shape[0]):
-            rows.append((ids[row][mask[row].bool()].tolist(), out[row, width:].tolist()))
-        return out
+    def recording(self, new, prompts):
+        rows.extend((list(prompt), list(ids)) for ids, prompt in zip(new, prompts))
+        return original(self, new, prompts)
 
-    monkeypatch.setattr(GenerationMixin, "generate", recording)
+    monkeypatch.setattr(Generator, "_predictions", recording)
     return rows
 
 

@@ -32,6 +32,7 @@ from tooltune.formats.base import single_id, without_partial_stop
 from tooltune.jsonio import scrub_surrogates
 from tooltune.mbr import choose
 from tooltune.models.load import max_positions
+from tooltune.continuous import decode, plain_greedy
 from tooltune.prefix import PrefixCaches, PrefixStats, reusable
 
 
@@ -76,6 +77,10 @@ class GenerationConfig:
     """`predict`: a prompt that begins a longer one (an earlier turn of the same dialogue) takes its KV cache from
     the longer one's read instead of being read again (`tooltune.prefix`). The same predictions up to floating-point
     rounding (the same values, computed in other shapes); off: every batch reads its own prompts."""
+    continuous: bool = True
+    """`predict`, greedy without a schema constraint: a row that ends leaves its batch and the next prompt takes its
+    place (`tooltune.continuous`), instead of every batch running until its longest row ends. The same predictions
+    up to floating-point rounding; off: `generate` decodes fixed batches."""
 
     def __post_init__(self):
         if self.temperature < 0 or self.temperature != self.temperature:
@@ -194,6 +199,16 @@ class Generator:
         size = self.config.batch_size
         batches = [order[start:start + size] for start in range(0, len(order), size)]
         todo = [batch for batch in batches if not all(i in skip for i in batch)]
+        if self._continuous(prompts, todo):
+            rows = [i for i in order if i not in skip]
+            if bar is not None:
+                bar.update(len(prompts) - len(rows))
+            shared = self._prefix_caches(prompts, [rows])
+            with restricted_head(self.model, allowed, compact=True) as head:
+                self._predict_continuous(prompts, rows, shared, head.index, out, bar, on_batch)
+            if bar is not None:
+                bar.close()
+            return out  # type: ignore[return-value]
         shared = self._prefix_caches(prompts, todo)
         with restricted_head(self.model, allowed):
             for batch in batches:
@@ -213,6 +228,47 @@ class Generator:
         if bar is not None:
             bar.close()
         return out  # type: ignore[return-value]
+
+    def _continuous(self, prompts: list[list[int]], batches: list[list[int]]) -> bool:
+        """Whether `predict` decodes with continuous batching: on, greedy, no constraint, several prompts of at least
+        two tokens, a model whose cache `tooltune.continuous` can join and which asks `generate` for no processor."""
+        config = self.config
+        if not config.continuous or config.temperature > 0 or config.samples > 1 or self.constraint is not None:
+            return False
+        rows = [i for batch in batches for i in batch]
+        return (len(rows) > 1 and min(len(prompts[i]) for i in rows) >= 2 and reusable(self.model)
+                and plain_greedy(self.model))
+
+    def _predict_continuous(self, prompts: list[list[int]], rows: list[int], shared: PrefixCaches | None,
+                            index: torch.Tensor | None, out: list[Prediction | None], bar: Any,
+                            on_batch: Callable[[list[int], list[Prediction]], None] | None) -> None:
+        """`predict`'s greedy decoding of `rows` (in this order) by `tooltune.continuous`: each prediction is
+        stored, counted and handed to `on_batch` as its row ends."""
+        device = next(self.model.parameters()).device
+
+        def first_cache(batch: list[int]) -> tuple[Any, torch.Tensor]:
+            input_ids, mask = self._left_padded([prompts[i] for i in batch])
+            if shared is None:
+                cache = self._prefill(input_ids[:, :-1].to(device), mask[:, :-1].to(device), 1)
+            else:
+                cache = shared.cache(batch)
+                shared.release(batch)
+            return cache, mask[:, :-1]
+
+        def done(i: int, ids: list[int]) -> None:
+            out[i] = pred = self._predictions([ids], [prompts[i]])[0]
+            if on_batch is not None:
+                on_batch([i], [pred])
+            if bar is not None:
+                bar.update(1)
+
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                decode(self, prompts, rows, first_cache, done, index)
+        finally:
+            self.model.train(was_training)
 
     def _prefix_caches(self, prompts: list[list[int]], batches: list[list[int]]) -> PrefixCaches | None:
         """The shared reads of `predict`'s prompts (`tooltune.prefix`), or None where reuse is off, the model cannot
@@ -483,10 +539,12 @@ class SubsetHead(torch.nn.Module):
     """An output layer that computes the logits of `ids` only; every other token gets the lowest float, so greedy
     (and schema-constrained) decoding chooses among `ids` exactly as the whole head would have, unless the whole
     head's best token lies outside them. Built from the head's effective weights (head(I) - head(0)), so a head
-    wrapped by an adapter (LoRA on lm_head, trained token rows) is restricted as it computes."""
+    wrapped by an adapter (LoRA on lm_head, trained token rows) is restricted as it computes. `compact`: the logits
+    of `ids` only, in the order of `index` (sorted ids), for a caller that maps the argmax back itself."""
 
-    def __init__(self, head: torch.nn.Module, ids: Iterable[int]):
+    def __init__(self, head: torch.nn.Module, ids: Iterable[int], compact: bool = False):
         super().__init__()
+        self.compact = compact
         weight = getattr(head, "weight", None)
         param = weight if isinstance(weight, torch.Tensor) else next(head.parameters())
         hidden = param.shape[1]
@@ -512,17 +570,21 @@ class SubsetHead(torch.nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         sub = torch.nn.functional.linear(hidden, self.weight_rows, self.bias_rows)
+        if self.compact:
+            return sub
         out = sub.new_full((*sub.shape[:-1], self.vocab_size), torch.finfo(sub.dtype).min)
         return out.index_copy_(-1, self.index, sub)
 
 
 class restricted_head:
     """`with restricted_head(model, ids):` the model's output layer is a `SubsetHead` over `ids` inside the block
-    and the original one again after it (nothing changes when `ids` is None)."""
+    and the original one again after it (nothing changes when `ids` is None). With `compact`, the layer gives the
+    logits of the ids in `index` only (None where the layer was not swapped: the whole vocabulary's logits)."""
 
-    def __init__(self, model: Any, ids: set[int] | None):
-        self.model, self.ids = model, ids
+    def __init__(self, model: Any, ids: set[int] | None, compact: bool = False):
+        self.model, self.ids, self.compact = model, ids, compact
         self.owner = self.original = None
+        self.index: torch.Tensor | None = None
 
     def __enter__(self):
         if self.ids is None:
@@ -534,7 +596,7 @@ class restricted_head:
         was_training = head.training
         head.eval()  # the effective weights without dropout
         try:
-            subset = SubsetHead(head, self.ids)
+            subset = SubsetHead(head, self.ids, compact=self.compact)
         finally:
             head.train(was_training)
         try:
@@ -543,6 +605,8 @@ class restricted_head:
             warnings.warn(f"{type(owner).__name__} cannot swap its output layer; generating over the whole vocabulary")
             return self
         self.owner, self.original = owner, head
+        if self.compact:
+            self.index = subset.index
         return self
 
     def __exit__(self, *exc):

@@ -50,6 +50,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-prefix-reuse", action="store_true",
                    help="read every unit's prompt in its own batch, as before (default: the turn units of a dialogue "
                         "take their prompt's KV cache from one read of its longest prompt; recorded in metrics.json)")
+    p.add_argument("--no-continuous-batching", action="store_true",
+                   help="greedy decoding in fixed batches, each until its longest unit ends (default: a unit that "
+                        "ends leaves its batch and the next unit takes its place; recorded in metrics.json)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted evaluation of the same settings from the rows it wrote to "
                         "OUT/predictions.partial.jsonl (without it an evaluation starts afresh)")
@@ -64,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
                           max_new_tokens=args.max_new_tokens, constrained=args.constrained, copy=args.copy,
                           db=args.db, domain_vocab=args.domain_vocab, samples=args.samples,
                           temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed,
-                          reuse_prefix=not args.no_prefix_reuse,
+                          reuse_prefix=not args.no_prefix_reuse, continuous=not args.no_continuous_batching,
                           task_success=not args.no_task_success, out=args.out, resume=args.resume, progress=True)
     result = evaluate_run(args.run, args.data, options)
     m, meta = result.metrics, result.meta

@@ -79,6 +79,9 @@ class EvalOptions:
     reuse_prefix: bool = True
     """The turn units of a dialogue take their prompt's KV cache from one read of its longest prompt
     (`tooltune.prefix`); False: every prompt is read in its own batch."""
+    continuous: bool = True
+    """Greedy decoding with continuous batching (`tooltune.continuous`): a unit that ends leaves its batch and the
+    next takes its place; False: fixed batches, each until its longest unit ends."""
     task_success: bool = True
     """Run the predicted calls on the hotel database (a metric beyond the course's)."""
     rouge: bool = True
@@ -121,7 +124,8 @@ class EvalOptions:
             kind = {"kind": "sampled", **drawn}
         else:
             kind = {"kind": "greedy"}
-        return {**kind, "prefix_reuse": self.reuse_prefix}
+        return {**kind, "prefix_reuse": self.reuse_prefix,
+                "continuous_batching": self.continuous and kind["kind"] == "greedy" and not self.constrained}
 
 
 SETTINGS = ("mode", "limit", "format", "observation", "split", "batch_size", "max_new_tokens", "dtype", "constrained",
@@ -165,7 +169,7 @@ def evaluate_run(run: str | Path | Loaded, data: str | Path | Sequence[Dialogue]
     limits = {"max_prompt_tokens": options.max_prompt_tokens} if options.max_prompt_tokens is not None else {}
     config = loaded.generation(max_new_tokens=options.max_new_tokens, batch_size=options.batch_size,
                                constrained=options.constrained, copy_values=copy_values, output_vocab=vocab,
-                               reuse_prefix=options.reuse_prefix, **limits, **options.sampling())
+                               reuse_prefix=options.reuse_prefix, continuous=options.continuous, **limits, **options.sampling())
     generator = Generator(loaded.model, loaded.tokenizer, fmt, config=config)
     result = _predict(_run_name(run, loaded), data, work, loaded, generator, options)
     result.meta = _meta(_run_name(run, loaded), data, loaded, generator, result, options, vocab, vocab_data)
