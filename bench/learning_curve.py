@@ -65,7 +65,7 @@ def steps_per_epoch(run: Path) -> int:
     return math.ceil(math.ceil(examples / train.batch_size) / train.grad_accum)
 
 
-def score(run: Path, step: int, checkpoint: Path | None, dev: str, limit: int) -> dict:
+def score(run: Path, step: int, checkpoint: Path | None, dev: str, limit: int, fixed: bool = False) -> dict:
     curve = run.parent / f"{run.name}-curve"
     model = run if checkpoint is None else curve / f"step-{step}"
     out = curve / f"step-{step}-dev"
@@ -73,11 +73,11 @@ def score(run: Path, step: int, checkpoint: Path | None, dev: str, limit: int) -
         if checkpoint is not None and not (model / rundir.INFO).is_file():
             tooltune("export", str(run), "--checkpoint", str(step), "--out", str(model))
         tooltune("eval", str(model), "--data", dev, "--out", str(out), "--limit", str(limit), "--max-new-tokens",
-                 "160", "--batch-size", "16", "--domain-vocab")
+                 "160", "--batch-size", "16", "--domain-vocab", *(["--no-continuous-batching"] if fixed else []))
     return json.loads((out / "metrics.json").read_text(encoding="utf-8"))
 
 
-def curve(run: Path, dev: str, limit: int, min_epochs: float = 0.0) -> list[dict]:
+def curve(run: Path, dev: str, limit: int, min_epochs: float = 0.0, fixed: bool = False) -> list[dict]:
     """One row per scored point of `run` (from `min_epochs` epochs on)."""
     log = log_entries(run)
     per_epoch = steps_per_epoch(run)
@@ -88,7 +88,7 @@ def curve(run: Path, dev: str, limit: int, min_epochs: float = 0.0) -> list[dict
         at = [e for e in log if e.get("step") == step]
         minutes = max((e["elapsed_s"] for e in log if "elapsed_s" in e and e["step"] <= step), default=0) / 60
         dev_loss = next((e["dev_loss"] for e in at if "dev_loss" in e), None)
-        m = score(run, step, checkpoint, dev, limit)
+        m = score(run, step, checkpoint, dev, limit, fixed)
         metrics = m["metrics"]
         valid = metrics.get("valid_calls", {})
         rows.append({"step": step, "epochs": step / per_epoch, "minutes": minutes, "dev_loss": dev_loss,
@@ -106,6 +106,9 @@ def main() -> None:
     parser.add_argument("--name", action="append", default=[], help="each run's name in the plot (default: G7)")
     parser.add_argument("--min-epochs", type=float, action="append", default=[],
                         help="per run (in order): score only its points from this many epochs on (default 0)")
+    parser.add_argument("--fixed-batches", action="store_true",
+                        help="decode in fixed batches (eval --no-continuous-batching), as the points scored before "
+                             "continuous batching were")
     parser.add_argument("--note", default="", help="a sentence added under the tables")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "learning_curve")
     args = parser.parse_args()
@@ -113,7 +116,7 @@ def main() -> None:
     if len(args.name) != len(args.runs):
         parser.error(f"{len(args.runs)} runs and {len(args.name)} --name: give one name per run")
     firsts = args.min_epochs + [0.0] * (len(args.runs) - len(args.min_epochs))
-    write(args, {name: curve(run, args.dev, args.limit, first)
+    write(args, {name: curve(run, args.dev, args.limit, first, args.fixed_batches)
                  for name, run, first in zip(args.name, args.runs, firsts)})
 
 
@@ -140,6 +143,7 @@ def write(args, curves: dict[str, list[dict]]) -> None:
     fig.savefig(png, dpi=110)
     cmd = " ".join(["python", "bench/learning_curve.py", *map(str, args.runs), "--limit", str(args.limit),
                     *(f"--name {n}" for n in args.name), *(f"--min-epochs {e:g}" for e in args.min_epochs),
+                    *(["--fixed-batches"] if args.fixed_batches else []),
                     *(["--note", f"'{args.note}'"] if args.note else [])])
     lines = [f"# Learning curve: run{'s' if len(curves) > 1 else ''} {', '.join(curves)} on dev", "",
              f"Made by `{cmd}` (each point: `tooltune export RUN --checkpoint STEP`, then `tooltune eval` on the first "
