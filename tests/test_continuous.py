@@ -3,19 +3,15 @@ leaves the batch and the next prompt takes its place, and every row gets the tok
 batches (float32, the tiny Gemma-3 with its sliding-window layer), with and without prefix reuse, an adapter, the
 domain vocabulary's head, rows ending at end tokens, at text stops and at the token limit; it decodes fewer steps."""
 
-import json
 
 import pytest
 import torch
 from bot_support import tokenizer_for
 from test_prefix_reuse import WINDOW, _config, tiny_gemma
 
-from tooltune.cli import main
 from tooltune.continuous import join, plain_greedy
-from tooltune.datafiles import read_dialogues, write_dialogues
 from tooltune.inference import Generator
 from tooltune.prefix import PrefixCaches
-from tooltune.train.tiny import save_tiny_model
 
 
 def _likely(model, ids, scale: float):
@@ -130,18 +126,3 @@ def test_a_model_whose_config_asks_generate_for_processors_takes_generate(dev_un
     count = StepCount(model)
     preds = _predict(model, tok, fmt, dev_units[:4], max_new_tokens=6, batch_size=2)
     assert count.steps == 2 * 6 and all(n == 6 for _, n in preds)  # two fixed batches, each to the limit
-
-
-def test_eval_in_fixed_batches_writes_the_same_predictions_and_says_so(tmp_path, course_dir):
-    data = tmp_path / "few.jsonl"
-    write_dialogues(read_dialogues(course_dir / "dev.chatglm3.jsonl")[:3], data, "seed")
-    model_dir = save_tiny_model(tmp_path / "tiny", vocab_size=300)
-    outs = {}
-    for flag in ([], ["--no-continuous-batching"]):
-        out = tmp_path / ("fixed" if flag else "continuous")
-        assert main(["eval", str(model_dir), "--format", "llama2", "--data", str(data), "--out", str(out),
-                     "--max-new-tokens", "8", "--batch-size", "2", "--no-task-success", *flag]) == 0
-        metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-        assert metrics["decoding"] == {"kind": "greedy", "prefix_reuse": True, "continuous_batching": not flag}
-        outs[bool(flag)] = (out / "predictions.jsonl").read_text(encoding="utf-8")
-    assert outs[True] == outs[False]

@@ -175,3 +175,23 @@ def test_eval_scores_scripted_predictions_to_hand_worked_values(tmp_path, few_di
     assert metrics["slot_p"] == pytest.approx(precision)
     assert metrics["slot_f1"] == pytest.approx(2 * precision * 100 / (precision + 100))
     assert metrics["bleu4"] == pytest.approx(100.0)
+
+
+@pytest.mark.parametrize("flag, key, batch", [("--no-prefix-reuse", "prefix_reuse", 3),
+                                              ("--no-continuous-batching", "continuous_batching", 2)])
+def test_eval_without_a_decoding_speed_up_writes_the_same_predictions_and_says_so(tmp_path, course_dir, flag, key,
+                                                                                   batch):
+    """Prefix reuse (`tooltune.prefix`) and continuous batching (`tooltune.continuous`) change only the time."""
+    data = tmp_path / "few.jsonl"
+    write_dialogues(read_dialogues(course_dir / "dev.chatglm3.jsonl")[:3], data, "seed")
+    model_dir = save_tiny_model(tmp_path / "tiny", vocab_size=300)
+    outs = {}
+    for flags in ([], [flag]):
+        out = tmp_path / ("without" if flags else "with")
+        assert main(["eval", str(model_dir), "--format", "llama2", "--data", str(data), "--out", str(out),
+                     "--max-new-tokens", "8", "--batch-size", str(batch), "--no-task-success", *flags]) == 0
+        metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+        assert metrics["decoding"] == {"kind": "greedy", "prefix_reuse": True, "continuous_batching": True,
+                                       key: not flags}
+        outs[bool(flags)] = (out / "predictions.jsonl").read_text(encoding="utf-8")
+    assert outs[True] == outs[False]

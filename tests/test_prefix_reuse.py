@@ -3,18 +3,14 @@ their cache from one read of its longest prompt, the assembled cache continues e
 alone would (sliding-window layers, left padding and positions included), and `predict` gives the same predictions
 with and without it, greedy and drawn, on a multi-turn course file."""
 
-import json
 
 import pytest
 import torch
 from bot_support import ScriptedLM, tiny_llama, tokenizer_for
 from formats_support import tiny_dialogue
 
-from tooltune.cli import main
-from tooltune.datafiles import read_dialogues, write_dialogues
 from tooltune.inference import GenerationConfig, Generator
 from tooltune.prefix import PrefixCaches, plan_hosts, reusable, serves
-from tooltune.train.tiny import save_tiny_model
 
 WINDOW = 8  # the tiny Gemma-3's sliding window: every course prompt is far longer
 
@@ -145,19 +141,3 @@ def test_what_cannot_share_a_read_takes_the_plain_path():
     generator = Generator(tiny_gemma(len(tok)), tok, fmt, config=GenerationConfig(max_new_tokens=4))
     generator.predict([tiny_dialogue().turns[:3]])
     assert generator.prefix_stats.reads == 0
-
-
-
-def test_eval_without_prefix_reuse_writes_the_same_predictions_and_says_so(tmp_path, course_dir):
-    data = tmp_path / "few.jsonl"
-    write_dialogues(read_dialogues(course_dir / "dev.chatglm3.jsonl")[:3], data, "seed")
-    model_dir = save_tiny_model(tmp_path / "tiny", vocab_size=300)
-    outs = {}
-    for flag in ([], ["--no-prefix-reuse"]):
-        out = tmp_path / ("off" if flag else "on")
-        assert main(["eval", str(model_dir), "--format", "llama2", "--data", str(data), "--out", str(out),
-                     "--max-new-tokens", "8", "--batch-size", "3", "--no-task-success", *flag]) == 0
-        metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-        assert metrics["decoding"] == {"kind": "greedy", "prefix_reuse": not flag, "continuous_batching": True}
-        outs[bool(flag)] = (out / "predictions.jsonl").read_text(encoding="utf-8")
-    assert outs[True] == outs[False]

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from tooltune.continuous import decode, plain_greedy
 from tooltune.dialogue import (
     HOTEL_TOOL,
     MAX_NEW_TOKENS,
@@ -32,7 +33,6 @@ from tooltune.formats.base import single_id, without_partial_stop
 from tooltune.jsonio import scrub_surrogates
 from tooltune.mbr import choose
 from tooltune.models.load import max_positions
-from tooltune.continuous import decode, plain_greedy
 from tooltune.prefix import PrefixCaches, PrefixStats, reusable
 
 
@@ -199,8 +199,8 @@ class Generator:
         size = self.config.batch_size
         batches = [order[start:start + size] for start in range(0, len(order), size)]
         todo = [batch for batch in batches if not all(i in skip for i in batch)]
-        if self._continuous(prompts, todo):
-            rows = [i for i in order if i not in skip]
+        rows = [i for i in order if i not in skip]
+        if self._continuous(prompts, rows):
             if bar is not None:
                 bar.update(len(prompts) - len(rows))
             shared = self._prefix_caches(prompts, [rows])
@@ -229,13 +229,12 @@ class Generator:
             bar.close()
         return out  # type: ignore[return-value]
 
-    def _continuous(self, prompts: list[list[int]], batches: list[list[int]]) -> bool:
+    def _continuous(self, prompts: list[list[int]], rows: list[int]) -> bool:
         """Whether `predict` decodes with continuous batching: on, greedy, no constraint, several prompts of at least
         two tokens, a model whose cache `tooltune.continuous` can join and which asks `generate` for no processor."""
         config = self.config
         if not config.continuous or config.temperature > 0 or config.samples > 1 or self.constraint is not None:
             return False
-        rows = [i for batch in batches for i in batch]
         return (len(rows) > 1 and min(len(prompts[i]) for i in rows) >= 2 and reusable(self.model)
                 and plain_greedy(self.model))
 
