@@ -45,27 +45,31 @@ DEMO = ["method.r=16", "method.alpha=32", "method.target_modules=[all-linear]", 
         "train.warmup_steps=0", "train.log_every=1", "train.eval_every=0", "train.save_every=0",
         "train.mixed_precision=no", "data.dev="]
 
-# name -> (side, batch, dtype, overrides, what it shows)
+# name -> (side, batch, dtype, overrides, what it shows). "before" and each lever alone keep the attention mask
+# on padded batches (train.skip_padding_mask=false), as the loop did before that lever; "all" rows take every lever.
+MASK = "train.skip_padding_mask=false"
+ALL = ["method.dropout=0", "method.layers=top:8", "train.cache_frozen=true", "train.output_vocab=domain"]
+ALONE = {"dropout0": (["method.dropout=0"], "LoRA dropout 0 (no mask per adapter)"),
+         "top8": (["method.layers=top:8"], "adapters on the top 8 of 18 layers"),
+         "top8-cache": (["method.layers=top:8", "train.cache_frozen=true"], "top 8 layers + the frozen bottom cached"),
+         "domain": (["train.output_vocab=domain"], "softmax over the domain vocabulary")}
 ROWS = {
     "hf-fp32-b1": ("hf", 1, "float32", [], "HF Trainer + PEFT, float32"),
     "hf-bf16-b1": ("hf", 1, "bfloat16", [], "HF Trainer + PEFT, bf16 weights and autocast"),
     "hf-fp32-b4": ("hf", 4, "float32", [], "HF Trainer + PEFT, float32"),
-    "before-fp32-b1": ("tooltune", 1, "float32", [], "tooltune before the levers, float32"),
-    "before-bf16-b1": ("tooltune", 1, "bfloat16", [], "tooltune before the levers, bf16"),
-    "before-fp32": ("tooltune", 4, "float32", [], "tooltune before the levers (the demo until now), float32"),
-    "before-bf16": ("tooltune", 4, "bfloat16", [], "tooltune before the levers, bf16"),
-    "dropout0-bf16": ("tooltune", 4, "bfloat16", ["method.dropout=0"], "LoRA dropout 0 (no mask per adapter)"),
-    "top8-bf16": ("tooltune", 4, "bfloat16", ["method.layers=top:8"], "adapters on the top 8 of 18 layers"),
-    "top8-cache-bf16": ("tooltune", 4, "bfloat16", ["method.layers=top:8", "train.cache_frozen=true"],
-                        "top 8 layers + the frozen bottom cached"),
-    "domain-bf16": ("tooltune", 4, "bfloat16", ["train.output_vocab=domain"], "softmax over the domain vocabulary"),
-    "all-bf16": ("tooltune", 4, "bfloat16", ["method.dropout=0", "method.layers=top:8", "train.cache_frozen=true",
-                                             "train.output_vocab=domain"], "all levers"),
-    "all-fp32": ("tooltune", 4, "float32", ["method.dropout=0", "method.layers=top:8", "train.cache_frozen=true",
-                                            "train.output_vocab=domain"], "all levers, float32"),
-    "all-bf16-b1": ("tooltune", 1, "bfloat16", ["method.dropout=0", "method.layers=top:8",
-                                                "train.cache_frozen=true", "train.output_vocab=domain"],
-                    "all levers"),
+    "before-fp32-b1": ("tooltune", 1, "float32", [MASK], "tooltune before the levers, float32"),
+    "before-bf16-b1": ("tooltune", 1, "bfloat16", [MASK], "tooltune before the levers, bf16"),
+    "before-fp32": ("tooltune", 4, "float32", [MASK], "tooltune before the levers (the demo until now), float32"),
+    "before-bf16": ("tooltune", 4, "bfloat16", [MASK], "tooltune before the levers, bf16"),
+    **{f"{name}-{tag}": ("tooltune", 4, dtype, [*levers, MASK], what)
+       for tag, dtype in (("bf16", "bfloat16"), ("fp32", "float32")) for name, (levers, what) in ALONE.items()},
+    **{f"nomask-{tag}": ("tooltune", 4, dtype, ["train.skip_padding_mask=true"],
+                         "padded batches without the attention mask (the causal kernel)")
+       for tag, dtype in (("bf16", "bfloat16"), ("fp32", "float32"))},
+    "all-mask-bf16": ("tooltune", 4, "bfloat16", [*ALL, MASK], "all levers but the padding mask kept"),
+    "all-bf16": ("tooltune", 4, "bfloat16", ALL, "all levers"),
+    "all-fp32": ("tooltune", 4, "float32", ALL, "all levers, float32"),
+    "all-bf16-b1": ("tooltune", 1, "bfloat16", ALL, "all levers"),
 }
 
 

@@ -107,8 +107,9 @@ def test_cached_bottom_trains_exactly_as_the_uncached_run(tmp_path, model_dir):
     assert summary["frozen_cache_misses"] == 6 and summary["frozen_cache_hits"] == 6
     assert summary["frozen_cache_bytes"] == sum(len(e.input_ids) for e in synthetic_examples(10, len(tokenizer), seed=5)
                                                 + synthetic_examples(4, len(tokenizer), seed=6)) * 32 * 4
-    # layer 0 ran for the loss-path probe (two forwards) and the 6 computed batches only: served batches skip it
-    assert calls["n"] == 2 + 6
+    # layer 0 ran for the loss-path and padding-mask probes (two forwards each) and the 6 computed batches only:
+    # served batches skip it
+    assert calls["n"] == 2 + 2 + 6
 
 
 def test_cached_run_resumes_to_the_same_weights(tmp_path, model_dir):
@@ -217,3 +218,23 @@ def test_a_top_k_adapter_loads_for_inference_as_trained(tmp_path, model_dir):
     lora_b = [p for n, p in loaded.named_parameters() if "lora_B" in n]
     assert lora_b and all(".layers.2." in n or ".layers.3." in n for n, _ in loaded.named_parameters() if "lora_" in n)
     assert any(p.abs().sum() > 0 for p in lora_b)  # the trained adapter, not a fresh one
+
+
+def test_a_run_without_the_padding_mask_trains_as_one_with_it(tmp_path, model_dir):
+    """train.skip_padding_mask (the default) against the masked forward: the same losses, dev losses and adapter
+    (float32), and run.json says which ran."""
+    tokenizer = tiny_tokenizer()
+    skipped = _run(_cfg(tmp_path / "skipped"), model_dir, tokenizer)
+    masked = _run(_cfg(tmp_path / "masked", skip_padding_mask=False), model_dir, tokenizer)
+    for (step, loss, dev), (step2, loss2, dev2) in zip(_losses(tmp_path / "skipped"), _losses(tmp_path / "masked"),
+                                                       strict=True):
+        assert step == step2
+        assert (loss is None) == (loss2 is None) and (loss is None or abs(loss - loss2) < 1e-6)
+        assert (dev is None) == (dev2 is None) and (dev is None or abs(dev - dev2) < 1e-6)
+    a, b = dict(skipped.model.named_parameters()), dict(masked.model.named_parameters())
+    # The two attention kernels round differently (1e-7), and Adam's steps carry that into the weights a little.
+    for name, p in a.items():
+        if p.requires_grad:
+            assert (p - b[name]).abs().max() < 1e-5, (name, float((p - b[name]).abs().max()))
+    info = [json.loads((tmp_path / name / "run.json").read_text())["padding_mask"] for name in ("skipped", "masked")]
+    assert info[0].startswith("skipped") and info[1] == "kept"

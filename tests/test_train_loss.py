@@ -166,3 +166,82 @@ def test_training_a_model_whose_head_does_more_runs_the_plain_path(tmp_path):
     assert loss == pytest.approx(want_scaled, abs=1e-5)
     run = json.loads((tmp_path / "scaled" / "run.json").read_text())
     assert run["loss_path"] == summary["loss_path"]
+
+
+# ---- train.skip_padding_mask: right-padded batches run without their attention mask ----------------------------------
+
+def _tiny_gemma3(seed=0):
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(seed)
+    # A 4-token window on the sliding layer: the batch's rows (6-20 tokens) are longer, so the window really cuts.
+    config = Gemma3TextConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=4, num_key_value_heads=1, head_dim=8, sliding_window=4,
+                              layer_types=["sliding_attention", "full_attention"])
+    return Gemma3ForCausalLM(config)
+
+
+def _masks_seen(module, batch):
+    seen = []
+    base = module.model.model
+    handle = base.register_forward_pre_hook(lambda m, a, kw: seen.append(kw.get("attention_mask")), with_kwargs=True)
+    try:
+        module(**batch)
+    finally:
+        handle.remove()
+    return seen
+
+
+def test_right_padded_batch_runs_without_its_mask_left_padded_keeps_it():
+    module = TokenLoss(_tiny_gemma3(), plain=False)
+    batch = _batch()
+    assert (batch["attention_mask"] == 0).any()  # the batch is padded
+    assert _masks_seen(module, batch) == [None]
+    left = {**batch, "attention_mask": batch["attention_mask"].flip(1)}  # zeros first: not collate's padding
+    assert _masks_seen(module, left)[0] is left["attention_mask"]
+    module.skip_padding_mask = False
+    assert _masks_seen(module, batch)[0] is batch["attention_mask"]
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_skipping_the_padding_mask_keeps_loss_and_gradients(weighted):
+    """Gemma-3 with a sliding window shorter than the rows, grouped KV heads and a LoRA adapter, float32: the loss
+    and every gradient are those of the masked forward."""
+    model = methods.wrap(_tiny_gemma3(), MethodConfig(name="lora", dropout=0.0, target_modules=("all-linear",)),
+                         total_steps=1)
+    for p in model.parameters():
+        if p.requires_grad:
+            torch.nn.init.normal_(p, std=0.1)
+    batch = _batch()
+    if weighted:
+        batch["weights"] = torch.rand(batch["labels"].shape) * batch["attention_mask"]
+    results = []
+    for skip in (True, False):
+        copy_ = copy.deepcopy(model)
+        s, n = TokenLoss(copy_, plain=False, skip_padding_mask=skip)(**batch)
+        (s / n).backward()
+        results.append((float(s / n), _grads(copy_)))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    assert abs(loss_a - loss_b) < 1e-6, (loss_a, loss_b)
+    assert grads_a.keys() == grads_b.keys() and grads_a
+    for name in grads_a:
+        assert torch.allclose(grads_a[name], grads_b[name], atol=1e-6, rtol=1e-5), name
+
+
+def test_padding_mask_probe_keeps_the_mask_for_a_model_that_reads_it():
+    from tooltune.train.loss import padding_mask_agrees
+
+    module = TokenLoss(_tiny_gemma3(), plain=False)
+    batch = _batch()
+    ok, without, with_mask = padding_mask_agrees(module, batch, pad_id=0)
+    assert ok and abs(without - with_mask) < 1e-6
+
+    def shift_positions(m, args, kwargs):  # a model that counts positions otherwise without a mask
+        if kwargs.get("attention_mask") is None:
+            kwargs["position_ids"] = 3 * torch.arange(kwargs["input_ids"].shape[1])[None]
+        return args, kwargs
+
+    module.model.model.register_forward_pre_hook(shift_positions, with_kwargs=True)
+    ok, without, with_mask = padding_mask_agrees(module, batch, pad_id=0)
+    assert not ok and abs(without - with_mask) > 1e-3
+    assert module.skip_padding_mask and module.training  # the probe restores the module's state

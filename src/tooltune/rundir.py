@@ -78,6 +78,8 @@ class RunInfo:
     trainable_parameters: int | None = None
     loss_path: str | None = None
     """Whether the loss ran at trained positions only or over full logits (and why)."""
+    padding_mask: str | None = None
+    """Whether right-padded batches ran without their attention mask (train.skip_padding_mask), and why not."""
     compiled_blocks: int | None = None
     adapted_layers: str | None = None
     frozen_layers: int | None = None

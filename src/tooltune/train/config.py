@@ -183,6 +183,10 @@ class TrainConfig:
     output_vocab: str = "all"
     """The training softmax's vocabulary: all, or domain: only the token ids of the training data (the rows
     `eval --domain-vocab` decodes with); a different objective, far cheaper with a large vocabulary."""
+    skip_padding_mask: bool = True
+    """Run right-padded batches without their attention mask: in a causal LM no real token sees a later pad, so the
+    loss is the same, and attention takes its causal kernel (half the blocks, no expanded KV heads). Checked on the
+    first batch; a model whose loss changes without the mask keeps it (run.json `padding_mask`)."""
     compile: bool = False
     """Compile each decoder block with torch.compile (one compilation serves every block): faster steps on a GPU once
     the first step has paid tens of seconds of compiling; parameter names and saving are unchanged."""

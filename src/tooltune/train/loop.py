@@ -35,7 +35,7 @@ from tooltune.formats import IGNORE_INDEX, Example
 from tooltune.formats.packing import collate
 from tooltune.train.data import batch_order
 from tooltune.train.frozen import FrozenBottom, cut_index, decoder_layers, parse_layers
-from tooltune.train.loss import TokenLoss, fast_path_agrees, transformers_model
+from tooltune.train.loss import TokenLoss, fast_path_agrees, padding_mask_agrees, transformers_model
 from tooltune.train.strategy import strategy
 
 
@@ -326,7 +326,8 @@ def _start(accelerator, cfg: RunConfig, plan_: Plan, model, tokenizer, train, de
     if on_start is not None:
         on_start(model)
     vocab = output_vocab(train) if cfg.train.output_vocab == "domain" else None
-    loss_module = TokenLoss(model, plain=methods.METHODS[cfg.method.name].virtual_tokens, vocab=vocab)
+    loss_module = TokenLoss(model, plain=methods.METHODS[cfg.method.name].virtual_tokens, vocab=vocab,
+                            skip_padding_mask=cfg.train.skip_padding_mask)
     # The scheduler is stepped here once per optimizer step, so it is not handed to accelerate (which would step it
     # once per process).
     strategy(accelerator).configure(accelerator, cfg)
@@ -334,13 +335,15 @@ def _start(accelerator, cfg: RunConfig, plan_: Plan, model, tokenizer, train, de
     if bottom is not None:
         bottom.set_batch(None)  # the probe is not cached
     loss_path = _choose_loss_path(accelerator, loss_module, train[:cfg.train.batch_size], tokenizer)
+    padding_mask = _choose_padding_mask(accelerator, loss_module, train[:cfg.train.batch_size], tokenizer)
     prog = _resume(accelerator, Path(cfg.train.out), model, optimizer, scheduler) if resume else Progress()
     info = dataclasses.replace(
         meta or RunInfo(), method=cfg.method.name, base_model=cfg.model.path, train_examples=len(train),
         dev_examples=len(dev), total_steps=plan_.total_steps, processes=accelerator.num_processes,
         distributed_type=str(accelerator.distributed_type.value), device=str(accelerator.device),
         dropped_batches_per_epoch=plan_.dropped_batches, trainable_parameters=sum(p.numel() for p in trainable),
-        loss_path=loss_path, compiled_blocks=compiled_blocks, adapted_layers=cfg.method.layers,
+        loss_path=loss_path, padding_mask=padding_mask, compiled_blocks=compiled_blocks,
+        adapted_layers=cfg.method.layers,
         frozen_layers=bottom.cut if bottom else 0, output_vocab=len(vocab) if vocab is not None else "all")
     run = _Run(accelerator, cfg, plan_, model, tokenizer, dev, loss_module, optimizer, scheduler, trainable, bottom,
                methods.extra_loss(cfg.method, model), prog, info)
@@ -433,9 +436,31 @@ def _choose_loss_path(accelerator, loss_module, examples, tokenizer) -> str:
     return why
 
 
+def _choose_padding_mask(accelerator, loss_module, examples, tokenizer) -> str:
+    """Run right-padded batches without their attention mask (train.skip_padding_mask) only where a first batch,
+    widened with pad columns, gives the same loss without it."""
+    module = accelerator.unwrap_model(loss_module)
+    if module.plain or not module.skip_padding_mask:
+        module.skip_padding_mask = False
+        return "kept" + (" (full-logits path)" if module.plain else "")
+    pad_id = tokenizer.pad_token_id or 0
+    batch = {k: v.to(accelerator.device) for k, v in collate(examples, pad_id).items()}
+    if "attention_mask" not in batch:
+        return "none (packed rows)"
+    with accelerator.autocast():
+        ok, without, with_mask = padding_mask_agrees(module, batch, pad_id)
+    if ok:
+        return "skipped for right-padded batches (causal attention)"
+    module.skip_padding_mask = False
+    why = f"kept (loss without it {without:.5f} != with it {with_mask:.5f} on batch 1)"
+    accelerator.print(f"tooltune train: {type(transformers_model(module.model)).__name__}: padding mask {why}")
+    return why
+
+
 # Settings a resumed run may change: they do not alter what the steps already taken computed.
-RESUMABLE_CHANGES = {"train.cache_frozen", "train.max_steps", "train.max_minutes", "train.epochs", "train.eval_every",
-                     "train.early_stopping", "train.save_every", "train.log_every", "train.report_to"}
+RESUMABLE_CHANGES = {"train.cache_frozen", "train.skip_padding_mask", "train.max_steps", "train.max_minutes",
+                     "train.epochs", "train.eval_every", "train.early_stopping", "train.save_every", "train.log_every",
+                     "train.report_to"}
 
 
 def _check_run_dir(cfg: RunConfig, run_dir: Path, resume: bool) -> None:

@@ -68,12 +68,18 @@ class TokenLoss(nn.Module):
     wrapping it (DDP/FSDP through accelerate) wraps the model.
 
     `vocab`: token ids the softmax runs over (train.output_vocab=domain); None: the whole vocabulary. Targets outside
-    it (only possible in dev data) are left out of the sum and of the count."""
+    it (only possible in dev data) are left out of the sum and of the count.
 
-    def __init__(self, model: nn.Module, plain: bool, vocab: list[int] | None = None):
+    `skip_padding_mask` (train.skip_padding_mask): a right-padded batch runs without its attention mask. In a causal
+    LM no real token attends to a later one, so no real token sees a pad and the loss is the same; without a mask,
+    sdpa takes its causal kernel (it skips the blocks above the diagonal, and reads grouped KV heads unexpanded)
+    instead of reading a (B, 1, T, T) mask. Sliding-window layers still get their window: the model builds it."""
+
+    def __init__(self, model: nn.Module, plain: bool, vocab: list[int] | None = None, skip_padding_mask: bool = True):
         super().__init__()
         self.model = model
         self.plain = plain
+        self.skip_padding_mask = skip_padding_mask
         self.register_buffer("vocab", None, persistent=False)
         if vocab is not None:
             if plain:
@@ -97,6 +103,8 @@ class TokenLoss(nn.Module):
         else:
             causal_lm = transformers_model(self.model)
             extra = {"position_ids": position_ids} if position_ids is not None else {}
+            if self.skip_padding_mask and attention_mask is not None and right_padded(attention_mask):
+                attention_mask = None
             hidden = causal_lm.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
                                           **extra).last_hidden_state  # (B, T, H)
             rows = hidden[:, :-1][keep]  # (N, H), N = trained tokens
@@ -113,6 +121,11 @@ class TokenLoss(nn.Module):
         per_token = F.cross_entropy(picked, targets[keep], reduction="none")  # (N,)
         row_weight = weights[:, 1:][keep].to(per_token.dtype)  # (N,): each target token's weight
         return (per_token * row_weight).sum(), keep.sum()
+
+
+def right_padded(mask: torch.Tensor) -> bool:
+    """Is every row of the (B, T) mask ones, then zeros (collate's right padding)?"""
+    return mask.dim() == 2 and bool((mask[:, 1:] <= mask[:, :-1]).all())
 
 
 @torch.no_grad()
@@ -136,3 +149,35 @@ def fast_path_agrees(module: TokenLoss, batch: dict) -> tuple[bool, float, float
     fast, plain = float(fast_sum / n), float(plain_sum / n)
     low_precision = next(module.parameters()).dtype in (torch.float16, torch.bfloat16)
     return abs(fast - plain) <= (2e-2 if low_precision else 1e-4) * max(1.0, abs(plain)), fast, plain
+
+
+@torch.no_grad()
+def padding_mask_agrees(module: TokenLoss, batch: dict, pad_id: int, extra: int = 4) -> tuple[bool, float, float]:
+    """Is the loss of `batch` the same without its padding mask? (ok, loss without, loss with).
+
+    `extra` more pad columns are added, so the check sees padding even where the batch has none. A model that reads
+    the mask for more than attention (positions counted from it, a bidirectional prefix) gives another loss here, and
+    the loop keeps the mask for it.
+    """
+    width = batch["input_ids"].shape[1] + extra
+
+    def widen(t: torch.Tensor, value) -> torch.Tensor:
+        return F.pad(t, (0, width - t.shape[1]), value=value)
+
+    padded = {"input_ids": widen(batch["input_ids"], pad_id), "labels": widen(batch["labels"], IGNORE_INDEX),
+              "attention_mask": widen(batch["attention_mask"], 0)}
+    if "weights" in batch:
+        padded["weights"] = widen(batch["weights"], 0.0)
+    was_training, skip = module.training, module.skip_padding_mask
+    module.eval()
+    try:
+        module.skip_padding_mask = True
+        without, n = module(**padded)
+        module.skip_padding_mask = False
+        with_mask, _ = module(**padded)
+    finally:
+        module.skip_padding_mask = skip
+        module.train(was_training)
+    a, b = float(without / n), float(with_mask / n)
+    low_precision = next(module.parameters()).dtype in (torch.float16, torch.bfloat16)
+    return abs(a - b) <= (2e-2 if low_precision else 1e-4) * max(1.0, abs(b)), a, b
