@@ -4,7 +4,7 @@ with the command that made it). Run: python bench/collect_results.py"""
 from pathlib import Path
 
 HERE = Path(__file__).parent
-ORDER = ["quality", "learning_curve", "train_speed", "train_profile", "rules", "train", "formats", "base", "db",
+ORDER = ["quality", "learning_curve", "train_speed", "train_speed_mask", "train_profile", "rules", "train", "formats", "base", "db",
          "build", "io", "fuzz", "eval", "eval_speed", "constrained", "bot", "bot_demo", "bot_g7", "bot_g7_domain",
          "serve_profile", "export_gguf",
          "loop", "loop_active_gemma", "loop_active_full", "loop_active_gpu", "feedback_loop"]
