@@ -155,19 +155,19 @@ def fast_path_agrees(module: TokenLoss, batch: dict) -> tuple[bool, float, float
 def padding_mask_agrees(module: TokenLoss, batch: dict, pad_id: int, extra: int = 4) -> tuple[bool, float, float]:
     """Is the loss of `batch` the same without its padding mask? (ok, loss without, loss with).
 
-    `extra` more pad columns are added, so the check sees padding even where the batch has none. A model that reads
-    the mask for more than attention (positions counted from it, a bidirectional prefix) gives another loss here, and
-    the loop keeps the mask for it.
+    The last `extra` tokens of each row (keeping at least 2) become padding, so the check sees padding even where the
+    batch has none, at no more positions than the model was given. A model that reads the mask for more than
+    attention (positions counted from it, a bidirectional prefix) gives another loss here, and the loop keeps the
+    mask for it.
     """
-    width = batch["input_ids"].shape[1] + extra
-
-    def widen(t: torch.Tensor, value) -> torch.Tensor:
-        return F.pad(t, (0, width - t.shape[1]), value=value)
-
-    padded = {"input_ids": widen(batch["input_ids"], pad_id), "labels": widen(batch["labels"], IGNORE_INDEX),
-              "attention_mask": widen(batch["attention_mask"], 0)}
+    mask = batch["attention_mask"]
+    lengths = mask.sum(1)
+    cut = torch.where(lengths > extra + 2, lengths - extra, lengths)  # (B,): each row's new length
+    keep = torch.arange(mask.shape[1], device=mask.device)[None] < cut[:, None]  # (B, T): still right-padded
+    padded = {"input_ids": batch["input_ids"].masked_fill(~keep, pad_id),
+              "labels": batch["labels"].masked_fill(~keep, IGNORE_INDEX), "attention_mask": keep.long()}
     if "weights" in batch:
-        padded["weights"] = widen(batch["weights"], 0.0)
+        padded["weights"] = batch["weights"] * keep
     was_training, skip = module.training, module.skip_padding_mask
     module.eval()
     try:
