@@ -40,6 +40,14 @@ def _losses(run_dir):
     return [(e["step"], e.get("loss"), e.get("dev_loss")) for e in lines]
 
 
+def _assert_same_losses(run_a, run_b):
+    """The two runs logged the same steps, with training and dev losses equal to 1e-6."""
+    for (step, loss, dev), (step2, loss2, dev2) in zip(_losses(run_a), _losses(run_b), strict=True):
+        assert step == step2
+        assert (loss is None) == (loss2 is None) and (loss is None or abs(loss - loss2) < 1e-6)
+        assert (dev is None) == (dev2 is None) and (dev is None or abs(dev - dev2) < 1e-6)
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     return save_tiny_model(tmp_path_factory.mktemp("frozen") / "model", layers=4)
@@ -86,11 +94,7 @@ def test_cached_bottom_trains_exactly_as_the_uncached_run(tmp_path, model_dir):
     plain = _run(_cfg(tmp_path / "plain"), model_dir, tokenizer)
     cached = _run(_cfg(tmp_path / "cached", cache_frozen=True), model_dir, tokenizer, on_start=count_bottom)
 
-    for (step, loss, dev), (step2, loss2, dev2) in zip(_losses(tmp_path / "plain"), _losses(tmp_path / "cached"),
-                                                       strict=True):
-        assert step == step2
-        assert (loss is None) == (loss2 is None) and (loss is None or abs(loss - loss2) < 1e-6)
-        assert (dev is None) == (dev2 is None) and (dev is None or abs(dev - dev2) < 1e-6)
+    _assert_same_losses(tmp_path / "plain", tmp_path / "cached")
     a, b = dict(plain.model.named_parameters()), dict(cached.model.named_parameters())
     for name, p in a.items():
         if p.requires_grad:
@@ -226,11 +230,7 @@ def test_a_run_without_the_padding_mask_trains_as_one_with_it(tmp_path, model_di
     tokenizer = tiny_tokenizer()
     skipped = _run(_cfg(tmp_path / "skipped"), model_dir, tokenizer)
     masked = _run(_cfg(tmp_path / "masked", skip_padding_mask=False), model_dir, tokenizer)
-    for (step, loss, dev), (step2, loss2, dev2) in zip(_losses(tmp_path / "skipped"), _losses(tmp_path / "masked"),
-                                                       strict=True):
-        assert step == step2
-        assert (loss is None) == (loss2 is None) and (loss is None or abs(loss - loss2) < 1e-6)
-        assert (dev is None) == (dev2 is None) and (dev is None or abs(dev - dev2) < 1e-6)
+    _assert_same_losses(tmp_path / "skipped", tmp_path / "masked")
     a, b = dict(skipped.model.named_parameters()), dict(masked.model.named_parameters())
     # The two attention kernels round differently (1e-7), and Adam's steps carry that into the weights a little.
     for name, p in a.items():

@@ -334,8 +334,10 @@ def _start(accelerator, cfg: RunConfig, plan_: Plan, model, tokenizer, train, de
     loss_module, optimizer = accelerator.prepare(loss_module, optimizer)
     if bottom is not None:
         bottom.set_batch(None)  # the probe is not cached
-    loss_path = _choose_loss_path(accelerator, loss_module, train[:cfg.train.batch_size], tokenizer)
-    padding_mask = _choose_padding_mask(accelerator, loss_module, train[:cfg.train.batch_size], tokenizer)
+    pad_id = tokenizer.pad_token_id or 0
+    probe = {k: v.to(accelerator.device) for k, v in collate(train[:cfg.train.batch_size], pad_id).items()}
+    loss_path = _choose_loss_path(accelerator, loss_module, probe)
+    padding_mask = _choose_padding_mask(accelerator, loss_module, probe, pad_id)
     prog = _resume(accelerator, Path(cfg.train.out), model, optimizer, scheduler) if resume else Progress()
     info = dataclasses.replace(
         meta or RunInfo(), method=cfg.method.name, base_model=cfg.model.path, train_examples=len(train),
@@ -420,12 +422,11 @@ def compile_blocks(model) -> int:
     return len(blocks)
 
 
-def _choose_loss_path(accelerator, loss_module, examples, tokenizer) -> str:
+def _choose_loss_path(accelerator, loss_module, batch: dict) -> str:
     """Keep the trained-positions loss only where it equals the model's own loss on a first batch."""
     module = accelerator.unwrap_model(loss_module)
     if module.plain:
         return "full logits (virtual-token method)"
-    batch = {k: v.to(accelerator.device) for k, v in collate(examples, tokenizer.pad_token_id or 0).items()}
     with accelerator.autocast():
         ok, fast, plain = fast_path_agrees(module, batch)
     if ok:
@@ -436,15 +437,13 @@ def _choose_loss_path(accelerator, loss_module, examples, tokenizer) -> str:
     return why
 
 
-def _choose_padding_mask(accelerator, loss_module, examples, tokenizer) -> str:
+def _choose_padding_mask(accelerator, loss_module, batch: dict, pad_id: int) -> str:
     """Run right-padded batches without their attention mask (train.skip_padding_mask) only where a first batch,
-    widened with pad columns, gives the same loss without it."""
+    its rows' last tokens made padding, gives the same loss without it."""
     module = accelerator.unwrap_model(loss_module)
     if module.plain or not module.skip_padding_mask:
         module.skip_padding_mask = False
         return "kept" + (" (full-logits path)" if module.plain else "")
-    pad_id = tokenizer.pad_token_id or 0
-    batch = {k: v.to(accelerator.device) for k, v in collate(examples, pad_id).items()}
     if "attention_mask" not in batch:
         return "none (packed rows)"
     with accelerator.autocast():
