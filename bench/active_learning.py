@@ -37,6 +37,7 @@ from quality import hardware  # noqa: E402  (bench/ is the script's own folder)
 from tooltune.dialogue import Dialogue, dialogue_to_seed  # noqa: E402
 from tooltune.datafiles import read_dialogues, write_dialogues  # noqa: E402
 from tooltune.paths import data_dir  # noqa: E402
+from shown import command  # noqa: E402  (bench/ is the script's own folder)
 
 
 def signature(d: Dialogue) -> str:
@@ -236,7 +237,7 @@ def main() -> None:
 
 
 def write_results(args, counts: dict, rows: list[dict], seconds: float, timings: dict[str, float]) -> None:
-    cmd = "python bench/active_learning.py " + " ".join(a for a in sys.argv[1:])
+    cmd = command("active_learning.py")
     lines = ["# Data loop: active vs random selection of extra training dialogues", "",
              f"Command: `{cmd}` ({seconds / 60:.0f} min; {hardware()}).", "",
              "Pool (raw `unused` dialogues): " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".", "",

@@ -16,7 +16,6 @@ generated token and per unit, and the constraint's own time (opener watch, gramm
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from tooltune.datafiles import read_dialogues
 from tooltune.paths import data_file
 from tooltune.runs import load_for_inference
 from tooltune.schema import argument_problems
+from shown import command  # bench/ is the script's own folder
 
 TEST = "hotel/v3_chatglm3_llama2/test.chatglm3.jsonl"
 
@@ -82,7 +82,7 @@ def main() -> int:
 
     lines = [f"\n## {args.label or loaded.model_name} ({loaded.method}, format {loaded.format}), "
              f"{len(units)} call units\n",
-             f"Command: `PYTHONPATH=src python bench/{Path(__file__).name} {shlex.join(sys.argv[1:])}`  ",
+             f"Command: `{command(Path(__file__).name, env='PYTHONPATH=src')}`  ",
              f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, device "
              f"{next(loaded.model.parameters()).device}; greedy, max_new_tokens {args.max_new_tokens}, "
              f"max_prompt_tokens {args.max_prompt_tokens}, batch {args.batch_size}.\n",

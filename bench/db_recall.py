@@ -12,7 +12,6 @@ mapping: dev/test phrases that are no database name, right when mapped to a faci
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -21,6 +20,7 @@ from pathlib import Path
 from tooltune import paths
 from tooltune.db import ORDERS, HotelDB, SearchError, search_turns
 from tooltune.facilities import record_facilities
+from shown import command as shown_command  # bench/ is the script's own folder
 
 SPLITS = ("train", "dev", "test")
 
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         stats = {s: measure(db, course / f"{s}.chatglm3.jsonl", args.limit) for s in SPLITS}
         para = {s: paraphrase_accuracy(db, course / f"{s}.chatglm3.jsonl") for s in SPLITS}
         db.close()
-    command = "python bench/db_recall.py" + " ".join(["", *(argv if argv is not None else sys.argv[1:])]).rstrip()
+    command = shown_command("db_recall.py", argv)
     text = report(stats, para, args.limit, command, time.time() - start)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text, encoding="utf-8")

@@ -23,11 +23,11 @@ import argparse
 import os
 import platform
 import resource
-import shlex
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from shown import command as shown_command  # bench/ is the script's own folder
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "eval_speed.md"
@@ -211,7 +211,7 @@ def main() -> int:
     parser.add_argument("--note", default="")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    command = shlex.join(["python", "bench/eval_speed.py", *sys.argv[1:]])
+    command = shown_command("eval_speed.py")
     sys.path.insert(0, str(ROOT / "src"))
     from tooltune import paths
     from tooltune.evaluate.units import eval_units

@@ -21,7 +21,6 @@ import glob
 import json
 import os
 import re
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ from tooltune.formats import BOS, EOS, encode, get_format  # noqa: E402
 from tooltune.formats.runtimes import runtime_for  # noqa: E402
 from tooltune.train.gguf_export import export_gguf  # noqa: E402
 from tooltune.train.export import merged_model  # noqa: E402
+from shown import command as shown_command  # noqa: E402  (bench/ is the script's own folder)
 
 def prompts(run: Path, tokenizer, dialogues: int) -> tuple[list[list[int]], list[str], list[tuple]]:
     """(the ids of each prompt as the run encodes it, its text without the leading bos, its (turns, tools))."""
@@ -150,7 +150,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path)
     args = parser.parse_args()
     env = " ".join(f"{k}={os.environ[k]}" for k in ("LD_PRELOAD", "OMP_NUM_THREADS") if k in os.environ)
-    command = (env + " " if env else "") + "python bench/export_gguf.py " + " ".join(map(shlex.quote, sys.argv[1:]))
+    command = shown_command("export_gguf.py", env=env)
 
     from transformers import AutoModelForCausalLM
 

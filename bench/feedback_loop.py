@@ -39,6 +39,7 @@ from quality import hardware  # noqa: E402
 from tooltune.dialogue import Call, Dialogue, dialogue_to_seed  # noqa: E402
 from tooltune.datafiles import read_dialogues, write_dialogues  # noqa: E402
 from tooltune.paths import data_dir  # noqa: E402
+from shown import command  # noqa: E402  (bench/ is the script's own folder)
 
 
 def split_dev(dev: list[Dialogue], seed: int) -> tuple[list[Dialogue], list[Dialogue], int]:
@@ -215,7 +216,7 @@ def main() -> None:
 
 def write_results(out: Path, args, users: dict, exported: int, n_feedback: int, n_held: int, dropped: int,
                   rows: dict, seconds: float, timings: dict) -> None:
-    cmd = "python bench/feedback_loop.py " + " ".join(sys.argv[1:])
+    cmd = command("feedback_loop.py")
     served = args.run or "a tiny Llama trained here (smoke check: says the loop runs, not what it gains)"
     lines = ["# The feedback loop: users' corrections trained on", "",
              f"Command: `{cmd}` ({seconds / 60:.0f} min; {hardware()}).", "",

@@ -33,6 +33,7 @@ from quality import (
 from tooltune import paths, rundir
 from tooltune.demo import PYPI, with_budget
 from tooltune.errors import ToolTuneError
+from shown import command  # bench/ is the script's own folder
 
 # name: (what changes, config overrides on the baseline). A value `@ALIAS` is the folder `tooltune model prepare
 # ALIAS` writes; `@balanced` is the rebalanced course train split (`balanced_train`).
@@ -127,7 +128,7 @@ def _run(args: argparse.Namespace) -> int:
         per_key.append([name, f"{m['metrics']['slot_f1']:.1f}",
                         *(f"{keys[k]['f1']:.1f}" if k in keys else "-" for k in sorted(gold))])
     limit = f", first {args.limit} units" if args.limit else ""
-    section = "\n".join([BEGIN, f"Command: `PYTHONPATH=src python bench/levers.py {' '.join(sys.argv[1:])}`  ",
+    section = "\n".join([BEGIN, f"Command: `{command('levers.py', env='PYTHONPATH=src')}`  ",
                          (f"Hardware: {hardware()}. Split: {args.split}{limit}, turn mode. Base {model_dir.name} "
                           f"unless the row says otherwise, {args.steps} optimizer steps of 4 dialogues."), "",
                          render_table(lines, markdown=True), "",

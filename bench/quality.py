@@ -28,6 +28,7 @@ from tooltune import paths, rundir
 from tooltune.demo import DEFAULT, PYPI, finetune_tree, lecture_lines, with_budget
 from tooltune.errors import ToolTuneError
 from tooltune.train.methods import METHODS as TRAIN_METHODS
+from shown import command  # bench/ is the script's own folder
 
 METHODS = tuple(TRAIN_METHODS)
 """Every method of the method table, in its order."""
@@ -201,7 +202,7 @@ def _run(args: argparse.Namespace) -> int:
     lines[1:1] = above
     limit = f", first {args.limit} units" if args.limit else ""
     begin, end = markers(args.section)
-    section = "\n".join([begin, f"Command: `PYTHONPATH=src python bench/quality.py {' '.join(sys.argv[1:])}`  ",
+    section = "\n".join([begin, f"Command: `{command('quality.py', env='PYTHONPATH=src')}`  ",
                          (f"Hardware: {hardware()}. Split: {args.split}{limit}, turn mode. Same base "
                           f"({model_dir.name}), {args.steps} optimizer steps of 4 dialogues for every method."), "",
                          render_table(lines, markdown=True), end])

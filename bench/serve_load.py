@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import platform
-import shlex
 import signal
 import socket
 import subprocess
@@ -37,6 +36,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from shown import command as shown_command  # bench/ is the script's own folder
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "bot.md"
@@ -260,7 +260,7 @@ def main() -> int:
     args.clients = [int(c) for c in args.clients.split(",")]
     # stopped from outside: end like an error, so that the server this script started is stopped too
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-    command = shlex.join(["python", "bench/serve_load.py", *sys.argv[1:]])
+    command = shown_command("serve_load.py")
     load_before = os.getloadavg()
 
     windows: list[Window] = []

@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shlex
 import sys
 import time
 from pathlib import Path
+from shown import command as shown_command  # bench/ is the script's own folder
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "serve_profile.md"
@@ -73,7 +73,7 @@ def main() -> int:
     parser.add_argument("--note", default="")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    command = shlex.join(["python", "bench/serve_profile.py", *sys.argv[1:]])
+    command = shown_command("serve_profile.py")
     sys.path.insert(0, str(ROOT / "src"))
     import torch
 

@@ -34,6 +34,7 @@ from tooltune.train import loop as train_loop  # noqa: E402
 from tooltune.train.config import load_config  # noqa: E402
 from tooltune.train.loss import transformers_model  # noqa: E402
 from tooltune.train.recipe import prepare  # noqa: E402
+from shown import command  # noqa: E402  (bench/ is the script's own folder)
 
 DEMO_OVERRIDES = ["method.r=16", "method.alpha=32", "method.target_modules=[all-linear]", "data.dev=",
                   "data.format=llama2", "data.observation=compact", "data.argument_order=schema", "train.lr=1e-3",
@@ -188,7 +189,7 @@ def main() -> int:
     rows += [("optimizer step", s["optimizer step"]), ("data: collation", s["data: collation"])]
     rows.append(("other (clipping, scheduler, logging, Python)", wall - sum(v for _, v in rows)))
 
-    cmd = "python bench/train_profile.py " + " ".join(sys.argv[1:])
+    cmd = command("train_profile.py")
     title = args.label or (" ".join(args.overrides) or "the demo's settings")
     cpu = cpu_name()
     lines = [f"## {title}", "", f"Command: `{cmd}`  ",

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import torch
+from shown import command  # bench/ is the script's own folder
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -237,7 +238,7 @@ def write(args, names, results, failures, peak) -> None:
     cpu = cpu_name()
     any_row = next(results[n][0] for n in names if results[n])
     lines = ["# Training speed levers on Gemma-3-270M (LoRA r=16 on every linear layer)", "",
-             f"Command: `python bench/train_speed.py {' '.join(sys.argv[1:])}`  ",
+             f"Command: `{command('train_speed.py')}`  ",
              f"Hardware: {cpu}, {os.cpu_count()} cores, native bf16: {native_bf16()}; torch {torch.__version__}. "
              f"GEMM 2048x2048 peak: float32 **{peak['float32']:.0f}** GFLOP/s, bf16 **{peak['bfloat16']:.0f}** "
              f"GFLOP/s.  ",

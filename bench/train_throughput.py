@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from tooltune import rundir  # noqa: E402
 from tooltune.train.config import config_from_dict  # noqa: E402
 from tooltune.formats import IGNORE_INDEX, Example  # noqa: E402
+from shown import command  # noqa: E402  (bench/ is the script's own folder)
 
 
 def gemma_shaped(vocab: int, hidden: int, layers: int, seed: int = 0):
@@ -224,7 +225,7 @@ def main() -> int:
 
     speedups = {side: med(side, 0) / med("hf", 0) for side in sides if side != "hf" and "hf" in sides}
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
-    cmd = "python bench/train_throughput.py " + " ".join(sys.argv[1:])
+    cmd = command("train_throughput.py")
     model_desc = args.model or (f"Gemma-3-shaped, vocab {args.vocab}, hidden {args.hidden}, {args.layers} layers, "
                                 f"random init, fp32")
     lines = [
