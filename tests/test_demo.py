@@ -120,7 +120,7 @@ def test_configs_demo_yaml_matches_the_demo(tmp_path):
     tree = finetune_tree(tmp_path, tmp_path / "run", Path("../shared/data"), PYPI, method="lora", own=False)
     ours = build_dataclass(RunConfig, tree, "")
     assert by_hand.method == ours.method and by_hand.model == ours.model
-    for key in ("format", "observation", "max_length", "argument_order"):
+    for key in ("format", "observation", "max_length", "argument_order", "call_weight"):
         assert getattr(by_hand.data, key) == getattr(ours.data, key), key
     for key in ("lr", "batch_size", "grad_accum", "max_steps", "warmup_steps", "schedule", "mixed_precision",
                 "weight_decay", "output_vocab", "cache_frozen"):
