@@ -28,6 +28,7 @@ from tooltune.datafiles import read_dialogues
 from tooltune.paths import data_file
 from tooltune.runs import load_for_inference
 from tooltune.schema import argument_problems
+
 from shown import command  # bench/ is the script's own folder
 
 TEST = "hotel/v3_chatglm3_llama2/test.chatglm3.jsonl"

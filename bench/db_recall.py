@@ -20,6 +20,7 @@ from pathlib import Path
 from tooltune import paths
 from tooltune.db import ORDERS, HotelDB, SearchError, search_turns
 from tooltune.facilities import record_facilities
+
 from shown import command as shown_command  # bench/ is the script's own folder
 
 SPLITS = ("train", "dev", "test")

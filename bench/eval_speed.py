@@ -27,6 +27,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
 from shown import command as shown_command  # bench/ is the script's own folder
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -35,6 +35,7 @@ from tooltune.formats import BOS, EOS, encode, get_format  # noqa: E402
 from tooltune.formats.runtimes import runtime_for  # noqa: E402
 from tooltune.train.gguf_export import export_gguf  # noqa: E402
 from tooltune.train.export import merged_model  # noqa: E402
+
 from shown import command as shown_command  # noqa: E402  (bench/ is the script's own folder)
 
 def prompts(run: Path, tokenizer, dialogues: int) -> tuple[list[list[int]], list[str], list[tuple]]:

@@ -39,6 +39,7 @@ from quality import hardware  # noqa: E402
 from tooltune.dialogue import Call, Dialogue, dialogue_to_seed  # noqa: E402
 from tooltune.datafiles import read_dialogues, write_dialogues  # noqa: E402
 from tooltune.paths import data_dir  # noqa: E402
+
 from shown import command  # noqa: E402  (bench/ is the script's own folder)
 
 

@@ -33,6 +33,7 @@ from quality import (
 from tooltune import paths, rundir
 from tooltune.demo import PYPI, with_budget
 from tooltune.errors import ToolTuneError
+
 from shown import command  # bench/ is the script's own folder
 
 # name: (what changes, config overrides on the baseline). A value `@ALIAS` is the folder `tooltune model prepare

@@ -28,6 +28,7 @@ from tooltune import paths, rundir
 from tooltune.demo import DEFAULT, PYPI, finetune_tree, lecture_lines, with_budget
 from tooltune.errors import ToolTuneError
 from tooltune.train.methods import METHODS as TRAIN_METHODS
+
 from shown import command  # bench/ is the script's own folder
 
 METHODS = tuple(TRAIN_METHODS)

@@ -14,6 +14,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+
 from shown import command as shown_command  # bench/ is the script's own folder
 
 ROOT = Path(__file__).resolve().parent.parent

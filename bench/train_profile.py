@@ -34,6 +34,7 @@ from tooltune.train import loop as train_loop  # noqa: E402
 from tooltune.train.config import load_config  # noqa: E402
 from tooltune.train.loss import transformers_model  # noqa: E402
 from tooltune.train.recipe import prepare  # noqa: E402
+
 from shown import command  # noqa: E402  (bench/ is the script's own folder)
 
 DEMO_OVERRIDES = ["method.r=16", "method.alpha=32", "method.target_modules=[all-linear]", "data.dev=",

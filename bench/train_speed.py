@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import torch
+
 from shown import command  # bench/ is the script's own folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +50,7 @@ DEMO = ["method.r=16", "method.alpha=32", "method.target_modules=[all-linear]", 
 # name -> (side, batch, dtype, overrides, what it shows). "before" and each lever alone keep the attention mask
 # on padded batches (train.skip_padding_mask=false), as the loop did before that lever; "all" rows take every lever.
 MASK = "train.skip_padding_mask=false"
+DTYPES = {"bf16": "bfloat16", "fp32": "float32"}  # row-name suffix -> model.dtype
 ALL = ["method.dropout=0", "method.layers=top:8", "train.cache_frozen=true", "train.output_vocab=domain"]
 ALONE = {"dropout0": (["method.dropout=0"], "LoRA dropout 0 (no mask per adapter)"),
          "top8": (["method.layers=top:8"], "adapters on the top 8 of 18 layers"),
@@ -63,10 +65,10 @@ ROWS = {
     "before-fp32": ("tooltune", 4, "float32", [MASK], "tooltune before the levers (the demo until now), float32"),
     "before-bf16": ("tooltune", 4, "bfloat16", [MASK], "tooltune before the levers, bf16"),
     **{f"{name}-{tag}": ("tooltune", 4, dtype, [*levers, MASK], what)
-       for tag, dtype in (("bf16", "bfloat16"), ("fp32", "float32")) for name, (levers, what) in ALONE.items()},
+       for tag, dtype in DTYPES.items() for name, (levers, what) in ALONE.items()},
     **{f"nomask-{tag}": ("tooltune", 4, dtype, ["train.skip_padding_mask=true"],
                          "padded batches without the attention mask (the causal kernel)")
-       for tag, dtype in (("bf16", "bfloat16"), ("fp32", "float32"))},
+       for tag, dtype in DTYPES.items()},
     "all-mask-bf16": ("tooltune", 4, "bfloat16", [*ALL, MASK], "all levers but the padding mask kept"),
     "all-bf16": ("tooltune", 4, "bfloat16", ALL, "all levers"),
     "all-fp32": ("tooltune", 4, "float32", ALL, "all levers, float32"),

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from tooltune import rundir  # noqa: E402
 from tooltune.train.config import config_from_dict  # noqa: E402
 from tooltune.formats import IGNORE_INDEX, Example  # noqa: E402
+
 from shown import command  # noqa: E402  (bench/ is the script's own folder)
 
 
